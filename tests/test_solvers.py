@@ -1,0 +1,153 @@
+"""Reference solvers: eigsh and the JAX LOBPCG agree, warm starts pay off."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgmoe_jax import Grid
+from pgmoe_jax import apply_hamiltonian
+from pgmoe_jax import fidelity
+from pgmoe_jax import ground_state
+from pgmoe_jax import potentials
+from pgmoe_jax import residual
+from pgmoe_jax import solve
+from pgmoe_jax import solvers
+
+GRID = Grid((24, 20), (20.0, 16.0))
+
+
+@pytest.fixture(scope="module")
+def wells():
+  return np.asarray(potentials.gaussian_wells(jax.random.key(0), GRID, (6,)))
+
+
+@pytest.fixture(scope="module")
+def reference(wells):
+  return solve(wells, GRID, method="eigsh", num_states=2)
+
+
+def test_eigsh_and_lobpcg_agree_on_gaussian_wells(wells, reference):
+  e_ref, psi_ref = reference.energies[:, 0], reference.states[:, 0]
+  e0, psi0 = ground_state(wells, GRID, method="lobpcg")
+  assert e0.shape == (6,) and psi0.shape == (6,) + GRID.shape
+  np.testing.assert_array_less(np.abs(np.asarray(e0) - e_ref), 1e-8)
+  np.testing.assert_array_less(1 - 1e-8, np.asarray(fidelity(psi0, psi_ref,
+                                                             GRID)))
+  # Both follow the normalisation convention, so the states themselves agree.
+  np.testing.assert_allclose(psi0, psi_ref, atol=1e-5)
+  for psi in (psi0, psi_ref):
+    np.testing.assert_allclose(
+        np.sum(np.asarray(psi)**2, (-1, -2)) * GRID.volume_element, 1.0,
+        rtol=1e-12)
+    assert (np.asarray(psi).sum((-1, -2)) > 0).all()
+    assert (np.asarray(psi) > -1e-6).all()  # nodeless ground state
+  assert (reference.residuals < 1e-10).all() and reference.converged.all()
+  np.testing.assert_array_less(residual(psi0, wells, GRID), 1e-8)
+
+
+def test_excited_states_and_gap_agree(wells, reference):
+  result = solve(wells, GRID, method="lobpcg", num_states=2)
+  assert result.energies.shape == (6, 2)
+  assert result.states.shape == (6, 2) + GRID.shape
+  np.testing.assert_allclose(result.energies, reference.energies, atol=1e-8)
+  gap = np.diff(reference.energies, axis=-1)[:, 0]
+  assert (gap > 0).all()
+  # Each state is an eigenvector of the same H.
+  h_psi = apply_hamiltonian(result.states, wells[:, None], GRID)
+  np.testing.assert_allclose(h_psi, result.energies[..., None, None] *
+                             result.states, atol=1e-6)
+  assert bool(result.converged.all())
+
+
+def test_batch_axes_and_chunks(wells, reference):
+  v = wells.reshape((2, 3) + GRID.shape)
+  e0, psi0 = ground_state(v, GRID, method="lobpcg", chunk_size=4)
+  assert e0.shape == (2, 3) and psi0.shape == (2, 3) + GRID.shape
+  np.testing.assert_allclose(np.ravel(e0), reference.energies[:, 0],
+                             atol=1e-8)
+  e0, _ = ground_state(v, GRID, method="eigsh")
+  assert e0.shape == (2, 3)
+  e_single, _ = ground_state(wells[3], GRID, method="lobpcg")
+  assert np.shape(e_single) == ()
+  assert float(e_single) == pytest.approx(reference.energies[3, 0], abs=1e-8)
+
+
+def test_warm_start_needs_fewer_iterations(wells, reference):
+  psi_ref = reference.states[:, 0]
+  rng = np.random.default_rng(0)
+  close = psi_ref + 1e-3 * rng.normal(size=psi_ref.shape)
+  far = rng.normal(size=psi_ref.shape)
+  warm = solve(wells, GRID, method="lobpcg", init=close)
+  cold = solve(wells, GRID, method="lobpcg")
+  random = solve(wells, GRID, method="lobpcg", init=far)
+  for result in (warm, cold, random):
+    np.testing.assert_allclose(result.energies[:, 0], reference.energies[:, 0],
+                               atol=1e-8)
+  assert (warm.iterations < random.iterations).all()
+  assert (warm.iterations < cold.iterations).all()
+  # Started at the answer, it only has to confirm convergence.
+  exact = solve(wells, GRID, method="lobpcg", init=psi_ref)
+  assert (exact.iterations <= 1).all()
+
+
+def test_lobpcg_float32():
+  v = jnp.asarray(potentials.gaussian_wells(jax.random.key(1), GRID, (2,)),
+                  jnp.float32)
+  e_ref, psi_ref = ground_state(np.asarray(v, np.float64), GRID)
+  e0, psi0 = ground_state(v, GRID, method="lobpcg")
+  assert e0.dtype == jnp.float32 and psi0.dtype == jnp.float32
+  np.testing.assert_allclose(e0, e_ref, atol=1e-4)
+  assert (1 - np.asarray(fidelity(np.asarray(psi0, np.float64), psi_ref, GRID))
+          < 1e-6).all()
+
+
+def test_periodic_boundary():
+  grid = Grid((12, 10), (6.0, 5.0), "periodic")
+  e0, psi0 = ground_state(np.full(grid.shape, -2.5), grid, method="lobpcg")
+  assert float(e0) == pytest.approx(-2.5, abs=1e-10)
+  np.testing.assert_allclose(psi0, 1 / np.sqrt(30.0), atol=1e-7)
+  x, y = grid.mesh()
+  v = -3 * np.cos(2 * np.pi * x / 6.0) + np.sin(2 * np.pi * y / 5.0)
+  results = [solve(v, grid, method=m, num_states=3) for m in solvers.METHODS]
+  np.testing.assert_allclose(results[0].energies, results[1].energies,
+                             atol=1e-8)
+
+
+def test_kinetic_inverse_is_exact():
+  for grid in (Grid((7, 9), (3.0, 4.0)), Grid((6, 5, 4), 2.0, "periodic")):
+    r = np.random.default_rng(1).normal(size=(2,) + grid.shape)
+    inverse = solvers.make_kinetic_inverse(grid, jnp.float64)
+    c = 0.3
+    x = inverse(jnp.asarray(r), c)
+    np.testing.assert_allclose(
+        apply_hamiltonian(x, np.full(grid.shape, c), grid), r, atol=1e-11)
+
+
+def test_lobpcg_does_not_converge_warns():
+  v = np.asarray(potentials.gaussian_wells(jax.random.key(2), GRID))
+  with pytest.warns(RuntimeWarning, match="did not reach the residual"):
+    result = solve(v, GRID, method="lobpcg", max_iters=2)
+  assert not bool(result.converged)
+  assert int(result.iterations) == 2
+
+
+def test_bad_inputs():
+  v = np.zeros(GRID.shape)
+  with pytest.raises(ValueError, match="known methods: eigsh, lobpcg"):
+    ground_state(v, GRID, method="arpack")
+  with pytest.raises(ValueError, match="num_states must be a positive"):
+    ground_state(v, GRID, num_states=0)
+  with pytest.raises(ValueError, match="does not match the grid"):
+    ground_state(np.zeros((20, 24)), GRID)
+  with pytest.raises(ValueError, match="non-finite"):
+    ground_state(np.full(GRID.shape, np.inf), GRID, method="lobpcg")
+  with pytest.raises(ValueError, match="init is only used by method='lobpcg'"):
+    ground_state(v, GRID, init=np.ones(GRID.shape))
+  with pytest.raises(ValueError, match="identically zero"):
+    ground_state(v, GRID, method="lobpcg", init=np.zeros(GRID.shape))
+  with pytest.raises(ValueError, match="init has shape"):
+    ground_state(np.zeros((3,) + GRID.shape), GRID, method="lobpcg",
+                 init=np.ones((2,) + GRID.shape))
+  with pytest.raises(ValueError, match="block_size"):
+    ground_state(v, GRID, method="lobpcg", num_states=3, block_size=2)
