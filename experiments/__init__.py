@@ -1,0 +1,1 @@
+"""Command-line entry points (absl flags); run as ``python -m experiments.X``."""

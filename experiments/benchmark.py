@@ -1,0 +1,168 @@
+r"""Benchmarks: figures and ratios printed, never asserted.
+
+    python -m experiments.benchmark --what=matvec,solvers [--quick]
+
+* ``matvec``: the stencil ``apply_hamiltonian`` in float32, its achieved
+  memory bandwidth (reads psi and V, writes H psi) against a jitted copy that
+  moves the same number of bytes on this machine, both timed per call (so
+  both include dispatch and a fresh output buffer).
+* ``solvers``: seconds per ground state and accuracy, on gaussian_wells
+  potentials in float64, for SciPy eigsh shift-invert (the reference), SciPy
+  LOBPCG (with the same sine-transform preconditioner, fixed shift), and the
+  JAX LOBPCG one potential at a time and as one batch. Times exclude JAX
+  compilation (a warm-up call) and include SciPy's factorisations.
+
+Machine-dependent: the header prints what ran it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
+                          "Benchmarks to run: matvec, solvers.")
+_QUICK = flags.DEFINE_bool("quick", False,
+                           "Small sizes only (a smoke run, for tests).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+  """Best wall time of ``fn()`` over ``repeats`` runs, after one warm-up."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def bench_matvec(quick: bool, repeats: int) -> None:
+  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import hamiltonian  # pylint: disable=g-import-not-at-top
+
+  cases = [((64, 64), 16), ((256, 256), 16)] if not quick else [((32, 32), 4)]
+  if not quick:
+    cases += [((512, 512), 4), ((64, 64, 64), 4)]
+  print("\n## matvec: apply_hamiltonian, float32, one jitted call (best of "
+        f"{repeats * 6})\n")
+  print("| grid | batch | MiB per array | matvec us | matvec GB/s | "
+        "copy GB/s | matvec / copy |")
+  print("|---|---|---|---|---|---|---|")
+  for shape, batch in cases:
+    grid = Grid(shape, 20.0)
+    rng = np.random.default_rng(0)
+    psi = jnp.asarray(rng.normal(size=(batch,) + shape), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(batch,) + shape), jnp.float32)
+    # The copy moves the same bytes as the matvec: it reads and writes an
+    # array 1.5 times the size of psi (3 psi-sized transfers in all).
+    source = jnp.asarray(rng.normal(size=(3 * psi.size // 2,)), jnp.float32)
+    matvec = jax.jit(hamiltonian.apply_hamiltonian)
+    copy = jax.jit(lambda x: x * 0.5)
+    t_h = best_time(lambda: matvec(psi, v, grid), repeats * 6)
+    t_c = best_time(lambda: copy(source), repeats * 6)
+    nbytes = 3 * psi.size * psi.dtype.itemsize  # read psi and V, write H psi
+    bw_h, bw_c = nbytes / t_h / 1e9, nbytes / t_c / 1e9
+    print(f"| {'x'.join(map(str, shape))} | {batch} | "
+          f"{psi.nbytes / 2**20:.1f} | {1e6 * t_h:.0f} | {bw_h:.1f} | "
+          f"{bw_c:.1f} | {bw_h / bw_c:.2f} |")
+
+
+def _scipy_lobpcg(potentials, grid, tol):
+  """SciPy LOBPCG with the (K + c)^-1 preconditioner at a fixed c = 5 Ha."""
+  import scipy.sparse  # pylint: disable=g-import-not-at-top
+  import scipy.sparse.linalg as sla  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
+
+  kinetic = solvers.kinetic_matrix(grid)
+  inverse = jax.jit(solvers.make_kinetic_inverse(grid, np.float64))
+  n = grid.size
+  precond = sla.LinearOperator(
+      (n, n), dtype=np.float64,
+      matvec=lambda r: np.asarray(inverse(
+          jnp.asarray(r.reshape((1,) + grid.shape)), 5.0)).ravel(),
+      matmat=lambda r: np.asarray(inverse(
+          jnp.asarray(r.T.reshape((-1,) + grid.shape)), 5.0)).reshape(
+              r.shape[1], n).T)
+  x0 = solvers.kinetic_modes(grid, 2).reshape(2, n).T
+  energies, iterations = [], []
+  for v in potentials.reshape(len(potentials), n):
+    h = kinetic + scipy.sparse.diags(v)
+    w, _, history = sla.lobpcg(h, x0.copy(), M=precond, tol=tol, maxiter=500,
+                               largest=False, retResidualNormsHistory=True)
+    energies.append(w[0])
+    iterations.append(len(history))
+  return np.array(energies), np.array(iterations)
+
+
+def bench_solvers(quick: bool, repeats: int) -> None:
+  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import potentials  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
+
+  cases = [((32, 32), 8), ((64, 64), 8), ((128, 128), 4), ((32, 32, 32), 2)]
+  if quick:
+    cases = [((16, 16), 2)]
+  tol = 1e-8
+  print("\n## solvers: one gaussian_wells ground state, float64, residual "
+        f"tolerance {tol:g} Ha\n")
+  print("| grid | method | ms per state | iterations (mean) | max abs(E - "
+        "E_eigsh) Ha | max residual Ha | speed-up vs eigsh |")
+  print("|---|---|---|---|---|---|---|")
+  for shape, count in cases:
+    grid = Grid(shape, 20.0)
+    v = np.asarray(potentials.gaussian_wells(jax.random.key(0), grid,
+                                             (count,)))
+    rows = []
+    ref = solvers.solve(v, grid, method="eigsh", tol=tol)
+    t_ref = best_time(lambda: solvers.solve(v, grid, method="eigsh", tol=tol),
+                      max(1, repeats // 3)) / count
+    rows.append(("eigsh shift-invert", t_ref, ref.iterations, ref.energies,
+                 ref.residuals))
+    t_sp = time.perf_counter()
+    e_sp, it_sp = _scipy_lobpcg(v, grid, tol)
+    t_sp = (time.perf_counter() - t_sp) / count
+    rows.append(("scipy lobpcg", t_sp, it_sp, e_sp[:, None], None))
+    for label, chunk in (("jax lobpcg, one by one", 1),
+                         (f"jax lobpcg, batch of {count}", count)):
+      run = lambda chunk=chunk: solvers.solve(v, grid, method="lobpcg",
+                                              tol=tol, chunk_size=chunk)
+      out = run()
+      t = best_time(run, repeats) / count
+      rows.append((label, t, out.iterations, out.energies, out.residuals))
+    for label, t, its, energies, residuals in rows:
+      err = np.max(np.abs(np.asarray(energies)[:, 0] - ref.energies[:, 0]))
+      res = "-" if residuals is None else f"{np.max(residuals):.1e}"
+      print(f"| {'x'.join(map(str, shape))} | {label} | {1e3 * t:.2f} | "
+            f"{np.mean(its):.1f} | {err:.1e} | {res} | {t_ref / t:.1f} |")
+
+
+BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_WHAT.value) - set(BENCHMARKS))
+  if unknown:
+    raise app.UsageError(f"Unknown benchmark(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(BENCHMARKS)}.")
+  jax.config.update("jax_enable_x64", True)
+  print(f"# pgmoe_jax benchmark: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__} on "
+        f"{jax.devices()[0].device_kind}")
+  for name in _WHAT.value:
+    BENCHMARKS[name](_QUICK.value, _REPEATS.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
