@@ -11,12 +11,16 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   LOBPCG (with the same sine-transform preconditioner, fixed shift), and the
   JAX LOBPCG one potential at a time and as one batch. Times exclude JAX
   compilation (a warm-up call) and include SciPy's factorisations.
+* ``datagen``: samples/s of dataset generation (2-D 64x64) with worker
+  processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop; and
+  the loader's batches/s against what a (proxy) training step consumes.
 
 Machine-dependent: the header prints what ran it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
-                          "Benchmarks to run: matvec, solvers.")
+                          "Benchmarks to run: matvec, solvers, datagen.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
@@ -146,7 +150,103 @@ def bench_solvers(quick: bool, repeats: int) -> None:
             f"{np.mean(its):.1f} | {err:.1e} | {res} | {t_ref / t:.1f} |")
 
 
-BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers}
+def _proxy_train_step(grid, batch_size):
+  """A stand-in for issue 4's train step: a dense MLP (n^d -> 512 -> 512 ->
+  n^d) trained on the energy loss, value_and_grad plus an SGD update."""
+  from pgmoe_jax import energy  # pylint: disable=g-import-not-at-top
+  del batch_size
+  n = grid.size
+  keys = jax.random.split(jax.random.key(0), 3)
+  sizes = [(n, 512), (512, 512), (512, n)]
+  params = [(jax.random.normal(k, s, jnp.float32) / np.sqrt(s[0]),
+             jnp.zeros(s[1], jnp.float32)) for k, s in zip(keys, sizes)]
+
+  def loss(params, v):
+    x = v.reshape(len(v), -1)
+    for i, (w, b) in enumerate(params):
+      x = x @ w + b
+      if i < len(params) - 1:
+        x = jax.nn.gelu(x)
+    psi = jax.nn.softplus(x).reshape(v.shape)
+    return jnp.mean(energy(psi, v, grid))
+
+  @jax.jit
+  def step(params, v):
+    value, grads = jax.value_and_grad(loss)(params, v)
+    params = jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads)
+    return params, value
+
+  return params, step
+
+
+def bench_datagen(quick: bool, repeats: int) -> None:
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
+
+  del repeats
+  shape, count = ((16, 16), 16) if quick else ((64, 64), 256)
+  grid = Grid(shape, 20.0)
+  spec = data.DatasetSpec("gaussian_wells", grid, count, shard_size=64)
+  label = "x".join(map(str, shape))
+  print(f"\n## datagen: {count} gaussian_wells samples at {label} "
+        "(E0, E1, psi0; float64; residual 1e-8 Ha)\n")
+  print("| how | seconds | samples/s | vs one-at-a-time eigsh |")
+  print("|---|---|---|---|")
+  potentials = data.make_split_sampler(spec)(0, count)
+  start = time.perf_counter()
+  for v in potentials:
+    solvers.solve(v, grid, method="eigsh", num_states=2)
+  t_loop = time.perf_counter() - start
+  rows = [("eigsh loop, one process (no I/O)", t_loop)]
+  tmp = tempfile.mkdtemp()
+  try:
+    for how, solver, workers, chunk in (
+        (f"generate, eigsh, {os.cpu_count()} workers", "eigsh",
+         os.cpu_count(), None),
+        ("generate, eigsh, 1 process", "eigsh", 1, None),
+        ("generate, JAX LOBPCG one by one", "lobpcg", 1, 1)):
+      path = os.path.join(tmp, how.replace(" ", "_").replace(",", ""))
+      run_spec = dataclasses.replace(spec, solver=solver)
+      start = time.perf_counter()
+      data.generate(path, run_spec, workers=workers, chunk_size=chunk)
+      rows.append((how, time.perf_counter() - start))
+    for how, seconds in rows:
+      print(f"| {how} | {seconds:.2f} | {count / seconds:.1f} | "
+            f"{t_loop / seconds:.2f} |")
+
+    ds = data.open_dataset(path)
+    batch_size = 16 if quick else 64
+    epochs = 2 if quick else 20
+    start = time.perf_counter()
+    batches = 0
+    for epoch in range(epochs):
+      for batch in ds.batches(batch_size, epoch=epoch):
+        jax.block_until_ready(batch)
+        batches += 1
+    loader = batches / (time.perf_counter() - start)
+    params, step = _proxy_train_step(grid, batch_size)
+    v = batch["potential"]
+    params, _ = step(params, v)  # compile
+    steps = 3 if quick else 30
+    start = time.perf_counter()
+    for _ in range(steps):
+      params, value = step(params, v)
+    jax.block_until_ready(value)
+    consumed = steps / (time.perf_counter() - start)
+    print(f"\nLoader: {loader:.0f} batches/s of {batch_size} (memory-mapped "
+          f"shards, shuffled, float32, to device). A proxy train step (dense "
+          f"MLP {grid.size}->512->512->{grid.size}, energy loss, "
+          f"value_and_grad) consumes {consumed:.0f} batches/s: the loader is "
+          f"{loader / consumed:.0f}x faster than training needs.")
+  finally:
+    shutil.rmtree(tmp)
+
+
+BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
+              "datagen": bench_datagen}
 
 
 def main(argv):

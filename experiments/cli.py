@@ -39,3 +39,48 @@ def grid_from_flags(grid: str, length: str, boundary: str = "dirichlet",
   if len(shape) == 1 and ndim is not None:
     shape = shape * ndim
   return Grid(shape, parse_floats(length, "length"), boundary)
+
+
+class ProgressBar:
+  """A one-line progress bar with rate and ETA on stderr.
+
+  On a terminal it redraws in place; elsewhere (logs, CI) it prints a line
+  at most every ``log_every`` seconds and at the end. Call it as
+  ``bar(done, total)``.
+  """
+
+  def __init__(self, label: str, unit: str = "samples",
+               log_every: float = 10.0):
+    import sys  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+    self._stream = sys.stderr
+    self._clock = time.perf_counter
+    self._label = label
+    self._unit = unit
+    self._log_every = log_every
+    self._start = None
+    self._first = 0
+    self._last_print = -float("inf")
+    self._tty = self._stream.isatty()
+
+  def __call__(self, done: int, total: int) -> None:
+    now = self._clock()
+    if self._start is None:
+      self._start, self._first = now, done
+    elapsed = now - self._start
+    rate = (done - self._first) / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else float("nan")
+    finished = done >= total
+    if not self._tty and not finished and (
+        done == self._first or now - self._last_print < self._log_every):
+      return
+    self._last_print = now
+    width = 30
+    filled = int(width * done / total) if total else width
+    eta_text = (f"{int(eta) // 60}:{int(eta) % 60:02d}" if eta == eta
+                else "?")
+    line = (f"{self._label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done}/{total} {self._unit}  {rate:.1f}/s  ETA {eta_text}")
+    end = "\n" if finished or not self._tty else ""
+    self._stream.write(("\r" if self._tty else "") + line + end)
+    self._stream.flush()

@@ -33,17 +33,18 @@ def test_demo_solves_every_family_and_solvers_agree():
 
 
 def test_benchmark_quick_prints_tables():
-  out = run_module("experiments.benchmark", "--what=matvec,solvers",
+  out = run_module("experiments.benchmark", "--what=matvec,solvers,datagen",
                    "--quick", "--repeats=1")
   assert out.returncode == 0, out.stderr
   assert "## matvec" in out.stdout and "## solvers" in out.stdout
+  assert "## datagen" in out.stdout and "Loader:" in out.stdout
   assert "jax lobpcg, one by one" in out.stdout
 
 
 def test_benchmark_unknown_name_lists_known():
   out = run_module("experiments.benchmark", "--what=flops")
   assert out.returncode != 0
-  assert "Unknown benchmark(s) flops; known: matvec, solvers" in out.stderr
+  assert "Unknown benchmark(s) flops; known: matvec, solvers, datagen" in out.stderr
 
 
 def test_grid_flags():
@@ -56,3 +57,64 @@ def test_grid_flags():
     cli.grid_from_flags("32", "abc")
   with pytest.raises(ValueError, match="at least 3 points"):
     cli.grid_from_flags("2", "20")
+
+
+GENERATE = ("experiments.generate_data", "--grid=12", "--length=10",
+            "--num=40", "--shard_size=1", "--workers=1")
+
+
+def read_tree(path):
+  return {name: open(os.path.join(path, name), "rb").read()
+          for name in sorted(os.listdir(path)) if not name.endswith(".tmp")}
+
+
+def test_generate_data_killed_and_rerun_gives_identical_bytes(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  whole = tmp_path / "a" / "train"
+  out = run_module(*GENERATE, f"--out={whole}")
+  assert out.returncode == 0, out.stderr
+  assert "40 samples, 0 failed, complete" in out.stdout
+
+  killed = tmp_path / "b" / "train"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen([sys.executable, "-m", *GENERATE, f"--out={killed}"],
+                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  meta = killed / "meta.json"
+  deadline = time.time() + 120
+  shards = 0
+  while time.time() < deadline and proc.poll() is None:
+    try:
+      shards = len(json.loads(meta.read_text())["shards"])
+    except (OSError, ValueError):
+      shards = 0
+    if shards >= 3:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert 3 <= shards < 40, "the run was not interrupted mid-way"
+  out = run_module(*GENERATE, f"--out={killed}")
+  assert out.returncode == 0, out.stderr
+  assert read_tree(killed) == read_tree(whole)
+
+
+def test_generate_data_refuses_other_dataset_and_bad_flags(tmp_path):
+  path = tmp_path / "train"
+  assert run_module(*GENERATE[:3], "--num=2", f"--out={path}").returncode == 0
+  out = run_module(*GENERATE[:3], "--num=3", f"--out={path}")
+  assert out.returncode != 0
+  assert "holds a different dataset (differs in: num_samples)" in out.stderr
+  out = run_module(*GENERATE[:3], "--num=2", "--family=gaussian",
+                   f"--out={tmp_path / 'x'}")
+  assert "known families: box_well, double_well" in out.stderr
+  out = run_module(*GENERATE[:3], "--num=2", "--ranges={depth: 3}",
+                   f"--out={tmp_path / 'y'}")
+  assert "--ranges is not valid JSON" in out.stderr
+  out = run_module(*GENERATE[:3], "--num=2", "--ranges={\"depth\": [10, 5]}",
+                   f"--out={tmp_path / 'z'}")
+  assert "depth=(10, 5) has low 10 > high 5" in out.stderr
+  assert not (tmp_path / "z").exists()  # refused before anything is written
