@@ -1,0 +1,126 @@
+"""Models: shapes, positivity, normalisation, expert vmap, physics limits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgmoe_jax import Grid
+from pgmoe_jax import fidelity
+from pgmoe_jax import ground_state
+from pgmoe_jax import potentials
+from pgmoe_jax.models import build_model
+from pgmoe_jax.models import common
+from pgmoe_jax.models import count_params
+from pgmoe_jax.models import pgmoe as pgmoe_lib
+
+GRIDS = [Grid((16,), 10.0), Grid((16, 8), (12.0, 8.0)), Grid((8, 8, 8), 8.0)]
+
+
+def wells(grid, count=3, seed=0):
+  return potentials.gaussian_wells(jax.random.key(seed), grid, (count,))
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=str)
+@pytest.mark.parametrize("config", [
+    dict(name="dense", hidden=(32,)),
+    dict(name="pgmoe", tiles=2, coarse=4, expert_hidden=(16,)),
+    dict(name="pgmoe", tiles=2, coarse=4, expert_hidden=(16,),
+         shared_expert=False, gate="mlp", expert_init_scale=1.0),
+    dict(name="pgmoe", tiles=4, coarse=4, expert_hidden=(16,), gate="both",
+         envelope_iters=4, halo=1),
+], ids=["dense", "pgmoe", "pgmoe-separate-mlp", "pgmoe-both-lobpcg"])
+def test_shapes_positivity_and_normalisation(grid, config):
+  model = build_model(config, grid)
+  v = wells(grid)
+  variables = model.init(jax.random.key(1), v)
+  psi = model.apply(variables, v)
+  assert psi.shape == v.shape
+  assert bool(jnp.all(psi > 0))
+  np.testing.assert_allclose(
+      jnp.sum(psi**2, axis=grid.axes) * grid.volume_element, 1.0, rtol=1e-10)
+  assert count_params(variables["params"]) > 0
+
+
+def test_dense_parameter_count_is_exact():
+  grid = Grid((8, 8), 5.0)
+  model = build_model(dict(name="dense", hidden=(32, 16)), grid)
+  params = model.init(jax.random.key(0), wells(grid, 1))["params"]
+  assert count_params(params) == (64 * 32 + 32) + (32 * 16 + 16) + (16 * 64
+                                                                    + 64)
+
+
+def test_vmapped_experts_equal_a_loop_over_experts():
+  grid = Grid((16, 16), 10.0)
+  model = build_model(dict(name="pgmoe", tiles=4, coarse=8, halo=2,
+                           expert_hidden=(8,), shared_expert=False,
+                           expert_init_scale=1.0), grid)
+  v = wells(grid, 2)
+  params = model.init(jax.random.key(0), v)["params"]
+  stacked = params["experts"]
+  assert jax.tree.leaves(stacked)[0].shape[0] == 16  # one slice per tile
+  features = jax.random.normal(jax.random.key(1), (2, 16, 128))  # 2 x 8x8
+  vmapped = jax.vmap(lambda p, x: common.MLP((8,), 16).apply({"params": p}, x),
+                     in_axes=(0, 1), out_axes=1)(stacked, features)
+  loop = jnp.stack([
+      common.MLP((8,), 16).apply(
+          {"params": jax.tree.map(lambda p, i=i: p[i], stacked)},
+          features[:, i]) for i in range(16)], axis=1)
+  np.testing.assert_allclose(vmapped, loop, rtol=1e-6, atol=1e-6)
+  # The model's nn.vmap experts apply exactly this per-tile map.
+  module = pgmoe_lib.nn.vmap(
+      common.MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+      in_axes=1, out_axes=1, axis_size=16)((8,), 16)
+  np.testing.assert_allclose(module.apply({"params": stacked}, features),
+                             loop, rtol=1e-6, atol=1e-6)
+
+
+def test_tiles_gather_and_scatter_round_trip():
+  for shape, tiles in (((12,), (3,)), ((8, 12), (2, 4)), ((4, 6, 8), (2, 3,
+                                                                        4))):
+    gather, scatter = pgmoe_lib._tile_indices(shape, tiles, 0)
+    x = np.arange(np.prod(shape))
+    patches = x[gather]  # (T, S) without halo: exactly the tile's points
+    np.testing.assert_array_equal(patches.reshape(-1)[scatter], x)
+    gather_h, _ = pgmoe_lib._tile_indices(shape, tiles, 1)
+    assert gather_h.shape == (np.prod(tiles),
+                              np.prod([n // t + 2 for n, t in zip(shape,
+                                                                  tiles)]))
+
+
+@pytest.mark.parametrize("envelope_iters", [0, 30])
+def test_envelope_on_the_full_grid_is_the_exact_ground_state(envelope_iters):
+  # With the coarse grid equal to the grid and experts switched off, the gate
+  # is the exact discrete ground state: the physics prior is exact.
+  grid = Grid((12, 12), 10.0)
+  model = build_model(dict(name="pgmoe", tiles=2, coarse=12, gate="envelope",
+                           expert_init_scale=0.0,
+                           envelope_iters=envelope_iters), grid)
+  v = wells(grid, 2)
+  psi = model.apply(model.init(jax.random.key(0), v), v)
+  _, psi0 = ground_state(np.asarray(v), grid)
+  assert (1 - np.asarray(fidelity(psi, psi0, grid)) < 1e-9).all()
+
+
+def test_coarse_envelope_interpolates_linearly():
+  m = pgmoe_lib._interpolation_matrix(9, 4, 10.0, "dirichlet")
+  np.testing.assert_allclose(m.sum(1), 1.0)
+  coarse = Grid((4,), 10.0).coordinates()[0]
+  fine = Grid((9,), 10.0).coordinates()[0]
+  np.testing.assert_allclose(m @ (2 * coarse + 1), 2 * fine + 1, atol=1e-12)
+
+
+def test_bad_model_configs():
+  grid = Grid((16, 16), 10.0)
+  with pytest.raises(ValueError, match="known models: dense, pgmoe"):
+    build_model(dict(name="transformer"), grid)
+  with pytest.raises(ValueError, match="takes no field.*tilez"):
+    build_model(dict(name="pgmoe", tilez=4), grid)
+  with pytest.raises(ValueError, match="tiles=5 must divide the grid"):
+    build_model(dict(name="pgmoe", tiles=5), grid)
+  with pytest.raises(ValueError, match="known gates: envelope, mlp, both"):
+    build_model(dict(name="pgmoe", gate="attention"), grid)
+  model = build_model(dict(name="dense", hidden=(8,)), grid)
+  with pytest.raises(ValueError, match=r"expects potentials of shape \(batch, "
+                     r"16, 16\)"):
+    model.init(jax.random.key(0), jnp.zeros((16, 16)))
