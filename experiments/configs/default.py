@@ -1,0 +1,169 @@
+"""The default config: every field, with its meaning, units and allowed values.
+
+PG-MoE on the default data family (2-D gaussian_wells, 32x32, L = 20 bohr),
+trained on labelled data plus the variational-energy term: the recipe of
+``make demo`` (experiments/configs/quickstart.py). Other
+configs start from :func:`get_config` and change a few fields; a field that
+is not defined here cannot be set anywhere (the config is locked), so a typo
+in ``--config.x.y=...`` fails loudly.
+
+    python -m experiments.generate_data --standard_splits --grid=32 \
+        --num=2000 --num_eval=200 --out=data/quickstart
+    python -m experiments.train --config=experiments/configs/default.py \
+        --workdir=runs/default
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default config."""
+  config = ml_collections.ConfigDict()
+
+  # Root PRNG seed (int): parameter initialisation, the per-step keys
+  # fold_in(key, step) and the data order of every epoch all derive from it.
+  config.seed = 0
+  # Floating dtype of parameters, inputs and training: "float32" (fast, what
+  # accelerators run natively) or "float64" (needs --jax_enable_x64).
+  config.dtype = "float32"
+
+  # The grid the model works on. With data.train set, the dataset's grid
+  # must equal it (the run stops otherwise); in label-free mode it defines the
+  # grid the streamed potentials live on.
+  config.grid = grid = ml_collections.ConfigDict()
+  # Interior points per axis (n1, ..., nd), d = 1, 2 or 3, each n >= 3.
+  grid.shape = (32, 32)
+  # Box length in bohr, the same on every axis (the box is [-L/2, L/2]^d).
+  grid.length = 20.0
+  # Boundary condition: "dirichlet" (hard walls) or "periodic".
+  grid.boundary = "dirichlet"
+
+  config.data = data = ml_collections.ConfigDict()
+  # Training dataset directory (from experiments.generate_data); "" for none,
+  # allowed only with loss.mode = "label_free".
+  data.train = "data/quickstart/train"
+  # Validation dataset directory, evaluated every train.eval_every_steps and
+  # at every checkpoint; "" for no validation (then no best checkpoint).
+  data.val = "data/quickstart/val"
+  # Labelled training samples to use: -1 for all, else the first N samples
+  # of data.train (scarce-label runs).
+  data.num_train = -1
+  # Potential family the unlabelled potentials are streamed from
+  # (semi_supervised and label_free modes): a name in
+  # pgmoe_jax.potentials.FAMILIES ("gaussian_wells", "harmonic",
+  # "double_well", "box_well", "random_smooth").
+  data.family = "gaussian_wells"
+  # Overrides of the family's (low, high) ranges for the stream, e.g.
+  # depth=(1.0, 10.0) (Hartree) or num_wells=(1, 4); empty: the family's
+  # defaults (the ranges the default datasets are drawn with). Set in a
+  # config file: the locked config takes no new keys from the command line.
+  data.ranges = ml_collections.ConfigDict()
+
+  # The model: "name" picks it, every other field is passed to it and must
+  # be one of that model's fields (pgmoe_jax.models.build_model).
+  config.model = model = ml_collections.ConfigDict()
+  # "pgmoe" (Physics-Guided Mixture-of-Experts) or "dense" (the monolithic
+  # baseline; see experiments/configs/dense.py for its fields).
+  model.name = "pgmoe"
+  # Tiles per axis (int); must divide grid.shape on every axis.
+  model.tiles = 4
+  # Grid points each expert sees beyond its tile on every side.
+  model.halo = 2
+  # Hidden layer widths of each expert MLP.
+  model.expert_hidden = (64, 64)
+  # True: one expert for all tiles, told its tile by a learned embedding;
+  # False: separate experts (parameters stacked on a tile axis, vmapped).
+  model.shared_expert = True
+  # Size of the tile embedding (shared_expert only).
+  model.embedding_dim = 8
+  # The gate that places the particle: "envelope" (exact ground state of the
+  # coarse-grid Hamiltonian, no parameters), "mlp" (a learned log-envelope)
+  # or "both" (envelope plus a learned correction).
+  model.gate = "both"
+  # Coarse-grid points per axis for the gate (int >= 2); must divide
+  # grid.shape on every axis. 16 on a 32x32 grid: the coarse ground state
+  # alone has a median infidelity of 0.035 (0.46 with 8).
+  model.coarse = 16
+  # How the coarse Hamiltonian is solved: 0 for an exact dense eigh (cost
+  # grows like coarse^(3d): fine for 8x8, 0.9 s per batch of 64 at 16x16), or
+  # k > 0 for k iterations of the matrix-free LOBPCG (6 reach the eigh
+  # envelope's accuracy at 16x16 for a fraction of the cost).
+  model.envelope_iters = 6
+  # Hidden layer widths of the gate network (gate "mlp" or "both").
+  model.gate_hidden = (64,)
+  # Potentials are divided by this (Hartree) before entering the networks.
+  model.potential_scale = 10.0
+  # Scale of the experts' last layer at initialisation (small: an untrained
+  # model is its gate's envelope).
+  model.expert_init_scale = 0.01
+  # Scaled potentials enter the networks squashed into (-c, c) by
+  # c tanh(x / c), so steep walls (harmonic, quartic) stay in range; 0: off.
+  model.input_clip = 3.0
+  # Bound (tanh) on the learned log-amplitude corrections of experts and the
+  # gate network: out of distribution the physics envelope dominates; 0: off.
+  model.correction_bound = 5.0
+
+  # The objective (pgmoe_jax.losses).
+  config.loss = loss = ml_collections.ConfigDict()
+  # "supervised" (labelled batches), "semi_supervised" (labelled batches plus
+  # the energy of streamed potentials) or "label_free" (energy of streamed
+  # potentials only: no labels, no eigen-solver).
+  loss.mode = "supervised"
+  # Supervised term: "infidelity" (1 - F, blind to scale and sign) or "mse"
+  # (of the normalised states).
+  loss.supervised = "infidelity"
+  # Weight of the supervised term (dimensionless).
+  loss.supervised_weight = 1.0
+  # Weight of the variational energy term, per Hartree of E[psi] - E0
+  # (labelled) or E[psi] (streamed); 0 for plain supervised learning. Must
+  # be positive in semi_supervised and label_free modes.
+  loss.energy_weight = 1.0
+  # Energy weight schedule: "constant", or "anneal" (a cosine ramp from 0 to
+  # energy_weight over anneal_steps; label_free always uses full weight).
+  loss.schedule = "constant"
+  # Steps of the anneal ramp (schedule "anneal").
+  loss.anneal_steps = 2000
+  # Streamed potentials per step (semi_supervised and label_free).
+  loss.unlabelled_batch_size = 64
+  # Apply a random exact grid symmetry (rotation or reflection) to each
+  # labelled batch.
+  loss.augment = True
+
+  # The optimiser: clip by global norm, then AdamW with linear warmup and
+  # cosine decay (pgmoe_jax.train.make_optimizer).
+  config.optim = optim = ml_collections.ConfigDict()
+  # Peak learning rate, reached at the end of the warmup.
+  optim.learning_rate = 1e-3
+  # Steps of linear warmup from 0 to learning_rate; < train.num_steps.
+  optim.warmup_steps = 100
+  # Final learning rate at train.num_steps, as a fraction of learning_rate.
+  optim.end_learning_rate_factor = 0.02
+  # Decoupled (AdamW) weight decay per step, relative to the learning rate;
+  # 0 for none.
+  optim.weight_decay = 1e-4
+  # Clip gradients to this global norm; 0 for no clipping.
+  optim.grad_clip = 1.0
+
+  # The loop (pgmoe_jax.train.train_and_evaluate).
+  config.train = train = ml_collections.ConfigDict()
+  # Total optimiser steps; rerunning with a larger value continues a run.
+  train.num_steps = 20_000
+  # Labelled samples per step, split across devices (a multiple of the
+  # device count).
+  train.batch_size = 64
+  # Append mean training metrics to workdir/metrics.jsonl every this many
+  # steps (also when non-finite losses are checked).
+  train.log_every_steps = 100
+  # Evaluate on data.val every this many steps (and at every checkpoint).
+  train.eval_every_steps = 1000
+  # Save a checkpoint every this many steps and at the end.
+  train.checkpoint_every_steps = 1000
+  # Keep this many latest checkpoints (plus the best by best_metric).
+  train.keep_checkpoints = 3
+  # Validation batch size (a multiple of the device count).
+  train.eval_batch_size = 256
+  # Validation metric that picks the best checkpoint, lower is better:
+  # "val/<infidelity|energy_error_mha|residual>_<mean|median|p90>".
+  train.best_metric = "val/energy_error_mha_median"
+
+  return config

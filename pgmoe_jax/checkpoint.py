@@ -1,0 +1,321 @@
+"""A training run's directory: its config and checkpoints (orbax, no pickle).
+
+Layout of a workdir (``train.train_and_evaluate`` writes it, ``inference``
+and ``evaluate`` read it)::
+
+    <workdir>/config.json              the resolved config (JSON, tuples as
+                                       lists); fixes the model and the grid
+    <workdir>/metrics.jsonl            one JSON object per log line
+    <workdir>/checkpoints/<step>/      one orbax checkpoint per saved step:
+        params/                        the model parameters (a pytree)
+        opt_state/                     the optimiser state
+        metrics/                       the validation metrics of that step
+                                       (when the run has a validation set)
+
+``step`` is the number of optimiser updates applied. :class:`Checkpoints`
+keeps the ``keep`` latest steps plus the best one by a validation metric
+(lower is better), through orbax's preservation policies; which step is best
+is read from the metrics stored with each checkpoint, so it survives
+restarts. Saves are asynchronous: :meth:`Checkpoints.wait` (or
+:meth:`Checkpoints.close`) blocks until they are on disk, and a save in
+progress when the process dies is never mistaken for a complete checkpoint
+(orbax writes to a temporary directory and renames it).
+
+Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+# Config sections a checkpoint depends on: a workdir whose config.json
+# differs in one of these holds parameters another model cannot use.
+MODEL_SECTIONS = ("model", "grid", "dtype")
+
+PyTree = Any
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """The absolute checkpoint directory of a workdir (orbax needs absolute)."""
+  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+# --------------------------------------------------------------------------
+# config.json
+
+
+def config_to_dict(config: ml_collections.ConfigDict | Mapping) -> dict:
+  """A config as plain JSON data (tuples become lists)."""
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json())
+  return json.loads(json.dumps(config))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, Mapping) and tree:
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _differences(old: Mapping, new: Mapping) -> list[str]:
+  old, new = _flatten(old), _flatten(new)
+  return [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
+          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads ``<workdir>/config.json``.
+
+  Raises:
+    ValueError: no such file (not a training workdir) or invalid JSON.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise ValueError(
+        f"{workdir} is not a training workdir: it has no {CONFIG_FILE}. "
+        "Train a model with python -m experiments.train --workdir=..."
+    ) from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is not valid JSON ({e}).") from None
+  return ml_collections.ConfigDict(data)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Writes the config to ``<workdir>/config.json`` unless it would mismatch.
+
+  A workdir belongs to one model: if its ``config.json`` differs in the
+  ``model`` or ``grid`` section or the ``dtype``, nothing is written and a
+  ValueError names the differences. Other differences (more steps, another
+  learning rate) are a continued run: the file is replaced.
+
+  Args:
+    config: the resolved config.
+    workdir: the run directory (created if missing).
+
+  Returns:
+    The differing fields outside the model sections (``"a.b: old -> new"``),
+    empty for a new workdir or the same config.
+
+  Raises:
+    ValueError: the workdir was set up for another model, or it holds
+      checkpoints but no ``config.json``.
+  """
+  new = config_to_dict(config)
+  path = os.path.join(workdir, CONFIG_FILE)
+  changed = []
+  if os.path.exists(path):
+    old = config_to_dict(load_config(workdir))
+    clash = _differences({k: old.get(k) for k in MODEL_SECTIONS},
+                         {k: new.get(k) for k in MODEL_SECTIONS})
+    if clash:
+      raise ValueError(
+          f"workdir {workdir} holds another model's checkpoints: its "
+          f"{CONFIG_FILE} differs in {'; '.join(clash)}. Use a new --workdir "
+          "(or delete this one); nothing was overwritten.")
+    changed = _differences(old, new)
+  elif os.path.isdir(checkpoint_dir(workdir)) and os.listdir(
+      checkpoint_dir(workdir)):
+    raise ValueError(
+        f"workdir {workdir} holds checkpoints but no {CONFIG_FILE}, so "
+        "they cannot be checked against this config. Use a new --workdir.")
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(new, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+  return changed
+
+
+# --------------------------------------------------------------------------
+# Checkpoints.
+
+
+def _metric_value(metrics: Mapping[str, Any] | None, name: str) -> float:
+  """The ranking value of a checkpoint: lower is better, NaN/missing worst."""
+  value = (metrics or {}).get(name)
+  if value is None:
+    return math.inf
+  value = float(value)
+  return value if math.isfinite(value) else math.inf
+
+
+class Checkpoints:
+  """Saves and restores ``(params, opt_state)`` by step with orbax.
+
+  Args:
+    directory: where the step directories live (made absolute).
+    keep: how many of the latest steps to keep.
+    best_metric: a key of the ``metrics`` passed to :meth:`save`; the
+      checkpoint with its lowest value is kept as well, whatever its age.
+      ``None``: keep the latest only (and :meth:`best_step` is ``None``).
+    read_only: open existing checkpoints without writing or deleting any.
+  """
+
+  def __init__(self, directory: str, *, keep: int = 3,
+               best_metric: str | None = None, read_only: bool = False):
+    if not isinstance(keep, int) or keep < 1:
+      raise ValueError(f"keep must be a positive integer, got {keep!r}.")
+    self.directory = os.path.abspath(directory)
+    self.best_metric = best_metric
+    best_fn = None
+    policies = [checkpoint_managers.LatestN(n=keep)]
+    if best_metric:
+      def best_fn(metrics):
+        return _metric_value(metrics, best_metric)
+      # Orbax ranks with sorted(..., reverse=True) for "min" and keeps the
+      # last n: the lowest value.
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=best_fn, reverse=True, n=1,
+          keep_checkpoints_without_metrics=False))
+    options = checkpoint_managers.CheckpointManagerOptions(
+        best_fn=best_fn, best_mode="min", read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+        create=not read_only,
+        # A save cut short by a kill leaves a temporary directory; the step
+        # is saved again on resume, so clear it first.
+        cleanup_tmp_directories=not read_only,
+        preservation_policy=None if read_only else (
+            checkpoint_managers.AnyPreservationPolicy(policies)))
+    self._manager = checkpoint_managers.CheckpointManager(
+        self.directory, item_names=("params", "opt_state"), options=options)
+
+  def __enter__(self) -> "Checkpoints":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def steps(self) -> list[int]:
+    """The saved steps, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    """The newest saved step, or ``None`` if there is none."""
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step with the lowest ``best_metric``; ``None`` if none has it."""
+    if not self.best_metric:
+      return None
+    scored = [(_metric_value(self.metrics(s), self.best_metric), s)
+              for s in self.steps()]
+    scored = [(v, s) for v, s in scored if math.isfinite(v)]
+    # Ties go to the later step.
+    return min(scored, key=lambda vs: (vs[0], -vs[1]))[1] if scored else None
+
+  def metrics(self, step: int) -> dict[str, float] | None:
+    """The metrics saved with ``step`` (``None`` if none were)."""
+    metrics = self._manager.metrics(step)
+    return None if metrics is None else dict(metrics)
+
+  def save(self, step: int, params: PyTree, opt_state: PyTree,
+           metrics: Mapping[str, float] | None = None) -> None:
+    """Starts saving a step (asynchronously; see :meth:`wait`).
+
+    Args:
+      step: the number of updates applied to ``params``.
+      params: the model parameters.
+      opt_state: the optimiser state.
+      metrics: validation scalars to rank checkpoints by (JSON numbers).
+
+    Raises:
+      ValueError: the step is already saved.
+    """
+    if step in self._manager.all_steps():
+      raise ValueError(f"Checkpoint step {step} already exists in "
+                       f"{self.directory}.")
+    metrics = None if metrics is None else {
+        k: float(v) for k, v in metrics.items()}
+    self._manager.save(
+        int(step), args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state)),
+        metrics=metrics, force=True)
+
+  def restore(self, step: int, params: PyTree,
+              opt_state: PyTree | None = None) -> tuple[PyTree, PyTree | None]:
+    """Restores a step onto the given structures.
+
+    Args:
+      step: a saved step.
+      params: a pytree of arrays or ``jax.ShapeDtypeStruct`` s (with
+        shardings) giving the structure, shapes, dtypes and placement.
+      opt_state: likewise for the optimiser state; ``None`` restores the
+        parameters only.
+
+    Returns:
+      ``(params, opt_state)``; ``opt_state`` is ``None`` if not requested.
+
+    Raises:
+      ValueError: the step does not exist, or its arrays do not match the
+        given structure (a checkpoint of another model).
+    """
+    if step not in self._manager.all_steps():
+      raise ValueError(f"No checkpoint step {step} in {self.directory}; "
+                       f"saved steps: {self.steps()}.")
+    items = {"params": ocp.args.StandardRestore(_abstract(params))}
+    if opt_state is not None:
+      items["opt_state"] = ocp.args.StandardRestore(_abstract(opt_state))
+    try:
+      restored = self._manager.restore(int(step),
+                                       args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(
+          f"Checkpoint step {step} in {self.directory} does not match the "
+          f"model built from its config ({type(e).__name__}: {e}).") from e
+    return restored["params"], (restored["opt_state"] if opt_state is not None
+                                else None)
+
+  def restore_latest(self, params: PyTree, opt_state: PyTree | None = None):
+    """:meth:`restore` of :meth:`latest_step`; returns ``(step, params,
+    opt_state)``. Raises ValueError if there is no checkpoint."""
+    step = self.latest_step()
+    if step is None:
+      raise ValueError(f"No checkpoint in {self.directory}.")
+    return (step,) + self.restore(step, params, opt_state)
+
+  def restore_best(self, params: PyTree, opt_state: PyTree | None = None):
+    """:meth:`restore` of :meth:`best_step`; returns ``(step, params,
+    opt_state)``. Raises ValueError if no checkpoint has the metric."""
+    step = self.best_step()
+    if step is None:
+      raise ValueError(f"No checkpoint in {self.directory} has the metric "
+                       f"{self.best_metric!r}.")
+    return (step,) + self.restore(step, params, opt_state)
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases orbax's resources."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _abstract(tree: PyTree) -> PyTree:
+  """Arrays -> ShapeDtypeStructs with their shardings (structs pass through)."""
+  def leaf(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                sharding=getattr(x, "sharding", None))
+  return jax.tree.map(leaf, tree)

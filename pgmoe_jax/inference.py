@@ -1,0 +1,130 @@
+"""Using a trained model: ``load_model(workdir).predict(V) -> psi``.
+
+:func:`load_model` rebuilds the model from ``<workdir>/config.json`` and
+restores only its parameters from ``<workdir>/checkpoints`` (no optimiser,
+no training code, no pickle); it is the supported way to use a trained
+model. The returned :class:`Predictor` maps potentials in Hartree, shape
+``(..., *grid.shape)``, to positive ground states normalised as in
+DESIGN.md (``sum(psi**2) prod(h) = 1``), of the same shape, computed in the
+training dtype.
+
+Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pgmoe_jax import checkpoint
+from pgmoe_jax import models
+from pgmoe_jax import train
+from pgmoe_jax.grid import Grid
+
+WHICH = ("best", "latest")
+
+
+class Predictor:
+  """A trained model, ready to predict.
+
+  Attributes:
+    config: the run's config (as read from ``config.json``).
+    grid: the grid the model works on.
+    model: the flax module.
+    params: the restored parameters.
+    num_params: the number of trainable parameters.
+    step: the training step the parameters are from.
+    dtype: the dtype predictions are computed in (the training dtype).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, grid: Grid, model,
+               params: Any, step: int):
+    self.config = config
+    self.grid = grid
+    self.model = model
+    self.params = params
+    self.step = int(step)
+    self.num_params = models.count_params(params)
+    self.dtype = jnp.dtype(config.dtype)
+    self._apply = jax.jit(lambda p, v: model.apply({"params": p}, v))
+
+  def __repr__(self) -> str:
+    return (f"Predictor({self.config.model.name}, {self.grid}, "
+            f"{self.num_params} parameters, step {self.step})")
+
+  def predict(self, V) -> jax.Array:  # pylint: disable=invalid-name
+    """Predicts ground states.
+
+    Args:
+      V: potentials in Hartree, ``(*grid.shape)`` for one or
+        ``(..., *grid.shape)`` for a batch (any number of leading axes);
+        NumPy or JAX, cast to the model's dtype.
+
+    Returns:
+      psi with the shape of ``V``: positive, normalised states.
+
+    Raises:
+      ValueError: the trailing axes of ``V`` are not the grid's shape.
+    """
+    shape = tuple(np.shape(V))
+    d = self.grid.ndim
+    if len(shape) < d or shape[len(shape) - d:] != self.grid.shape:
+      dims = ", ".join(map(str, self.grid.shape))
+      raise ValueError(f"predict() takes potentials of shape ({dims}) or "
+                       f"(batch, {dims}) for {self.grid}, got {shape}.")
+    lead = shape[:len(shape) - d]
+    v = jnp.asarray(V, self.dtype).reshape((-1,) + self.grid.shape)
+    return self._apply(self.params, v).reshape(lead + self.grid.shape)
+
+
+def load_model(workdir: str, which: str = "best") -> Predictor:
+  """Loads a trained model from its training workdir.
+
+  Args:
+    workdir: the directory ``experiments.train --workdir`` wrote.
+    which: ``"best"``: the checkpoint with the lowest validation
+      ``train.best_metric``, or the latest one if the run had no validation
+      set; ``"latest"``: the newest checkpoint.
+
+  Returns:
+    A :class:`Predictor`.
+
+  Raises:
+    ValueError: an unknown ``which``, a missing workdir, no ``config.json``,
+      no checkpoint, or a checkpoint that does not match the config.
+  """
+  if which not in WHICH:
+    raise ValueError(f"Unknown which={which!r}; use one of "
+                     f"{', '.join(WHICH)}.")
+  if not os.path.isdir(workdir):
+    raise ValueError(f"No such workdir: {workdir}.")
+  config = checkpoint.load_config(workdir)
+  dtype = train.config_dtype(config)
+  grid = train.grid_from_config(config)
+  model = models.build_model(config.model, grid)
+  directory = checkpoint.checkpoint_dir(workdir)
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    raise ValueError(f"{workdir} has no checkpoint (nothing in {directory}); "
+                     "the run saved none yet.")
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1,) + grid.shape, dtype))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, dtype, sharding=device),
+      shapes["params"])
+  best_metric = config.train.best_metric if config.data.val else None
+  with checkpoint.Checkpoints(directory, best_metric=best_metric,
+                              read_only=True) as ckpts:
+    step = ckpts.best_step() if which == "best" else None
+    if step is None:
+      step = ckpts.latest_step()
+    if step is None:
+      raise ValueError(f"{workdir} has no complete checkpoint in "
+                       f"{directory}.")
+    params, _ = ckpts.restore(step, abstract)
+  return Predictor(config, grid, model, params, step)

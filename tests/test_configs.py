@@ -1,0 +1,103 @@
+"""Every experiment config loads, locks, validates and builds its model."""
+
+import ast
+import glob
+import importlib
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from pgmoe_jax import models
+from pgmoe_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(ROOT, "experiments", "configs", "*.py"))
+               if not p.endswith("__init__.py"))
+
+
+def load(name):
+  return importlib.import_module(f"experiments.configs.{name}").get_config()
+
+
+def leaves(config, prefix=""):
+  """Dotted paths of every field; an empty section counts as a field."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and len(value):
+      out.update(leaves(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def test_the_expected_configs_exist():
+  assert {"default", "pgmoe", "dense", "test"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_loads_locks_validates_and_builds(name):
+  config = load(name)
+  config.lock()
+  with pytest.raises(AttributeError):
+    config.model.no_such_field = 1
+  train.check_config(config)
+  grid = train.grid_from_config(config)
+  model = models.build_model(config.model, grid)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((2,) + grid.shape, jnp.float32))
+  assert models.count_params(shapes["params"]) > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_fields_are_defined_in_default(name):
+  default = leaves(load("default"))
+  config = leaves(load(name))
+  extra = {k for k in config if k not in default and
+           not (k.startswith("model.") and config["model.name"] != "pgmoe")}
+  assert not extra, f"{name} sets fields default.py does not define: {extra}"
+  for key, value in config.items():
+    if key in default:  # the same type, or the locked config would refuse it
+      assert isinstance(value, type(default[key])), key
+
+
+def test_default_comments_every_field():
+  """Each field's assignment in default.py has a comment on or above it."""
+  path = os.path.join(ROOT, "experiments", "configs", "default.py")
+  with open(path) as f:
+    source = f.read()
+  lines = source.splitlines()
+  documented = set()
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, ast.Assign):
+      continue
+    for target in node.targets:
+      if isinstance(target, ast.Attribute):
+        line = lines[node.lineno - 1]
+        above = lines[node.lineno - 2].strip()
+        if "#" in line or above.startswith("#"):
+          documented.add(target.attr)
+  missing = {k for k in leaves(load("default"))
+             if k.split(".")[-1] not in documented}
+  assert not missing, f"default.py fields without a comment: {missing}"
+
+
+def test_dense_takes_only_dense_fields():
+  config = load("dense")
+  assert set(config.model) == {"name", "hidden", "potential_scale"}
+
+
+def test_pgmoe_sweep_overrides_exist_and_build():
+  module = importlib.import_module("experiments.configs.pgmoe")
+  runs = module.sweep()
+  assert runs and len({tuple(sorted(r.items())) for r in runs}) == len(runs)
+  for overrides in runs:
+    config = module.get_config()
+    config.lock()
+    for key, value in overrides.items():
+      section, field = key.split(".")
+      config[section][field] = value  # raises for a field that is not there
+    models.build_model(config.model, train.grid_from_config(config))

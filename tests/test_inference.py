@@ -1,0 +1,104 @@
+"""load_model: rebuilds a trained model from its workdir and predicts."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import test as test_config
+from pgmoe_jax import checkpoint
+from pgmoe_jax import data
+from pgmoe_jax import inference
+from pgmoe_jax import models
+from pgmoe_jax import train
+from pgmoe_jax.grid import Grid
+
+GRID = Grid((16, 16), 20.0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A short supervised run with validation: (workdir, final state, val)."""
+  root = tmp_path_factory.mktemp("inference")
+  paths = {}
+  for split, num in (("train", 32), ("val", 16)):
+    paths[split] = str(root / split)
+    data.generate(paths[split], data.DatasetSpec(
+        "gaussian_wells", GRID, num, split=split, shard_size=16))
+  config = test_config.get_config()
+  config.data.train, config.data.val = paths["train"], paths["val"]
+  config.loss.mode = "supervised"
+  config.train.num_steps = 12
+  config.train.checkpoint_every_steps = 4
+  config.train.eval_every_steps = 4
+  config.train.keep_checkpoints = 1
+  workdir = str(root / "run")
+  state = train.train_and_evaluate(config, workdir)
+  return workdir, state, data.open_dataset(paths["val"])
+
+
+def test_round_trip_predicts_like_the_trained_params(trained):
+  workdir, state, val = trained
+  model = inference.load_model(workdir, which="latest")
+  assert model.step == 12 and model.grid == GRID
+  assert model.num_params == models.count_params(state.params)
+  for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(state.params),
+                  strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert model.config.model.name == "pgmoe"
+
+  v = np.asarray(val.potentials[:5], np.float32)
+  psi = np.asarray(model.predict(v))
+  net = models.build_model(test_config.get_config().model, GRID)
+  expected = jax.jit(net.apply)({"params": state.params}, v)
+  np.testing.assert_allclose(psi, np.asarray(expected), rtol=1e-6, atol=1e-7)
+  assert psi.shape == v.shape and psi.dtype == np.float32
+  norms = (psi.astype(np.float64)**2).sum((1, 2)) * GRID.volume_element
+  np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+  one = np.asarray(model.predict(v[0]))
+  assert one.shape == GRID.shape
+  np.testing.assert_allclose(one, psi[0], rtol=1e-5, atol=1e-7)
+  nested = np.asarray(model.predict(v[:4].reshape((2, 2) + GRID.shape)))
+  np.testing.assert_allclose(nested.reshape((4,) + GRID.shape), psi[:4],
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_best_is_the_lowest_validation_error(trained):
+  workdir, _, _ = trained
+  with open(os.path.join(workdir, checkpoint.METRICS_FILE)) as f:
+    val = {r["step"]: r["energy_error_mha_median"]
+           for r in map(json.loads, f) if r["split"] == "val"}
+  best = min(val, key=lambda s: (val[s], -s))
+  model = inference.load_model(workdir)  # which="best"
+  assert model.step == best
+  ckpts = checkpoint.Checkpoints(checkpoint.checkpoint_dir(workdir),
+                                 read_only=True)
+  assert ckpts.steps() == sorted({12, best})  # 1 latest + the best
+  ckpts.close()
+
+
+def test_wrong_shapes_are_refused(trained):
+  model = inference.load_model(trained[0], which="latest")
+  with pytest.raises(ValueError, match=r"shape \(16, 16\) or \(batch, 16, "
+                     r"16\).*got \(3, 16, 15\)"):
+    model.predict(np.zeros((3, 16, 15), np.float32))
+  with pytest.raises(ValueError, match="got \\(16,\\)"):
+    model.predict(np.zeros(16, np.float32))
+
+
+def test_missing_workdir_config_or_checkpoint(trained, tmp_path):
+  with pytest.raises(ValueError, match="No such workdir"):
+    inference.load_model(str(tmp_path / "nowhere"))
+  with pytest.raises(ValueError, match="has no config.json"):
+    inference.load_model(str(tmp_path))
+  with open(os.path.join(trained[0], checkpoint.CONFIG_FILE)) as f:
+    config = f.read()
+  with open(tmp_path / checkpoint.CONFIG_FILE, "w") as f:
+    f.write(config)
+  with pytest.raises(ValueError, match="has no checkpoint"):
+    inference.load_model(str(tmp_path))
+  with pytest.raises(ValueError, match="Unknown which='first'"):
+    inference.load_model(trained[0], which="first")
