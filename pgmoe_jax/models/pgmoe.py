@@ -126,6 +126,18 @@ def _apply_per_axis(x: jax.Array, matrices) -> jax.Array:
   return x
 
 
+def _squash(x: jax.Array, bound: float) -> jax.Array:
+  """``bound * tanh(x / bound)``: identity near 0, smooth limit at +-bound."""
+  if not bound:
+    return x
+  return bound * jnp.tanh(x / bound)
+
+
+def _damping(excess: jax.Array) -> jax.Array:
+  """1 where ``excess <= 1``, falling like ``excess^-2`` beyond."""
+  return 1.0 / (1.0 + jax.nn.relu(excess - 1.0)**2)
+
+
 class PGMoE(nn.Module):
   """Physics-Guided Mixture-of-Experts (see the module docstring).
 
@@ -147,6 +159,18 @@ class PGMoE(nn.Module):
       ``eigh`` (cost grows like coarse^(3d)); ``k > 0`` runs ``k`` iterations
       of the matrix-free LOBPCG of :mod:`pgmoe_jax.solvers` instead, which
       makes coarse grids of 16 or 32 per axis affordable.
+    input_clip: scaled potentials enter the networks squashed smoothly into
+      ``(-input_clip, input_clip)`` (``c tanh(x / c)``): far above the energy
+      the state just decays, and a harmonic wall of 200 Ha must not drive the
+      networks far outside what they were trained on.
+    correction_bound: the learned log-amplitude corrections (experts and the
+      gate network) are bounded the same way, so out of distribution the
+      physics envelope still dominates. 0 disables either bound.
+    damp_forbidden: multiply the learned corrections by
+      ``1 / (1 + max(x - 1, 0)^2)`` with ``x = (V - E_c) / potential_scale``:
+      deep in classically forbidden regions, beyond anything the training
+      potentials showed, the state follows the physics envelope. Inside the
+      training range (``x <= 1``) the factor is exactly 1.
   """
   grid: Grid
   tiles: int | Sequence[int] = 4
@@ -160,6 +184,9 @@ class PGMoE(nn.Module):
   potential_scale: float = 10.0
   expert_init_scale: float = 0.01
   envelope_iters: int = 0
+  input_clip: float = 3.0
+  correction_bound: float = 5.0
+  damp_forbidden: bool = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -242,7 +269,12 @@ class PGMoE(nn.Module):
       pooled = _block_mean(potential, grid, coarse).reshape(b, -1) / scale
       learned = common.MLP(self.gate_hidden, math.prod(coarse),
                            last_init_scale=0.0 if self.gate == "both" else 1.0,
-                           name="gate")(pooled)
+                           name="gate")(_squash(pooled, self.input_clip))
+      learned = _squash(learned, self.correction_bound)
+      if self.damp_forbidden:
+        excess = (_block_mean(potential, grid, coarse).reshape(b, -1)
+                  - e_est[:, None]) / scale
+        learned = learned * _damping(excess)
       log_env = log_env + learned.reshape((b,) + coarse)
     interp = [jnp.asarray(_interpolation_matrix(n, c, a, grid.boundary),
                           potential.dtype)
@@ -260,7 +292,7 @@ class PGMoE(nn.Module):
         grid.boundary == "dirichlet") else jnp.pad(shifted, pad, mode="wrap")
     env_pad = jnp.pad(base, pad, mode="edge") if (
         grid.boundary == "dirichlet") else jnp.pad(base, pad, mode="wrap")
-    v_tiles = v_pad.reshape(b, -1)[:, gather]  # (b, T, P)
+    v_tiles = _squash(v_pad.reshape(b, -1)[:, gather], self.input_clip)
     env_tiles = env_pad.reshape(b, -1)[:, gather]
     env_tiles = env_tiles - env_tiles.mean(-1, keepdims=True)
     features = jnp.concatenate([v_tiles, env_tiles], axis=-1)
@@ -283,7 +315,10 @@ class PGMoE(nn.Module):
                                     last_init_scale=self.expert_init_scale,
                                     name="experts")
       correction = experts(features)
+    correction = _squash(correction, self.correction_bound)
     correction = correction.reshape(b, -1)[:, scatter].reshape(potential.shape)
+    if self.damp_forbidden:
+      correction = correction * _damping(shifted)
 
     log_psi = base + correction
     log_psi = log_psi - jnp.max(log_psi, axis=grid.axes, keepdims=True)
