@@ -118,3 +118,18 @@ def test_generate_data_refuses_other_dataset_and_bad_flags(tmp_path):
                    f"--out={tmp_path / 'z'}")
   assert "depth=(10, 5) has low 10 > high 5" in out.stderr
   assert not (tmp_path / "z").exists()  # refused before anything is written
+
+
+def test_reproduce_scaling_and_unknown_part():
+  out = run_module("experiments.reproduce", "--parts=scaling",
+                   "--sizes=16,32")
+  assert out.returncode == 0, out.stderr
+  rows = [line for line in out.stdout.splitlines()
+          if line.startswith("| 16 ") or line.startswith("| 32 ")]
+  assert len(rows) == 2
+  # Dense parameters grow with the grid; PG-MoE's barely move.
+  dense = [int(r.split("|")[2].replace(",", "")) for r in rows]
+  pgmoe = [int(r.split("|")[3].replace(",", "")) for r in rows]
+  assert dense[1] > 2 * dense[0] and pgmoe[1] < 1.5 * pgmoe[0]
+  out = run_module("experiments.reproduce", "--parts=grid64")
+  assert out.returncode != 0 and "known: scaling, warm_start" in out.stderr
