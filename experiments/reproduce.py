@@ -16,12 +16,26 @@ Parts built so far:
   ``--num`` potentials of ``--data``: iterations, time per potential and the
   agreement of the energies.
 
-Still to come (see the issue): the grid of runs over models, losses and
-training sizes at 32x32, the 64x64 comparison and RESULTS.md.
+* ``grid``: the grid of runs of the issue, on the same data and step budget:
+  dense and PG-MoE, each with the supervised loss alone and with the energy
+  loss added, and PG-MoE label-free (energy only, potentials streamed), at
+  the labelled training sizes ``--train_sizes``; evaluated on
+  ``--eval_splits``. Data are generated under ``--data_root`` (standard
+  splits) if missing; each run trains in ``<out>/runs/<variant>_n<size>``
+  and resumes if killed (finished runs are skipped). Writes
+  ``<out>/results.csv``, ``<out>/results.md`` and ``<out>/error_vs_size.png``
+  and ``<out>/params_vs_error.png``.
+
+        python -m experiments.reproduce --parts=grid --grid=32 \
+            --train_sizes=100,300,1000,3000 --steps=20000 \
+            --data_root=data/repro32 --out=results/repro32
+
+Still to come (see the issue): the 64x64 comparison and RESULTS.md.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from absl import app
@@ -31,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _PARTS = flags.DEFINE_list("parts", ["scaling", "warm_start"],
-                           "Parts to run: scaling, warm_start.")
+                           "Parts to run: scaling, warm_start, grid.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart",
                                "Trained model for warm_start.")
 _DATA = flags.DEFINE_string("data", "data/quickstart/test_interp",
@@ -39,6 +53,21 @@ _DATA = flags.DEFINE_string("data", "data/quickstart/test_interp",
 _NUM = flags.DEFINE_integer("num", 50, "Potentials for warm_start.")
 _SIZES = flags.DEFINE_list("sizes", ["32", "64", "128", "256"],
                            "Points per axis for scaling.")
+_GRID = flags.DEFINE_integer("grid", 32, "grid: points per axis (2-D).")
+_TRAIN_SIZES = flags.DEFINE_list("train_sizes", ["100", "300", "1000", "3000"],
+                                 "grid: labelled training sizes.")
+_STEPS = flags.DEFINE_integer("steps", 20000, "grid: steps per run.")
+_NUM_EVAL = flags.DEFINE_integer("num_eval", 200, "grid: samples per "
+                                 "evaluation split.")
+_DATA_ROOT = flags.DEFINE_string("data_root", "data/repro32",
+                                 "grid: standard splits (made if missing).")
+_OUT = flags.DEFINE_string("out", "results/repro32", "grid: results folder.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", ["dense_sup", "dense_energy", "pgmoe_sup", "pgmoe_energy",
+                 "pgmoe_label_free"], "grid: runs (model_loss).")
+_EVAL_SPLITS = flags.DEFINE_list(
+    "eval_splits", ["test_interp", "test_extrap", "ood_harmonic",
+                    "ood_random_smooth"], "grid: evaluation splits.")
 
 
 def _best_time(fn, repeats=5):
@@ -129,7 +158,151 @@ def warm_start() -> None:
         "(batched).")
 
 
-PARTS = {"scaling": scaling, "warm_start": warm_start}
+VARIANTS = ("dense_sup", "dense_energy", "pgmoe_sup", "pgmoe_energy",
+            "pgmoe_label_free")
+
+
+def _run_config(variant: str, size: int, grid, root: str, steps: int):
+  """The config of one run: the quick-start recipe with a few changes."""
+  from experiments.configs import default  # pylint: disable=g-import-not-at-top
+  from experiments.configs import dense  # pylint: disable=g-import-not-at-top
+
+  config = (dense if variant.startswith("dense") else default).get_config()
+  if not variant.startswith("dense"):
+    # The quick-start envelope resolution, half the grid (16 at 32x32).
+    config.model.coarse = grid.shape[0] // 2
+  config.grid.shape = grid.shape
+  config.grid.length = grid.length[0]
+  config.data.train = f"{root}/train"
+  config.data.val = f"{root}/val"
+  config.data.num_train = size
+  config.train.num_steps = steps
+  config.optim.warmup_steps = min(config.optim.warmup_steps, steps // 10)
+  config.train.batch_size = min(config.train.batch_size, size)
+  config.loss.schedule = "constant"
+  if variant.endswith("_sup"):
+    config.loss.energy_weight = 0.0
+  elif variant.endswith("_energy"):
+    config.loss.energy_weight = 1.0
+  else:  # label-free: no labels at all
+    config.loss.mode = "label_free"
+    config.loss.energy_weight = 1.0
+    config.data.train = ""
+  return config
+
+
+def _plot_grid(rows, out: str, split: str) -> None:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  rows = [r for r in rows if r["split"] == split]
+  fig = Figure(figsize=(11, 4.2))
+  FigureCanvasAgg(fig)
+  for i, key in enumerate(("energy_error_mha_median", "infidelity_median")):
+    ax = fig.add_subplot(1, 2, i + 1)
+    for variant in sorted({r["variant"] for r in rows}):
+      pts = sorted((r["train_size"], r[key]) for r in rows
+                   if r["variant"] == variant and r[key] is not None)
+      if variant.endswith("label_free"):
+        ax.axhline(pts[0][1], ls="--", color="k", label=variant)
+      else:
+        ax.plot(*zip(*pts), "o-", label=variant)
+    ax.set(xscale="log", yscale="log", xlabel="labelled training samples",
+           ylabel=key.replace("_", " "), title=f"{split}: {key}")
+    ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "error_vs_size.png"), dpi=110)
+
+  fig = Figure(figsize=(5.5, 4.2))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for variant in sorted({r["variant"] for r in rows}):
+    pts = [(r["num_params"], r["energy_error_mha_median"]) for r in rows
+           if r["variant"] == variant]
+    ax.scatter(*zip(*pts), label=variant)
+  ax.set(xscale="log", yscale="log", xlabel="parameters",
+         ylabel="dE median (mHa)", title=f"{split}: size against error")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "params_vs_error.png"), dpi=110)
+
+
+def grid_runs() -> None:
+  import csv  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import load_model  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import train  # pylint: disable=g-import-not-at-top
+
+  unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
+  if unknown:
+    raise app.UsageError(f"Unknown variant(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(VARIANTS)}.")
+  grid = Grid((_GRID.value, _GRID.value), 20.0)
+  sizes = sorted(int(s) for s in _TRAIN_SIZES.value)
+  root, out = _DATA_ROOT.value, _OUT.value
+  specs = data.standard_splits("gaussian_wells", grid, max(sizes),
+                               _NUM_EVAL.value)
+  for name in ["train", "val"] + list(_EVAL_SPLITS.value):
+    if name not in specs:
+      raise app.UsageError(f"Unknown split {name!r}; known: "
+                           f"{', '.join(specs)}.")
+    data.generate(f"{root}/{name}", specs[name], workers=os.cpu_count() or 1)
+  evals = {name: data.open_dataset(f"{root}/{name}", grid=grid)
+           for name in _EVAL_SPLITS.value}
+  os.makedirs(out, exist_ok=True)
+  rows = []
+  for variant in _VARIANTS.value:
+    for size in (sizes[:1] if variant.endswith("label_free") else sizes):
+      label = variant if variant.endswith("label_free") else (
+          f"{variant}_n{size}")
+      workdir = os.path.join(out, "runs", label)
+      done_file = os.path.join(workdir, "done.json")
+      if not os.path.exists(done_file):
+        config = _run_config(variant, size, grid, root, _STEPS.value)
+        start = time.perf_counter()
+        train.train_and_evaluate(config, workdir)
+        with open(done_file, "w") as f:
+          json.dump({"train_seconds": time.perf_counter() - start}, f)
+      with open(done_file) as f:
+        seconds = json.load(f)["train_seconds"]
+      model = load_model(workdir)
+      for split, ds in evals.items():
+        summary = evaluate.evaluate_predictor(
+            model, ds, num_reference=4).summary()
+        rows.append({"variant": variant, "train_size": (
+            0 if variant.endswith("label_free") else size),
+                     "split": split, "train_seconds": round(seconds, 1),
+                     **{k: summary[k] for k in (
+                         "num_params", "infidelity_median", "infidelity_p90",
+                         "energy_error_mha_median", "energy_error_mha_p90",
+                         "frac_chemical_accuracy", "predictions_per_s")}})
+      print(f"{label}: " + ", ".join(
+          f"{r['split']} dE {r['energy_error_mha_median']:.3g} mHa"
+          for r in rows[-len(evals):]), flush=True)
+  with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  header = list(rows[0])
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+  for r in rows:
+    lines.append("| " + " | ".join(
+        evaluate.format_value(k, r[k]) if isinstance(r[k], float) else
+        str(r[k]) for k in header) + " |")
+  table = "\n".join(lines)
+  with open(os.path.join(out, "results.md"), "w") as f:
+    f.write(f"# Grid of runs, 2-D {grid.shape[0]}x{grid.shape[1]}, "
+            f"{_STEPS.value} steps each\n\n{table}\n")
+  _plot_grid(rows, out, _EVAL_SPLITS.value[0])
+  print(f"\n## Grid of runs ({out}/results.md)\n\n{table}")
+
+
+PARTS = {"scaling": scaling, "warm_start": warm_start, "grid": grid_runs}
 
 
 def main(argv):

@@ -132,4 +132,24 @@ def test_reproduce_scaling_and_unknown_part():
   pgmoe = [int(r.split("|")[3].replace(",", "")) for r in rows]
   assert dense[1] > 2 * dense[0] and pgmoe[1] < 1.5 * pgmoe[0]
   out = run_module("experiments.reproduce", "--parts=grid64")
-  assert out.returncode != 0 and "known: scaling, warm_start" in out.stderr
+  assert out.returncode != 0 and "known: scaling, warm_start, grid" in out.stderr
+
+
+def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
+  args = ("experiments.reproduce", "--parts=grid", "--grid=16",
+          "--train_sizes=16", "--steps=20", "--num_eval=8",
+          "--variants=pgmoe_energy,dense_sup", "--eval_splits=test_interp",
+          f"--data_root={tmp_path / 'data'}", f"--out={tmp_path / 'out'}")
+  out = run_module(*args)
+  assert out.returncode == 0, out.stderr
+  table = (tmp_path / "out" / "results.md").read_text()
+  assert "| pgmoe_energy | 16 | test_interp |" in table
+  assert "| dense_sup | 16 | test_interp |" in table
+  rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+  assert len(rows) == 3 and rows[0].startswith("variant,train_size,split")
+  assert (tmp_path / "out" / "error_vs_size.png").stat().st_size > 5000
+  # A rerun trains nothing: the finished runs are skipped.
+  done = tmp_path / "out" / "runs" / "pgmoe_energy_n16" / "done.json"
+  before = done.stat().st_mtime_ns
+  assert run_module(*args).returncode == 0
+  assert done.stat().st_mtime_ns == before
