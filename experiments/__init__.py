@@ -1,1 +1,1 @@
-"""Command-line entry points (absl flags); run as ``python -m experiments.X``."""
+"""Command-line entry points (absl flags): ``python -m experiments.X``."""

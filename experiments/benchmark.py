@@ -24,7 +24,6 @@ import dataclasses
 import os
 import platform
 import time
-from typing import Callable
 
 from absl import app
 from absl import flags
@@ -32,22 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import cli
+
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, datagen.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-  """Best wall time of ``fn()`` over ``repeats`` runs, after one warm-up."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 def bench_matvec(quick: bool, repeats: int) -> None:
@@ -72,8 +62,8 @@ def bench_matvec(quick: bool, repeats: int) -> None:
     source = jnp.asarray(rng.normal(size=(3 * psi.size // 2,)), jnp.float32)
     matvec = jax.jit(hamiltonian.apply_hamiltonian)
     copy = jax.jit(lambda x: x * 0.5)
-    t_h = best_time(lambda: matvec(psi, v, grid), repeats * 6)
-    t_c = best_time(lambda: copy(source), repeats * 6)
+    t_h = cli.best_time(lambda: matvec(psi, v, grid), repeats * 6)
+    t_c = cli.best_time(lambda: copy(source), repeats * 6)
     nbytes = 3 * psi.size * psi.dtype.itemsize  # read psi and V, write H psi
     bw_h, bw_c = nbytes / t_h / 1e9, nbytes / t_c / 1e9
     print(f"| {'x'.join(map(str, shape))} | {batch} | "
@@ -128,8 +118,9 @@ def bench_solvers(quick: bool, repeats: int) -> None:
                                              (count,)))
     rows = []
     ref = solvers.solve(v, grid, method="eigsh", tol=tol)
-    t_ref = best_time(lambda: solvers.solve(v, grid, method="eigsh", tol=tol),
-                      max(1, repeats // 3)) / count
+    t_ref = cli.best_time(
+        lambda: solvers.solve(v, grid, method="eigsh", tol=tol),
+        max(1, repeats // 3)) / count
     rows.append(("eigsh shift-invert", t_ref, ref.iterations, ref.energies,
                  ref.residuals))
     t_sp = time.perf_counter()
@@ -141,7 +132,7 @@ def bench_solvers(quick: bool, repeats: int) -> None:
       run = lambda chunk=chunk: solvers.solve(v, grid, method="lobpcg",
                                               tol=tol, chunk_size=chunk)
       out = run()
-      t = best_time(run, repeats) / count
+      t = cli.best_time(run, repeats) / count
       rows.append((label, t, out.iterations, out.energies, out.residuals))
     for label, t, its, energies, residuals in rows:
       err = np.max(np.abs(np.asarray(energies)[:, 0] - ref.energies[:, 0]))
@@ -252,10 +243,7 @@ BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  unknown = sorted(set(_WHAT.value) - set(BENCHMARKS))
-  if unknown:
-    raise app.UsageError(f"Unknown benchmark(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(BENCHMARKS)}.")
+  cli.check_names(_WHAT.value, BENCHMARKS, "benchmark")
   jax.config.update("jax_enable_x64", True)
   print(f"# pgmoe_jax benchmark: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, jax {jax.__version__} on "

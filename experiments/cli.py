@@ -84,3 +84,29 @@ class ProgressBar:
     end = "\n" if finished or not self._tty else ""
     self._stream.write(("\r" if self._tty else "") + line + end)
     self._stream.flush()
+
+
+def best_time(fn, repeats: int) -> float:
+  """Best wall time of ``fn()`` over ``repeats`` runs, after one warm-up.
+
+  ``fn``'s result is waited for (``jax.block_until_ready``), so asynchronous
+  dispatch is not mistaken for speed.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def check_names(requested, known, kind: str) -> None:
+  """Raises absl's UsageError for names not in ``known``, listing them."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(requested) - set(known))
+  if unknown:
+    raise app.UsageError(f"Unknown {kind}(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(known)}.")

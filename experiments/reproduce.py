@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import cli
+
 _PARTS = flags.DEFINE_list("parts", ["scaling", "warm_start"],
                            "Parts to run: scaling, warm_start, grid.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart",
@@ -70,16 +72,6 @@ _EVAL_SPLITS = flags.DEFINE_list(
                     "ood_random_smooth"], "grid: evaluation splits.")
 
 
-def _best_time(fn, repeats=5):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
 def scaling() -> None:
   from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
   from pgmoe_jax import potentials  # pylint: disable=g-import-not-at-top
@@ -102,7 +94,7 @@ def scaling() -> None:
       variables = jax.jit(model.init)(jax.random.key(0), v[:1])
       apply = jax.jit(model.apply)
       row.append((count_params(variables["params"]),
-                  _best_time(lambda: apply(variables, v))))
+                  cli.best_time(lambda: apply(variables, v), 5)))
     (pd, td), (pm, tm) = row
     print(f"| {n} | {pd:,} | {pm:,} | {pd / pm:.0f}x | {1e3 * td:.1f} | "
           f"{1e3 * tm:.1f} | {td / tm:.2f} |")
@@ -135,8 +127,8 @@ def warm_start() -> None:
   start = time.perf_counter()
   ref = solvers.solve(v, grid, method="eigsh", tol=tol)
   t_ref = (time.perf_counter() - start) / len(v)
-  t_pred = _best_time(lambda: model.predict(jnp.asarray(v, jnp.float32))
-                      ) / len(v)
+  t_pred = cli.best_time(
+      lambda: model.predict(jnp.asarray(v, jnp.float32)), 5) / len(v)
   print(f"\n## Warm start: {len(v)} potentials of {_DATA.value}, model "
         f"{_WORKDIR.value} ({model.num_params:,} parameters), residual "
         f"{tol:g} Ha\n")
@@ -237,10 +229,7 @@ def grid_runs() -> None:
   from pgmoe_jax import load_model  # pylint: disable=g-import-not-at-top
   from pgmoe_jax import train  # pylint: disable=g-import-not-at-top
 
-  unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
-  if unknown:
-    raise app.UsageError(f"Unknown variant(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(VARIANTS)}.")
+  cli.check_names(_VARIANTS.value, VARIANTS, "variant")
   grid = Grid((_GRID.value, _GRID.value), 20.0)
   sizes = sorted(int(s) for s in _TRAIN_SIZES.value)
   root, out = _DATA_ROOT.value, _OUT.value
@@ -308,10 +297,7 @@ PARTS = {"scaling": scaling, "warm_start": warm_start, "grid": grid_runs}
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  unknown = sorted(set(_PARTS.value) - set(PARTS))
-  if unknown:
-    raise app.UsageError(f"Unknown part(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(PARTS)}.")
+  cli.check_names(_PARTS.value, PARTS, "part")
   jax.config.update("jax_enable_x64", True)
   print(f"# reproduce on {jax.devices()[0].device_kind}")
   for name in _PARTS.value:

@@ -308,7 +308,7 @@ def _solve_chunk(args):
   potentials, grid_json, num_states, tol = args
   grid = Grid(tuple(grid_json["shape"]), tuple(grid_json["length"]),
               grid_json["boundary"])
-  energies, states, _, _, _ = solvers._eigsh(  # pylint: disable=protected-access
+  energies, states, _, _, _ = solvers.eigsh_batch(
       potentials, grid, num_states, tol)
   return energies, states.reshape(states.shape[:2] + grid.shape)
 
@@ -501,7 +501,8 @@ def _prepare_directory(path: str, spec: DatasetSpec, overwrite: bool) -> dict:
   if META not in names or foreign:
     raise ValueError(
         f"{path} is not empty and does not hold a pgmoe_jax dataset "
-        f"(found {', '.join(sorted(names)[:5])}{'...' if len(names) > 5 else ''})"
+        f"(found {', '.join(sorted(names)[:5])}"
+        f"{'...' if len(names) > 5 else ''})"
         "; choose another --out. Nothing was deleted.")
   meta = _read_meta(path)
   same = (meta["spec"] == spec.to_json()

@@ -1,10 +1,11 @@
 r"""The variational energy functional and its companions.
 
 * :func:`energy`: the Rayleigh quotient
-  :math:`E[\psi] = \langle\psi|H|\psi\rangle / \langle\psi|\psi\rangle`, which by
-  the variational principle is :math:`\ge E_0` and equals it only for the
-  ground state. It is invariant to the scale of ``psi`` (the volume element
-  cancels), differentiable in ``psi`` and ``V``, and the loss users train on.
+  :math:`E[\psi] = \langle\psi|H|\psi\rangle / \langle\psi|\psi\rangle`,
+  which by the variational principle is :math:`\ge E_0` and equals it only
+  for the ground state. It is invariant to the scale of ``psi`` (the volume
+  element cancels), differentiable in ``psi`` and ``V``, and the loss users
+  train on.
 * :func:`residual`: :math:`\|H\psi - E[\psi]\psi\| / \|\psi\|` in Hartree, zero
   exactly for eigenstates.
 * :func:`normalize`: the DESIGN.md convention, ``sum(psi**2) * prod(h) = 1``
@@ -40,13 +41,13 @@ def _check_nonzero(psi: jax.Array, grid: Grid) -> None:
 
 @jax.jit
 def _energy(psi, potential, grid):
-  h_psi = hamiltonian._apply(psi, potential, grid)
+  h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   return _inner(psi, h_psi, grid) / _inner(psi, psi, grid)
 
 
 @jax.jit
 def _residual(psi, potential, grid):
-  h_psi = hamiltonian._apply(psi, potential, grid)
+  h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   norm2 = _inner(psi, psi, grid)
   e = _inner(psi, h_psi, grid) / norm2
   r = h_psi - jnp.expand_dims(e, grid.axes) * psi
@@ -54,7 +55,8 @@ def _residual(psi, potential, grid):
 
 
 def energy(psi, V, grid: Grid) -> jax.Array:
-  r"""Rayleigh quotient :math:`\langle\psi|H|\psi\rangle/\langle\psi|\psi\rangle`.
+  r"""Rayleigh quotient :math:`\langle\psi|H|\psi\rangle /
+  \langle\psi|\psi\rangle`.
 
   Args:
     psi: states, shape ``(..., *grid.shape)``; any nonzero scale.

@@ -53,7 +53,12 @@ def kinetic_stencil(psi: jax.Array, grid: Grid) -> jax.Array:
 
 
 @functools.partial(jax.jit, inline=True)
-def _apply(psi: jax.Array, potential: jax.Array, grid: Grid) -> jax.Array:
+def apply_unchecked(psi: jax.Array, potential: jax.Array,
+                    grid: Grid) -> jax.Array:
+  """:func:`apply_hamiltonian` without input checks, for jitted hot paths.
+
+  The caller guarantees matching trailing shapes and floating inputs.
+  """
   return kinetic_stencil(psi, grid) + potential.astype(psi.dtype) * psi
 
 
@@ -80,7 +85,8 @@ def check_finite(name: str, x: jax.Array) -> None:
   if not finite.all():
     bad = np.argwhere(~finite)[0]
     raise ValueError(
-        f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or inf), "
+        f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or "
+        "inf), "
         f"the first at index {tuple(int(i) for i in bad)}; clean the input "
         "before calling.")
 
@@ -94,7 +100,8 @@ def check_inputs(psi, potential, grid: Grid, *, psi_name: str = "psi"):
       axes do not broadcast, or a concrete input holds NaN or inf.
   """
   if not isinstance(grid, Grid):
-    raise TypeError(f"grid must be a pgmoe_jax.Grid, got {type(grid).__name__}.")
+    raise TypeError(
+        f"grid must be a pgmoe_jax.Grid, got {type(grid).__name__}.")
   psi = as_float(psi, psi_name)
   potential = as_float(potential, "V")
   grid.check_array(psi_name, psi)
@@ -132,4 +139,4 @@ def apply_hamiltonian(psi, V, grid: Grid) -> jax.Array:
       not broadcast, or NaN/inf in a concrete ``psi`` or ``V``.
   """
   psi, V = check_inputs(psi, V, grid)
-  return _apply(psi, V, grid)
+  return apply_unchecked(psi, V, grid)

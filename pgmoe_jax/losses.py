@@ -65,7 +65,7 @@ def infidelity(psi, psi0, grid: Grid) -> jax.Array:
 
 
 def normalized_mse(psi, psi0, grid: Grid) -> jax.Array:
-  """Per-sample mean squared difference of the normalised, positive-sum states."""
+  """Per-sample MSE of the normalised states (each with a positive sum)."""
   def unit(x):
     x = x / jnp.sqrt(jnp.expand_dims(_inner(x, x, grid) * grid.volume_element,
                                      grid.axes))
@@ -76,13 +76,13 @@ def normalized_mse(psi, psi0, grid: Grid) -> jax.Array:
 
 def rayleigh_quotient(psi, potential, grid: Grid) -> jax.Array:
   """Per-sample ``<psi|H|psi>/<psi|psi>`` (no input checks: use under jit)."""
-  h_psi = hamiltonian._apply(psi, potential, grid)  # pylint: disable=protected-access
+  h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   return _inner(psi, h_psi, grid) / _inner(psi, psi, grid)
 
 
 def residual_norm(psi, potential, grid: Grid) -> jax.Array:
   """Per-sample ``||H psi - E psi|| / ||psi||`` in Hartree."""
-  h_psi = hamiltonian._apply(psi, potential, grid)  # pylint: disable=protected-access
+  h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   norm2 = _inner(psi, psi, grid)
   e = _inner(psi, h_psi, grid) / norm2
   r = h_psi - jnp.expand_dims(e, grid.axes) * psi

@@ -113,7 +113,7 @@ def kinetic_modes(grid: Grid, count: int) -> np.ndarray:
 
 
 def _transform(x: jax.Array, mats, grid: Grid) -> jax.Array:
-  """Applies ``mats[a]`` along each trailing grid axis ``a`` (x @ Q per axis)."""
+  """Applies ``mats[a]`` along each trailing grid axis ``a`` (x @ Q_a)."""
   for axis, q in zip(grid.axes, mats):
     x = jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [0])), -1, axis)
   return x
@@ -238,7 +238,8 @@ def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
   preconditioner = make_preconditioner(grid, dtype)
 
   def h(block):
-    out = hamiltonian._apply(block.reshape(-1, *grid.shape), potential, grid)
+    out = hamiltonian.apply_unchecked(block.reshape(-1, *grid.shape),
+                                      potential, grid)
     return out.reshape(block.shape[0], n)
 
   x = x0.reshape(m, n)
@@ -280,7 +281,21 @@ def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
 
 
 @functools.partial(jax.jit, static_argnames=("num_states", "max_iters"))
-def _lobpcg_batch(potentials, x0, tol, grid, *, num_states, max_iters):
+def lobpcg_batch(potentials, x0, tol, grid, *, num_states, max_iters):
+  """Jitted, vmapped LOBPCG without input checks (see :func:`solve`).
+
+  Args:
+    potentials: ``(b, *grid.shape)``.
+    x0: starting blocks ``(b, m, *grid.shape)``, ``m >= num_states``.
+    tol: residual tolerance in Ha; 0 runs exactly ``max_iters`` iterations.
+    grid: the grid.
+    num_states: how many of the lowest pairs to return.
+    max_iters: iteration cap.
+
+  Returns:
+    ``(energies (b, k), states (b, k, N) unnormalised, residuals (b, k),
+    iterations (b,))``.
+  """
   fn = functools.partial(_lobpcg_single, grid=grid, num_states=num_states,
                          max_iters=max_iters)
   return jax.vmap(fn, in_axes=(0, 0, None))(potentials, x0, tol)
@@ -313,8 +328,14 @@ def kinetic_matrix(grid: Grid) -> scipy.sparse.csr_matrix:
   return total.tocsr()
 
 
-def _eigsh(potentials: np.ndarray, grid: Grid, num_states: int, tol: float):
-  """Shift-invert ARPACK for each potential of ``(b, *grid.shape)``."""
+def eigsh_batch(potentials: np.ndarray, grid: Grid, num_states: int,
+                tol: float):
+  """Shift-invert ARPACK per potential of ``(b, *grid.shape)``, no checks.
+
+  Returns:
+    ``(energies (b, k), states (b, k, N) of unit norm, residuals (b, k),
+    operator applications (b,), converged (b,))``, all float64 NumPy.
+  """
   kinetic = kinetic_matrix(grid)
   lam_min = float(_kinetic_eigenvalues(grid).min())
   n = grid.size
@@ -441,7 +462,8 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     raise ValueError(f"num_states must be a positive integer, got "
                      f"{num_states!r}.")
   if not isinstance(grid, Grid):
-    raise TypeError(f"grid must be a pgmoe_jax.Grid, got {type(grid).__name__}.")
+    raise TypeError(
+        f"grid must be a pgmoe_jax.Grid, got {type(grid).__name__}.")
   V = hamiltonian.as_float(V, "V")
   grid.check_array("V", V)
   hamiltonian.check_finite("V", V)
@@ -459,7 +481,7 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     if init is not None:
       raise ValueError("init is only used by method='lobpcg'; eigsh "
                        "(shift-invert) does not take an initial guess.")
-    e, u, res, its, conv = _eigsh(np.asarray(flat, np.float64), grid,
+    e, u, res, its, conv = eigsh_batch(np.asarray(flat, np.float64), grid,
                                   num_states, tol)
     u = u * (np.sign(u.sum(-1, keepdims=True)) + (u.sum(-1, keepdims=True)
                                                   == 0))
@@ -486,7 +508,7 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
                                 pad)
       x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
-      out = _lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
+      out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
                           max_iters=int(max_iters))
       outputs.append([o[:stop - start] for o in out])
     e, x, res, its = (jnp.concatenate(parts) for parts in zip(*outputs))

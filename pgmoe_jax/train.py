@@ -10,8 +10,8 @@ Contract:
 * :func:`train_and_evaluate` runs a whole experiment in a workdir (layout in
   :mod:`pgmoe_jax.checkpoint`): writes ``config.json``, restores the latest
   checkpoint if there is one (resume is the default), trains data-parallel
-  over all devices of this (single) host, logs to ``metrics.jsonl``, evaluates on
-  ``data.val``, checkpoints, and returns the final state.
+  over all devices of this (single) host, logs to ``metrics.jsonl``,
+  evaluates on ``data.val``, checkpoints, and returns the final state.
 
 Reproducibility: the initial parameters come from ``key(seed)`` split into
 ``(init_key, step_key)``; step ``s`` (the update that takes ``state.step``

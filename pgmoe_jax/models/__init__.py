@@ -1,4 +1,4 @@
-"""Models mapping potentials to ground states: ``V (b, *grid) -> psi (b, *grid)``.
+"""Models from potentials to ground states: ``V (b, *grid) -> psi (b, *grid)``.
 
 Every model is a flax linen module whose ``__call__(V)`` returns positive,
 normalised states (``sum(psi**2) * prod(h) = 1``). :func:`build_model` makes

@@ -227,7 +227,7 @@ class PGMoE(nn.Module):
       start = jnp.asarray(solvers.kinetic_modes(coarse_grid, 2), v.dtype)
       start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
       # tol = 0: always run envelope_iters iterations (fixed cost).
-      energies, states, _, _ = solvers._lobpcg_batch(  # pylint: disable=protected-access
+      energies, states, _, _ = solvers.lobpcg_batch(
           v, start, 0.0, coarse_grid, num_states=1,
           max_iters=int(self.envelope_iters))
       energies = energies[:, :1]
