@@ -161,7 +161,9 @@ def _run_config(variant: str, size: int, grid, root: str, steps: int):
 
   config = (dense if variant.startswith("dense") else default).get_config()
   if not variant.startswith("dense"):
-    # The quick-start envelope resolution, half the grid (16 at 32x32).
+    # The quick-start layout at any size: 8x8 tiles, and the envelope at
+    # half the resolution (16 at 32x32).
+    config.model.tiles = max(grid.shape[0] // 8, 1)
     config.model.coarse = grid.shape[0] // 2
   config.grid.shape = grid.shape
   config.grid.length = grid.length[0]
