@@ -40,13 +40,15 @@ def _check_nonzero(psi: jax.Array, grid: Grid) -> None:
 
 
 @jax.jit
-def _energy(psi, potential, grid):
+def rayleigh_quotient(psi, potential, grid: Grid) -> jax.Array:
+  """:func:`energy` without input checks, for jitted hot paths (losses)."""
   h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   return _inner(psi, h_psi, grid) / _inner(psi, psi, grid)
 
 
 @jax.jit
-def _residual(psi, potential, grid):
+def residual_norm(psi, potential, grid: Grid) -> jax.Array:
+  """:func:`residual` without input checks, for jitted hot paths."""
   h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   norm2 = _inner(psi, psi, grid)
   e = _inner(psi, h_psi, grid) / norm2
@@ -73,7 +75,7 @@ def energy(psi, V, grid: Grid) -> jax.Array:
   """
   psi, V = hamiltonian.check_inputs(psi, V, grid)
   _check_nonzero(psi, grid)
-  return _energy(psi, V, grid)
+  return rayleigh_quotient(psi, V, grid)
 
 
 def residual(psi, V, grid: Grid) -> jax.Array:
@@ -86,7 +88,7 @@ def residual(psi, V, grid: Grid) -> jax.Array:
   """
   psi, V = hamiltonian.check_inputs(psi, V, grid)
   _check_nonzero(psi, grid)
-  return _residual(psi, V, grid)
+  return residual_norm(psi, V, grid)
 
 
 def normalize(psi, grid: Grid) -> jax.Array:

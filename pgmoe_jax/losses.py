@@ -43,25 +43,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgmoe_jax import data as data_lib
-from pgmoe_jax import hamiltonian
+from pgmoe_jax.energy import rayleigh_quotient
+from pgmoe_jax.energy import residual_norm
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.metrics import MHA_PER_HA
+from pgmoe_jax.metrics import infidelity
 
 MODES = ("supervised", "semi_supervised", "label_free")
 SUPERVISED = ("infidelity", "mse")
 SCHEDULES = ("constant", "anneal")
-MHA_PER_HA = 1000.0
+
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def _inner(a, b, grid: Grid):
   return jnp.sum(a * b, axis=grid.axes)
-
-
-def infidelity(psi, psi0, grid: Grid) -> jax.Array:
-  """Per-sample ``1 - (a.b)^2 / ((a.a)(b.b))``, shape: the batch axes."""
-  ab = _inner(psi, psi0, grid)
-  return 1.0 - ab**2 / (_inner(psi, psi, grid) * _inner(psi0, psi0, grid))
 
 
 def normalized_mse(psi, psi0, grid: Grid) -> jax.Array:
@@ -72,21 +69,6 @@ def normalized_mse(psi, psi0, grid: Grid) -> jax.Array:
     sign = jnp.where(jnp.sum(x, axis=grid.axes) < 0, -1.0, 1.0)
     return x * jnp.expand_dims(sign, grid.axes)
   return jnp.mean((unit(psi) - unit(psi0))**2, axis=grid.axes)
-
-
-def rayleigh_quotient(psi, potential, grid: Grid) -> jax.Array:
-  """Per-sample ``<psi|H|psi>/<psi|psi>`` (no input checks: use under jit)."""
-  h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
-  return _inner(psi, h_psi, grid) / _inner(psi, psi, grid)
-
-
-def residual_norm(psi, potential, grid: Grid) -> jax.Array:
-  """Per-sample ``||H psi - E psi|| / ||psi||`` in Hartree."""
-  h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
-  norm2 = _inner(psi, psi, grid)
-  e = _inner(psi, h_psi, grid) / norm2
-  r = h_psi - jnp.expand_dims(e, grid.axes) * psi
-  return jnp.sqrt(_inner(r, r, grid) / norm2)
 
 
 def eval_metrics(psi, batch: Mapping[str, jax.Array],
