@@ -53,7 +53,6 @@ MODES = ("supervised", "semi_supervised", "label_free")
 SUPERVISED = ("infidelity", "mse")
 SCHEDULES = ("constant", "anneal")
 
-
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
