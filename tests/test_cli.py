@@ -153,3 +153,20 @@ def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   before = done.stat().st_mtime_ns
   assert run_module(*args).returncode == 0
   assert done.stat().st_mtime_ns == before
+  # Warm start from the tiny model: every start converges to the reference
+  # energies, and the exact state in float32 needs far fewer iterations than
+  # the cold start (the ceiling any float32 predictor could reach).
+  out = run_module("experiments.reproduce", "--parts=warm_start", "--num=4",
+                   f"--workdir={done.parent}",
+                   f"--data={tmp_path / 'data' / 'test_interp'}")
+  assert out.returncode == 0, out.stderr
+  rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+          for line in out.stdout.splitlines() if line.startswith("| ")}
+  for label in ("cold: lowest kinetic modes (default)", "cold: random",
+                "warm: `init=model.predict(V)`",
+                "warm: exact state rounded to float32"):
+    assert rows[label][5].strip() == "4/4", (label, rows[label])
+    assert float(rows[label][4]) < 1e-7
+  cold = float(rows["cold: lowest kinetic modes (default)"][2])
+  exact = float(rows["warm: exact state rounded to float32"][2])
+  assert exact < cold / 2
