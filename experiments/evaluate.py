@@ -8,7 +8,8 @@ scores it on every sample of each dataset (pgmoe_jax/evaluate.py: infidelity,
 energy error in mHa under the exact H in float64, residual, gap-restricted
 p90, predictions/s against the reference solver's solves/s measured in the
 same run), prints a Markdown table and writes, under ``--out`` (default
-``<workdir>/eval``):
+``<workdir>/eval``, or ``<workdir>/eval_symmetrized`` with ``--symmetrize``,
+which averages every prediction over the grid's exact symmetries):
 
     results.md              the table, with what was evaluated and where
     results.json            {"model", "workdir", "which", "step", ...,
@@ -40,7 +41,11 @@ _DATA = flags.DEFINE_list("data", None, "Dataset directories, comma "
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"],
                            "Which checkpoint to evaluate.")
 _OUT = flags.DEFINE_string("out", None, "Output directory; default "
-                           "<workdir>/eval.")
+                           "<workdir>/eval, or <workdir>/eval_symmetrized "
+                           "with --symmetrize.")
+_SYMMETRIZE = flags.DEFINE_bool(
+    "symmetrize", False, "Average each prediction over the grid's exact "
+    "symmetries (8 for a square 2-D grid): load_model(symmetrize=True).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256,
                                    "Potentials per model call.")
 _NUM_REFERENCE = flags.DEFINE_integer(
@@ -106,7 +111,8 @@ def main(argv):
   try:
     # pylint: disable-next=g-import-not-at-top
     from pgmoe_jax.inference import load_model
-    predictor = load_model(workdir, which=_WHICH.value)
+    extra = {"symmetrize": True} if _SYMMETRIZE.value else {}
+    predictor = load_model(workdir, which=_WHICH.value, **extra)
   except ImportError as e:
     raise _fail(f"cannot import pgmoe_jax.inference ({e}).") from None
   except _LOAD_ERRORS as e:
@@ -118,9 +124,12 @@ def main(argv):
   except ValueError as e:
     raise _fail(e) from None
 
-  out = _OUT.value or os.path.join(workdir, "eval")
+  out = _OUT.value or os.path.join(
+      workdir, "eval_symmetrized" if _SYMMETRIZE.value else "eval")
   os.makedirs(out, exist_ok=True)
   model_name = _model_name(workdir, predictor)
+  if _SYMMETRIZE.value:
+    model_name += " symmetrized"
   step = getattr(predictor, "step", None)
   step = None if step is None else int(step)
   device = jax.devices()[0]
@@ -170,7 +179,7 @@ def main(argv):
             f"Checkpoint: {_WHICH.value} (step {step}).\n\n{table}\n{note}\n")
   record = {
       "model": model_name, "workdir": os.path.abspath(workdir),
-      "which": _WHICH.value, "step": step,
+      "which": _WHICH.value, "step": step, "symmetrize": _SYMMETRIZE.value,
       "num_params": int(predictor.num_params),
       "backend": jax.default_backend(), "device": device.device_kind,
       "reference_method": _REFERENCE_METHOD.value,

@@ -87,7 +87,10 @@ def eval_metrics(psi, batch: Mapping[str, jax.Array],
   }
 
 
-def symmetry_transforms(grid: Grid) -> list[Callable[[jax.Array], jax.Array]]:
+Transform = Callable[[jax.Array], jax.Array]
+
+
+def symmetry_transforms(grid: Grid) -> list[Transform]:
   """The grid's exact symmetries as functions on ``(..., *grid.shape)``.
 
   Axis reflections always hold (symmetric coordinates); permutations of
@@ -110,6 +113,23 @@ def symmetry_transforms(grid: Grid) -> list[Callable[[jax.Array], jax.Array]]:
         return jnp.flip(x, flip_axes) if flip_axes else x
       transforms.append(transform)
   return transforms
+
+
+def symmetry_pairs(grid: Grid) -> list[tuple[Transform, Transform]]:
+  """:func:`symmetry_transforms`, each paired with its inverse.
+
+  The symmetries form a group, so every inverse is one of them; it is found
+  by probing with the grid's flat indices.
+  """
+  transforms = symmetry_transforms(grid)
+  probe = np.arange(grid.size).reshape(grid.shape)
+  images = [np.asarray(t(jnp.asarray(probe))) for t in transforms]
+  pairs = []
+  for transform, image in zip(transforms, images):
+    inverse = next(u for u in transforms
+                   if np.array_equal(np.asarray(u(jnp.asarray(image))), probe))
+    pairs.append((transform, inverse))
+  return pairs
 
 
 def augment(key: jax.Array, batch: Mapping[str, jax.Array],

@@ -78,6 +78,17 @@ def test_symmetries_are_exact(grid, count):
   assert len(images) == count  # all distinct for a generic potential
 
 
+@pytest.mark.parametrize("grid", [
+    Grid((10, 10), 8.0), Grid((10, 12), (8.0, 9.0)), Grid((6, 6, 6), 6.0)])
+def test_symmetry_pairs_invert(grid):
+  pairs = losses.symmetry_pairs(grid)
+  assert len(pairs) == len(losses.symmetry_transforms(grid))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2,) + grid.shape))
+  for transform, inverse in pairs:
+    np.testing.assert_array_equal(inverse(transform(x)), x)
+    np.testing.assert_array_equal(transform(inverse(x)), x)
+
+
 def test_augment_moves_potential_and_label_together():
   batch = labelled(GRID, 2)
   out = losses.augment(jax.random.key(5), batch, GRID)
