@@ -70,6 +70,9 @@ _OUT = flags.DEFINE_string("out", "results/repro32", "grid: results folder.")
 _VARIANTS = flags.DEFINE_list(
     "variants", ["dense_sup", "dense_energy", "pgmoe_sup", "pgmoe_energy",
                  "pgmoe_label_free"], "grid: runs (model_loss).")
+_COARSE = flags.DEFINE_integer(
+    "coarse", 0, "grid: points per axis of PG-MoE's coarse envelope; 0 "
+    "takes half the grid. Must divide --grid.")
 _EVAL_SPLITS = flags.DEFINE_list(
     "eval_splits", ["test_interp", "test_extrap", "ood_harmonic",
                     "ood_random_smooth"], "grid: evaluation splits.")
@@ -210,7 +213,8 @@ VARIANTS = ("dense_sup", "dense_energy", "pgmoe_sup", "pgmoe_energy",
             "pgmoe_label_free")
 
 
-def _run_config(variant: str, size: int, grid, root: str, steps: int):
+def _run_config(variant: str, size: int, grid, root: str, steps: int,
+                coarse: int = 0):
   """The config of one run: the quick-start recipe with a few changes."""
   from experiments.configs import default  # pylint: disable=g-import-not-at-top
   from experiments.configs import dense  # pylint: disable=g-import-not-at-top
@@ -218,9 +222,9 @@ def _run_config(variant: str, size: int, grid, root: str, steps: int):
   config = (dense if variant.startswith("dense") else default).get_config()
   if not variant.startswith("dense"):
     # The quick-start layout at any size: 8x8 tiles, and the envelope at
-    # half the resolution (16 at 32x32).
+    # half the resolution (16 at 32x32) unless told otherwise.
     config.model.tiles = max(grid.shape[0] // 8, 1)
-    config.model.coarse = grid.shape[0] // 2
+    config.model.coarse = coarse or grid.shape[0] // 2
   config.grid.shape = grid.shape
   config.grid.length = grid.length[0]
   config.data.train = f"{root}/train"
@@ -289,6 +293,10 @@ def grid_runs() -> None:
 
   cli.check_names(_VARIANTS.value, VARIANTS, "variant")
   grid = Grid((_GRID.value, _GRID.value), 20.0)
+  if _COARSE.value < 0 or (_COARSE.value and (
+      _COARSE.value < 2 or _GRID.value % _COARSE.value)):
+    raise app.UsageError(f"--coarse={_COARSE.value} must divide --grid="
+                         f"{_GRID.value} and be >= 2 (or 0: half the grid).")
   sizes = sorted(int(s) for s in _TRAIN_SIZES.value)
   root, out = _DATA_ROOT.value, _OUT.value
   specs = data.standard_splits("gaussian_wells", grid, max(sizes),
@@ -309,7 +317,8 @@ def grid_runs() -> None:
       workdir = os.path.join(out, "runs", label)
       done_file = os.path.join(workdir, "done.json")
       if not os.path.exists(done_file):
-        config = _run_config(variant, size, grid, root, _STEPS.value)
+        config = _run_config(variant, size, grid, root, _STEPS.value,
+                             _COARSE.value)
         start = time.perf_counter()
         train.train_and_evaluate(config, workdir)
         with open(done_file, "w") as f:
@@ -343,8 +352,10 @@ def grid_runs() -> None:
         str(r[k]) for k in header) + " |")
   table = "\n".join(lines)
   with open(os.path.join(out, "results.md"), "w") as f:
+    coarse = _COARSE.value or grid.shape[0] // 2
     f.write(f"# Grid of runs, 2-D {grid.shape[0]}x{grid.shape[1]}, "
-            f"{_STEPS.value} steps each\n\n{table}\n")
+            f"{_STEPS.value} steps each, PG-MoE envelope {coarse}x{coarse}"
+            f"\n\n{table}\n")
   _plot_grid(rows, out, _EVAL_SPLITS.value[0])
   print(f"\n## Grid of runs ({out}/results.md)\n\n{table}")
 

@@ -1,5 +1,6 @@
 """The entry points run end to end and fail clearly on bad flags."""
 
+import json
 import os
 import subprocess
 import sys
@@ -133,16 +134,24 @@ def test_reproduce_scaling_and_unknown_part():
   assert dense[1] > 2 * dense[0] and pgmoe[1] < 1.5 * pgmoe[0]
   out = run_module("experiments.reproduce", "--parts=grid64")
   assert out.returncode != 0 and "known: scaling, warm_start, grid" in out.stderr
+  out = run_module("experiments.reproduce", "--parts=grid", "--grid=16",
+                   "--coarse=5", "--data_root=/nonexistent/never/written")
+  assert out.returncode != 0
+  assert "--coarse=5 must divide --grid=16" in out.stderr
 
 
 def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   args = ("experiments.reproduce", "--parts=grid", "--grid=16",
-          "--train_sizes=16", "--steps=20", "--num_eval=8",
+          "--train_sizes=16", "--steps=20", "--num_eval=8", "--coarse=4",
           "--variants=pgmoe_energy,dense_sup", "--eval_splits=test_interp",
           f"--data_root={tmp_path / 'data'}", f"--out={tmp_path / 'out'}")
   out = run_module(*args)
   assert out.returncode == 0, out.stderr
   table = (tmp_path / "out" / "results.md").read_text()
+  assert "PG-MoE envelope 4x4" in table
+  config = json.loads((tmp_path / "out" / "runs" / "pgmoe_energy_n16" /
+                       "config.json").read_text())
+  assert config["model"]["coarse"] == 4
   assert "| pgmoe_energy | 16 | test_interp |" in table
   assert "| dense_sup | 16 | test_interp |" in table
   rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
