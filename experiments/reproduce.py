@@ -8,8 +8,9 @@ Parts:
 * ``scaling``: parameters and forward time (batch 16, float32, jitted, best
   of 5) of the dense baseline (hidden 512, 512) and PG-MoE (8x8 tiles, the
   quick-start expert, coarse envelope at half resolution) at 32, 64, 128 and
-  256 points per axis, 2-D. Models are untrained: size and speed do not
-  depend on the weights.
+  256 points per axis, 2-D, and the time of PG-MoE's coarse envelope alone
+  (the physics gate). Models are untrained: size and speed do not depend on
+  the weights.
 * ``warm_start``: LOBPCG iterations to residuals of 1e-8 Ha and 1e-4 Ha
   started from a trained model's prediction (``init=model.predict(V)``),
   against the default cold start (lowest kinetic modes), a random start, the
@@ -31,12 +32,16 @@ Parts:
             --train_sizes=100,300,1000,3000 --steps=20000 \
             --data_root=data/repro32 --out=results/repro32
 
+* ``ablation``: a trained PG-MoE (``--workdir``) on ``--data`` with and
+  without its experts (their parameters zeroed): what the gate alone gives.
+
 The 64x64 comparison is ``grid`` at ``--grid=64``; RESULTS.md gives every
 command and its figures.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -50,11 +55,12 @@ import numpy as np
 from experiments import cli
 
 _PARTS = flags.DEFINE_list("parts", ["scaling", "warm_start"],
-                           "Parts to run: scaling, warm_start, grid.")
+                           "Parts to run: scaling, warm_start, grid, "
+                           "ablation.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart",
-                               "Trained model for warm_start.")
+                               "Trained model for warm_start and ablation.")
 _DATA = flags.DEFINE_string("data", "data/quickstart/test_interp",
-                            "Dataset for warm_start.")
+                            "Dataset for warm_start and ablation.")
 _NUM = flags.DEFINE_integer("num", 50, "Potentials for warm_start.")
 _SIZES = flags.DEFINE_list("sizes", ["32", "64", "128", "256"],
                            "Points per axis for scaling.")
@@ -86,8 +92,8 @@ def scaling() -> None:
 
   print("\n## Scaling: parameters and forward time, 2-D, batch 16, float32\n")
   print("| n per axis | dense params | PG-MoE params | ratio | dense ms | "
-        "PG-MoE ms | dense / PG-MoE time |")
-  print("|---|---|---|---|---|---|---|")
+        "PG-MoE ms | dense / PG-MoE time | PG-MoE envelope alone ms |")
+  print("|---|---|---|---|---|---|---|---|")
   for n in (int(s) for s in _SIZES.value):
     grid = Grid((n, n), 20.0)
     v = jnp.asarray(potentials.gaussian_wells(jax.random.key(0), grid, (16,)),
@@ -101,9 +107,14 @@ def scaling() -> None:
       apply = jax.jit(model.apply)
       row.append((count_params(variables["params"]),
                   cli.best_time(lambda: apply(variables, v), 5)))
+    # The physics gate alone (model is PG-MoE, the loop's last): the coarse
+    # ground state inside the model.
+    envelope = jax.jit(functools.partial(model.apply,
+                                         method="coarse_envelope"))
+    te = cli.best_time(lambda: envelope(variables, v), 5)
     (pd, td), (pm, tm) = row
     print(f"| {n} | {pd:,} | {pm:,} | {pd / pm:.0f}x | {1e3 * td:.1f} | "
-          f"{1e3 * tm:.1f} | {td / tm:.2f} |")
+          f"{1e3 * tm:.1f} | {td / tm:.2f} | {1e3 * te:.1f} |")
 
 
 def warm_start() -> None:
@@ -360,7 +371,46 @@ def grid_runs() -> None:
   print(f"\n## Grid of runs ({out}/results.md)\n\n{table}")
 
 
-PARTS = {"scaling": scaling, "warm_start": warm_start, "grid": grid_runs}
+def ablation() -> None:
+  """A trained PG-MoE with and without its experts, on ``--data``.
+
+  Zeroing the experts' parameters makes their corrections exactly zero, so
+  what remains is the gate's log-envelope (for ``gate="envelope"`` the
+  coarse Hamiltonian's ground state, with no learned parameter at all).
+  """
+  from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import load_model  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax.inference import Predictor  # pylint: disable=g-import-not-at-top
+
+  model = load_model(_WORKDIR.value)
+  if model.config.model.name != "pgmoe":
+    raise app.UsageError(f"ablation needs a PG-MoE run; {_WORKDIR.value} "
+                         f"holds a {model.config.model.name} model.")
+  ds = data.open_dataset(_DATA.value, grid=model.grid)
+  experts = ("expert", "experts")
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if path[0].key in experts else x,
+      model.params)
+  gate_only = Predictor(model.config, model.grid, model.model, zeroed,
+                        model.step)
+  print(f"\n## Ablation: {_WORKDIR.value} (gate {model.config.model.gate!r}, "
+        f"coarse {model.config.model.coarse}) on {_DATA.value}\n")
+  print("| model | 1-F median | 1-F p90 | dE median (mHa) | dE p90 (mHa) | "
+        "dE < 1.6 mHa |")
+  print("|---|---:|---:|---:|---:|---:|")
+  for label, predictor in (("PG-MoE", model),
+                           ("gate alone (experts zeroed)", gate_only)):
+    summary = evaluate.evaluate_predictor(predictor, ds,
+                                          num_reference=0).summary()
+    print(f"| {label} | " + " | ".join(
+        evaluate.format_value(k, summary[k]) for k in (
+            "infidelity_median", "infidelity_p90", "energy_error_mha_median",
+            "energy_error_mha_p90", "frac_chemical_accuracy")) + " |")
+
+
+PARTS = {"scaling": scaling, "warm_start": warm_start, "grid": grid_runs,
+         "ablation": ablation}
 
 
 def main(argv):

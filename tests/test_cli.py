@@ -188,3 +188,19 @@ def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
                 "warm: exact state rounded to float32"):
     residuals = [float(x) for x in history[label][:5]]
     assert residuals[-1] < residuals[0] / 100, (label, residuals)
+  # Ablation: zeroing the experts leaves the gate's envelope, a different
+  # prediction (20 steps do not make it a better one); a dense run is refused
+  # by name.
+  out = run_module("experiments.reproduce", "--parts=ablation",
+                   f"--workdir={done.parent}",
+                   f"--data={tmp_path / 'data' / 'test_interp'}")
+  assert out.returncode == 0, out.stderr
+  rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+          for line in out.stdout.splitlines() if line.startswith("| ")}
+  full = float(rows["PG-MoE"][2].replace(",", ""))
+  gate = float(rows["gate alone (experts zeroed)"][2].replace(",", ""))
+  assert full > 0 and gate > 0 and full != gate
+  out = run_module("experiments.reproduce", "--parts=ablation",
+                   f"--workdir={done.parent.parent / 'dense_sup_n16'}",
+                   f"--data={tmp_path / 'data' / 'test_interp'}")
+  assert out.returncode != 0 and "holds a dense model" in out.stderr
