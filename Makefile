@@ -2,6 +2,7 @@
 #   make demo   set up .venv, generate the quick-start data, train PG-MoE,
 #               evaluate it (the main job, on an embedded default)
 #   make test   set up .venv with the test extra and run the whole test suite
+#   make results  every command behind RESULTS.md (about 75 minutes on 2 cores)
 # Both are idempotent: the venv is created once and the package is reinstalled
 # only when setup.cfg or pyproject.toml changes.
 
@@ -10,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo solvers-demo test benchmark clean
+.PHONY: demo solvers-demo test benchmark results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,46 @@ test: .make-test.stamp
 
 benchmark: .make-install.stamp
 	$(PY) -m experiments.benchmark
+
+# Every command of RESULTS.md, in its order. Finished training runs are
+# skipped, so a rerun only re-evaluates. Training outputs land in results/
+# and data/ (both ignored); the printed tables of the parts that are not
+# training runs go to results/*.md as well as stdout.
+REPRO := $(PY) -m experiments.reproduce
+EVAL32 := $(subst $(space),$(comma),$(addprefix data/repro32/,test_interp \
+	test_extrap ood_harmonic ood_random_smooth))
+results: .make-install.stamp
+	mkdir -p results
+	$(REPRO) --parts=grid --grid=32 --train_sizes=100,300,1000,3000 \
+	  --steps=20000 --data_root=data/repro32 --out=results/repro32
+	$(REPRO) --parts=grid --grid=32 --variants=pgmoe_label_free \
+	  --steps=100000 --data_root=data/repro32 --out=results/repro32_long
+	$(PY) -m experiments.evaluate --symmetrize --data=$(EVAL32) \
+	  --workdir=results/repro32_long/runs/pgmoe_label_free
+	$(PY) -m experiments.evaluate --symmetrize \
+	  --data=data/repro32/test_interp,data/repro32/test_extrap \
+	  --workdir=results/repro32/runs/dense_energy_n3000
+	$(REPRO) --parts=grid --grid=64 --train_sizes=3000 \
+	  --variants=dense_energy,pgmoe_energy \
+	  --eval_splits=test_interp,test_extrap --steps=20000 \
+	  --data_root=data/repro64 --out=results/repro64
+	$(REPRO) --parts=grid --grid=64 --train_sizes=3000 \
+	  --variants=pgmoe_energy --eval_splits=test_interp,test_extrap \
+	  --steps=20000 --coarse=16 --data_root=data/repro64 \
+	  --out=results/repro64_coarse16
+	$(REPRO) --parts=ablation --data=data/repro64/test_interp \
+	  --workdir=results/repro64/runs/pgmoe_energy_n3000 \
+	  > results/ablation64.md && cat results/ablation64.md
+	$(REPRO) --parts=ablation --data=data/repro64/test_interp \
+	  --workdir=results/repro64_coarse16/runs/pgmoe_energy_n3000 \
+	  > results/ablation64_coarse16.md && cat results/ablation64_coarse16.md
+	$(REPRO) --parts=ablation --data=data/repro32/test_interp \
+	  --workdir=results/repro32_long/runs/pgmoe_label_free \
+	  > results/ablation32.md && cat results/ablation32.md
+	$(REPRO) --parts=scaling > results/scaling.md && cat results/scaling.md
+	$(REPRO) --parts=warm_start --data=data/repro32/test_interp \
+	  --workdir=results/repro32_long/runs/pgmoe_label_free \
+	  > results/warm_start.md && cat results/warm_start.md
 
 clean:
 	rm -rf $(VENV) .make-*.stamp *.egg-info
