@@ -128,9 +128,9 @@ def warm_start() -> None:
   rounded to float32 (the best a float32 predictor could ever hand over).
   """
   from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
+  from pgmoe_jax import infidelity  # pylint: disable=g-import-not-at-top
   from pgmoe_jax import load_model  # pylint: disable=g-import-not-at-top
   from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import infidelity  # pylint: disable=g-import-not-at-top
 
   model = load_model(_WORKDIR.value)
   ds = data.open_dataset(_DATA.value, grid=model.grid)
@@ -188,8 +188,9 @@ def warm_start() -> None:
           f"{mean_iters[label][1]:.1f} |")
   print(f"| SciPy eigsh shift-invert | - | - | - | {1e3 * t_ref:.2f} | "
         f"{np.max(np.abs(ref.energies[:, 0] - e0)):.1e} | - | - |")
-  # The residual history: LOBPCG converges linearly, at the same rate from
-  # every start, so a start saves iterations only by its log residual.
+  # The residual history: LOBPCG converges linearly, at about the same rate
+  # from the default, the model's and the exact start, so a start saves
+  # iterations only by its log residual.
   counts = (1, 2, 4, 8, 12)
   print("\n| start | " + " | ".join(f"residual after {k} (Ha)"
                                     for k in counts)
