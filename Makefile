@@ -73,8 +73,9 @@ results: demo
 	  --data=$(ENV_SPLITS) --out=results/envelope_iters/$$run || exit 1; done
 	$(REPRO) --parts=grid --grid=32 --train_sizes=100,300,1000,3000 \
 	  --steps=20000 --data_root=data/repro32 --out=results/repro32
-	$(REPRO) --parts=grid --grid=32 --variants=pgmoe_label_free \
-	  --steps=100000 --data_root=data/repro32 --out=results/repro32_long
+	$(REPRO) --parts=grid --grid=32 --train_sizes=3000 \
+	  --variants=dense_energy,pgmoe_label_free --steps=100000 \
+	  --data_root=data/repro32 --out=results/repro32_long
 	$(PY) -m experiments.evaluate --symmetrize --data=$(EVAL32) \
 	  --workdir=results/repro32_long/runs/pgmoe_label_free
 	$(PY) -m experiments.evaluate --symmetrize \
