@@ -111,8 +111,8 @@ def main(argv):
   try:
     # pylint: disable-next=g-import-not-at-top
     from pgmoe_jax.inference import load_model
-    extra = {"symmetrize": True} if _SYMMETRIZE.value else {}
-    predictor = load_model(workdir, which=_WHICH.value, **extra)
+    predictor = load_model(workdir, which=_WHICH.value,
+                           symmetrize=_SYMMETRIZE.value)
   except ImportError as e:
     raise _fail(f"cannot import pgmoe_jax.inference ({e}).") from None
   except _LOAD_ERRORS as e:

@@ -26,7 +26,8 @@ Parts:
   splits) if missing; each run trains in ``<out>/runs/<variant>_n<size>``
   and resumes if killed (finished runs are skipped). Writes
   ``<out>/results.csv``, ``<out>/results.md`` and ``<out>/error_vs_size.png``
-  and ``<out>/params_vs_error.png``.
+  and ``<out>/params_vs_error.png``. PG-MoE's coarse envelope is at half the
+  grid's resolution unless ``--coarse`` says otherwise.
 
         python -m experiments.reproduce --parts=grid --grid=32 \
             --train_sizes=100,300,1000,3000 --steps=20000 \

@@ -122,12 +122,12 @@ def symmetry_pairs(grid: Grid) -> list[tuple[Transform, Transform]]:
   by probing with the grid's flat indices.
   """
   transforms = symmetry_transforms(grid)
-  probe = np.arange(grid.size).reshape(grid.shape)
-  images = [np.asarray(t(jnp.asarray(probe))) for t in transforms]
+  probe = jnp.arange(grid.size).reshape(grid.shape)
   pairs = []
-  for transform, image in zip(transforms, images):
+  for transform in transforms:
+    image = transform(probe)
     inverse = next(u for u in transforms
-                   if np.array_equal(np.asarray(u(jnp.asarray(image))), probe))
+                   if np.array_equal(u(image), probe))
     pairs.append((transform, inverse))
   return pairs
 
