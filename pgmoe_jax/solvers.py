@@ -40,6 +40,10 @@ from pgmoe_jax.grid import Grid
 METHODS = ("eigsh", "lobpcg")
 
 
+class NotConvergedError(RuntimeError):
+  """A solver did not reach the residual tolerance for some potential."""
+
+
 class SolverResult(NamedTuple):
   """What a solver found, per potential (leading batch axes of ``V``).
 
@@ -146,46 +150,66 @@ class _LoopState(NamedTuple):
   x: jax.Array
   hx: jax.Array
   p: jax.Array
-  hp: jax.Array
   theta: jax.Array
   r: jax.Array
   residual_norms: jax.Array
 
 
-def _gram_threshold(dtype) -> float:
-  # Directions of the search space whose Gram eigenvalue falls below this
-  # (relative to the largest; columns are unit vectors) are numerically
-  # dependent and are dropped from the Rayleigh-Ritz step.
-  return 1e-12 if jnp.finfo(dtype).bits == 64 else 1e-5
+def _drop_threshold(dtype) -> float:
+  # A candidate direction, scaled to unit norm, whose part orthogonal to the
+  # basis so far is shorter than this is numerically inside it: it is
+  # dropped (set to zero) rather than normalised into noise-amplified junk.
+  return 1e3 * float(jnp.finfo(dtype).eps)
 
 
-def _rayleigh_ritz(s, hs, m, dtype):
-  """Lowest ``m`` Ritz pairs of the span of the rows of ``s``.
+def _orthonormalize(basis, candidates, threshold):
+  """Appends ``candidates`` to the orthonormal rows of ``basis``.
 
-  Uses SVQB-style orthonormalisation (Stathopoulos & Wu 2002) with the
-  numerically dependent directions masked out and lifted above the spectrum,
-  so the shapes stay fixed for ``jit``.
+  Each candidate row is scaled to unit norm, projected off every row kept so
+  far twice (classical Gram-Schmidt twice, orthogonal to working precision
+  even for nearly dependent rows), and normalised; a row with too little left
+  becomes zero, which keeps the shapes fixed for ``jit``.
+
+  Args:
+    basis: ``(k, N)`` orthonormal (or zero) rows, possibly ``k = 0``.
+    candidates: ``(j, N)``.
+    threshold: relative norm below which a candidate is dropped.
 
   Returns:
-    ``(theta, coef)``: ``theta (m,)`` and ``coef (rows of s, m)`` such that the
-    new block is ``coef.T @ s``.
+    ``(rows (j, N), kept (j,))``: the new rows, orthonormal to ``basis`` and
+    to each other, zero where dropped.
   """
-  norms = jnp.linalg.norm(s, axis=1)
-  scale = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
-  s = s * scale[:, None]
-  hs = hs * scale[:, None]
-  gram = s @ s.T
-  a = s @ hs.T
+  q = basis
+  rows, kept = [], []
+  for c in candidates:
+    norm = jnp.linalg.norm(c)
+    v = c / jnp.where(norm > 0, norm, 1.0)
+    for _ in range(2):
+      v = v - (q @ v) @ q
+    left = jnp.linalg.norm(v)
+    keep = left > threshold
+    v = jnp.where(keep, v / jnp.where(keep, left, 1.0), 0.0)
+    q = jnp.concatenate([q, v[None]])
+    rows.append(v)
+    kept.append(keep)
+  return jnp.stack(rows), jnp.stack(kept)
+
+
+def _rayleigh_ritz(q, hq, kept, m):
+  """Lowest ``m`` Ritz pairs on the span of the orthonormal rows of ``q``.
+
+  Rows that were dropped (``kept`` false, all zero) get a diagonal entry
+  above the spectrum, so they never come out among the lowest ``m``.
+
+  Returns:
+    ``(theta (m,), coef (rows of q, m))``: the new block is ``coef.T @ q``.
+  """
+  a = q @ hq.T
   a = 0.5 * (a + a.T)
-  g, u = jnp.linalg.eigh(gram)
-  keep = g > _gram_threshold(dtype) * g[-1]
-  z = u * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, g, 1.0)), 0.0)
-  a_reduced = z.T @ a @ z
-  lift = 2.0 * jnp.sum(jnp.abs(a_reduced)) + 1.0
-  a_reduced = a_reduced + jnp.diag(jnp.where(keep, 0.0, lift))
-  theta, c = jnp.linalg.eigh(a_reduced)
-  coef = (z @ c[:, :m]) * scale[:, None]
-  return theta[:m], coef
+  lift = 2.0 * jnp.sum(jnp.abs(a)) + 1.0
+  a = a + jnp.diag(jnp.where(kept, 0.0, lift))
+  theta, c = jnp.linalg.eigh(a)
+  return theta[:m], c[:, :m]
 
 
 # Found by scanning on 2-D 64x64 gaussian_wells, harmonic and double_well
@@ -231,26 +255,44 @@ angle` (floored by K's lowest positive
 
 def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
                    max_iters: int):
-  """LOBPCG for one potential; ``x0: (m, *grid.shape)``, ``m >= num_states``."""
+  """LOBPCG for one potential; ``x0: (m, *grid.shape)``, ``m >= num_states``.
+
+  Every Rayleigh-Ritz step works on an explicitly orthonormal basis
+  ``[X, W, P]`` (Hetmaniuk & Lehoucq 2006; Duersch et al. 2018): W and P are
+  orthogonalised against X and each other twice, nearly dependent
+  directions are dropped, and ``H`` is applied to the new directions
+  afresh. The Ritz coefficients are then an orthogonal matrix, so rounding
+  errors are not amplified from one iteration to the next. An earlier
+  version orthonormalised the raw basis through its Gram matrix and carried
+  ``H X`` and ``H P`` along by the (then ill-conditioned) coefficients: when
+  a near-degenerate pair (a double well's tunnelling doublet) made the basis
+  nearly dependent, ``H X`` drifted from ``H`` applied to ``X`` and the Ritz
+  values fell far below the ground state.
+  """
   dtype = x0.dtype
   m = x0.shape[0]
   n = grid.size
   preconditioner = make_preconditioner(grid, dtype)
+  threshold = _drop_threshold(dtype)
 
   def h(block):
     out = hamiltonian.apply_unchecked(block.reshape(-1, *grid.shape),
                                       potential, grid)
     return out.reshape(block.shape[0], n)
 
-  x = x0.reshape(m, n)
-  hx = h(x)
-  theta, coef = _rayleigh_ritz(x, hx, m, dtype)
-  x, hx = coef.T @ x, coef.T @ hx
-  zeros = jnp.zeros_like(x)
-
-  def residual_norms(x, hx, theta):
+  def residual_norms(x, hx, theta, kept):
     r = hx - theta[:, None] * x
-    return r, jnp.linalg.norm(r, axis=1) / jnp.linalg.norm(x, axis=1)
+    # A zero row (dropped start vector) has not converged to anything.
+    rn = jnp.where(kept, jnp.linalg.norm(r, axis=1), jnp.inf)
+    return r, rn
+
+  x, kept = _orthonormalize(jnp.zeros((0, n), dtype), x0.reshape(m, n),
+                            threshold)
+  hx = h(x)
+  theta, coef = _rayleigh_ritz(x, hx, kept, m)
+  x, hx = coef.T @ x, coef.T @ hx
+  kept = jnp.linalg.norm(x, axis=1) > 0.5
+  r, rn = residual_norms(x, hx, theta, kept)
 
   def cond(state):
     return jnp.logical_and(state.iteration < max_iters,
@@ -261,23 +303,31 @@ def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
     # Soft locking: a converged column adds no search direction (its W would
     # be amplified noise), which keeps the remaining ones converging.
     w = jnp.where((state.residual_norms > tol)[:, None], w, 0.0)
-    # Orthogonalising W against X keeps the Gram matrix well conditioned.
-    w = w - (w @ state.x.T) @ state.x
-    hw = h(w)
-    s = jnp.concatenate([state.x, w, state.p])
-    hs = jnp.concatenate([state.hx, hw, state.hp])
-    theta, coef = _rayleigh_ritz(s, hs, m, dtype)
-    x, hx = coef.T @ s, coef.T @ hs
-    p, hp = coef[m:].T @ s[m:], coef[m:].T @ hs[m:]
-    r, rn = residual_norms(x, hx, theta)
-    return _LoopState(state.iteration + 1, x, hx, p, hp, theta, r, rn)
+    extra, extra_kept = _orthonormalize(
+        state.x, jnp.concatenate([w, state.p]), threshold)
+    q = jnp.concatenate([state.x, extra])
+    hq = jnp.concatenate([state.hx, h(extra)])
+    kept = jnp.concatenate([jnp.linalg.norm(state.x, axis=1) > 0.5,
+                            extra_kept])
+    theta, coef = _rayleigh_ritz(q, hq, kept, m)
+    x, hx = coef.T @ q, coef.T @ hq
+    # The new search direction: the step's part in [W, P], orthogonal to the
+    # old X (it is orthogonalised against the new X next time).
+    p = coef[m:].T @ q[m:]
+    r, rn = residual_norms(x, hx, theta, jnp.linalg.norm(x, axis=1) > 0.5)
+    return _LoopState(state.iteration + 1, x, hx, p, theta, r, rn)
 
-  r, rn = residual_norms(x, hx, theta)
-  init = _LoopState(jnp.zeros((), jnp.int32), x, hx, zeros, zeros, theta, r,
-                    rn)
+  init = _LoopState(jnp.zeros((), jnp.int32), x, hx, jnp.zeros_like(x),
+                    theta, r, rn)
   final = jax.lax.while_loop(cond, body, init)
-  return (final.theta[:num_states], final.x[:num_states],
-          final.residual_norms[:num_states], final.iteration)
+  # What is returned is self-consistent by construction: each energy is its
+  # state's Rayleigh quotient and each residual is measured with a fresh H.
+  x = final.x[:num_states]
+  hx = h(x)
+  norm2 = jnp.sum(x * x, axis=1)
+  energies = jnp.sum(x * hx, axis=1) / norm2
+  res = jnp.linalg.norm(hx - energies[:, None] * x, axis=1) / jnp.sqrt(norm2)
+  return energies, x, res, final.iteration
 
 
 @functools.partial(jax.jit, static_argnames=("num_states", "max_iters"))
@@ -370,6 +420,9 @@ def eigsh_batch(potentials: np.ndarray, grid: Grid, num_states: int,
   h_states = np.stack([
       (kinetic @ s.T).T + potentials.reshape(b, 1, n)[j] * s
       for j, s in enumerate(states)])
+  # ARPACK's eigenvalues equal these to rounding; returning the states' own
+  # Rayleigh quotients makes every pair self-consistent by construction.
+  energies = np.sum(states * h_states, axis=-1)
   residuals = np.linalg.norm(h_states - energies[..., None] * states, axis=-1)
   return energies, states, residuals, iterations, (residuals <= tol).all(-1)
 
@@ -378,10 +431,25 @@ def eigsh_batch(potentials: np.ndarray, grid: Grid, num_states: int,
 # Public API.
 
 
-def _default_tol(dtype) -> float:
-  # float32 stalls near a residual of 1e-5 to 1e-4 Ha (eps * ||H||) on the
-  # grids used here; float64 meets 1e-8 in a few more iterations than 1e-6.
-  return 1e-8 if jnp.finfo(dtype).bits == 64 else 3e-4
+def default_tol(dtype, grid: Grid) -> float:
+  """The residual tolerance (Ha) :func:`solve` uses when none is given.
+
+  1e-8 in float64 and 1e-4 in float32, raised on fine grids to five times
+  the rounding floor: LOBPCG's residual stalls at about ``eps * ||K||``
+  (measured: 1-3x, for ``||K|| = sum_a 2 / h_a^2`` the kinetic operator's
+  norm), which in float32 is 2.5e-5 Ha at 128x128 and 1e-4 Ha at 256x256.
+
+  What a tolerance buys: an energy error of about ``tol**2 / gap`` when the
+  state's nearest partner is well separated, but up to about ``tol / 5``
+  for a near-degenerate pair (a double well's tunnelling doublet) whose
+  partner the block has not caught, because the residual of a mixture of
+  the pair is at most the splitting. Use float64 (or a larger
+  ``block_size``) where such energies matter.
+  """
+  eps = float(jnp.finfo(dtype).eps)
+  base = 1e-8 if jnp.finfo(dtype).bits == 64 else 1e-4
+  kinetic_norm = sum(2.0 / h**2 for h in grid.spacing)
+  return max(base, 5.0 * eps * kinetic_norm)
 
 
 def _prepare_init(init, potentials, grid: Grid, block_size: int, dtype):
@@ -432,7 +500,8 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       (JAX, jitted, batched, in ``V``'s dtype).
     num_states: how many of the lowest states to return (>= 1).
     tol: target residual ``||H psi - E psi|| / ||psi||`` in Hartree; defaults
-      to 1e-8 in float64 and 3e-4 in float32. LOBPCG iterates until every
+      to :func:`default_tol` (1e-8 in float64, 1e-4 in float32, more on
+      grids finer than 128x128 in float32). LOBPCG iterates until every
       requested state meets it; eigsh always runs to machine precision and
       uses ``tol`` only for the ``converged`` flag.
     init: LOBPCG only: an initial guess, one state per potential
@@ -449,11 +518,18 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
 
   Returns:
     A :class:`SolverResult`; NumPy arrays for eigsh, JAX arrays for LOBPCG.
-    Emits a ``RuntimeWarning`` if some potential did not converge.
+    Every energy is its returned state's Rayleigh quotient and every
+    residual is measured afresh on that pair, so the two never disagree. A
+    potential whose residual stays above ``tol`` is flagged in ``converged``
+    (its pair is still the best found) and a ``RuntimeWarning`` is emitted:
+    ``solve`` serves batch work such as data generation, which re-solves or
+    drops the flagged potentials and keeps the rest. :func:`ground_state`
+    raises instead.
 
   Raises:
     ValueError: an unknown method, ``num_states < 1``, a potential of the wrong
-      shape or with NaN/inf, a bad ``init``, ``block_size < num_states``.
+      shape, an empty batch or NaN/inf, a bad ``init``,
+      ``block_size < num_states``.
   """
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; known methods: "
@@ -470,19 +546,31 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
   if num_states >= grid.size:
     raise ValueError(f"num_states={num_states} must be below the number of "
                      f"grid points {grid.size}.")
-  tol = _default_tol(V.dtype) if tol is None else float(tol)
+  tol = default_tol(V.dtype, grid) if tol is None else float(tol)
   if not tol > 0:
     raise ValueError(f"tol must be positive, got {tol}.")
   batch = V.shape[:V.ndim - grid.ndim]
   b = int(np.prod(batch, dtype=np.int64))
+  if b == 0:
+    raise ValueError(
+        f"V holds an empty batch (shape {V.shape}): there is no potential to "
+        "solve; pass at least one.")
   flat = V.reshape((b,) + grid.shape)
+  # H - min(V) has the same eigenvectors and energies lower by min(V): the
+  # solvers work on V - min(V) >= 0, so a huge offset (V = 1e30 everywhere)
+  # neither swamps the kinetic energy in the residual nor makes eigsh's
+  # shifted matrix singular. Energies get min(V) back at the end.
+  column = (b,) + (1,) * grid.ndim
 
   if method == "eigsh":
     if init is not None:
       raise ValueError("init is only used by method='lobpcg'; eigsh "
                        "(shift-invert) does not take an initial guess.")
-    e, u, res, its, conv = eigsh_batch(np.asarray(flat, np.float64), grid,
-                                  num_states, tol)
+    flat = np.asarray(flat, np.float64)
+    offset = flat.reshape(b, -1).min(axis=1)
+    e, u, res, its, conv = eigsh_batch(flat - offset.reshape(column), grid,
+                                       num_states, tol)
+    e = e + offset[:, None]
     u = u * (np.sign(u.sum(-1, keepdims=True)) + (u.sum(-1, keepdims=True)
                                                   == 0))
     u = u / np.sqrt(grid.volume_element)
@@ -498,6 +586,8 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       raise ValueError(f"block_size={block_size} must be >= num_states="
                        f"{num_states} and below the number of grid points.")
     x0 = _prepare_init(init, V, grid, block_size, V.dtype)
+    offset = jnp.min(flat.reshape(b, -1), axis=1)
+    flat = flat - offset.reshape(column)
     chunk = b if chunk_size is None else int(chunk_size)
     if chunk < 1:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
@@ -512,6 +602,7 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
                           max_iters=int(max_iters))
       outputs.append([o[:stop - start] for o in out])
     e, x, res, its = (jnp.concatenate(parts) for parts in zip(*outputs))
+    e = e + offset[:, None]
     states = normalize(
         x.reshape((b, num_states) + grid.shape), grid)
     result = SolverResult(
@@ -534,16 +625,41 @@ def ground_state(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
                  tol: float | None = None, init=None, **kwargs):
   """Ground state(s) of ``H`` for one potential or a batch.
 
-  A thin wrapper over :func:`solve` (see it for every argument).
+  A thin wrapper over :func:`solve` (see it for every argument) that returns
+  only converged answers: where :func:`solve` flags a potential as not
+  converged (and warns), this raises, because ``(E, psi)`` alone carries no
+  flag that a caller could check.
 
   Returns:
     ``(E, psi)``. For ``num_states == 1``: ``E (...)`` in Hartree and
     ``psi (..., *grid.shape)``. For ``num_states > 1``: ``E (..., k)``
     ascending and ``psi (..., k, *grid.shape)``. States are normalised so that
-    ``sum(psi**2) * prod(h) = 1`` and ``sum(psi) > 0``.
+    ``sum(psi**2) * prod(h) = 1`` and ``sum(psi) > 0``; each energy is its
+    state's Rayleigh quotient.
+
+  Raises:
+    NotConvergedError: some potential's residual is above ``tol``.
+    ValueError: as :func:`solve`.
   """
-  result = solve(V, grid, method=method, num_states=num_states, tol=tol,
-                 init=init, **kwargs)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    result = solve(V, grid, method=method, num_states=num_states, tol=tol,
+                   init=init, **kwargs)
+  converged = np.asarray(result.converged)
+  if not converged.all():
+    bad = np.argwhere(~converged.reshape(converged.shape or (1,)))
+    residuals = np.asarray(result.residuals)
+    tol = default_tol(result.energies.dtype, grid) if tol is None else tol
+    shown = ", ".join(str(tuple(int(i) for i in b)) for b in bad[:5])
+    raise NotConvergedError(
+        f"ground_state ({method}): {len(bad)} of {max(converged.size, 1)} "
+        f"potential(s) did not reach the residual tolerance {tol:g} Ha "
+        f"(batch indices {shown}{', ...' if len(bad) > 5 else ''}; largest "
+        f"residual {float(residuals.max()):.3g} Ha). "
+        + (f"Raise max_iters (now {kwargs.get('max_iters', 500)}) or "
+           "block_size, " if method == "lobpcg" else "")
+        + "loosen tol, or call solve() to get the results with their "
+        "converged flags.")
   if num_states == 1:
     return result.energies[..., 0], result.states[..., 0, *(
         [slice(None)] * grid.ndim)]

@@ -176,6 +176,21 @@ def test_failed_samples_are_recorded_not_kept(tmp_path):
     data.open_dataset(path)
 
 
+def test_validation_rejects_an_energy_that_is_not_the_states(reference):
+  # A solver that returned E0 = -9 Ha with a state whose own energy is 15 Ha
+  # (the near-degenerate LOBPCG failure) must never reach a shard: the
+  # residual is measured with the stored energy and a fresh H.
+  ds = data.open_dataset(reference)
+  v = np.asarray(ds.potentials[:2])
+  psi = np.asarray(ds.psi0[:2])
+  e = np.asarray(ds.E0[:2])
+  residuals, reasons = data._check(v, psi, e, ds.grid, 1e-8)
+  assert reasons == ["", ""] and (residuals < 1e-8).all()
+  residuals, reasons = data._check(v, psi, e - np.array([9.0, 1e-6]),
+                                   ds.grid, 1e-8)
+  assert all(r.startswith("residual") for r in reasons), reasons
+
+
 def test_lobpcg_generation_matches_eigsh(reference, tmp_path):
   path = str(tmp_path / "train")
   data.generate(path, spec(solver="lobpcg"))

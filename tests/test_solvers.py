@@ -1,5 +1,7 @@
 """Reference solvers: eigsh and the JAX LOBPCG agree, warm starts pay off."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from pgmoe_jax import Grid
 from pgmoe_jax import apply_hamiltonian
+from pgmoe_jax import energy
 from pgmoe_jax import fidelity
 from pgmoe_jax import ground_state
 from pgmoe_jax import potentials
@@ -151,3 +154,88 @@ def test_bad_inputs():
                  init=np.ones((2,) + GRID.shape))
   with pytest.raises(ValueError, match="block_size"):
     ground_state(v, GRID, method="lobpcg", num_states=3, block_size=2)
+
+
+# --------------------------------------------------------------------------
+# Near-degenerate pairs: a tilted quartic double well (the tunnelling
+# splitting is far below the tolerance), where a Rayleigh-Ritz step on a
+# nearly dependent basis once returned energies below the ground state.
+
+
+def tilted_double_well(grid, tilt):
+  x, y = grid.mesh()
+  return np.minimum(10 * ((x / 3.5)**2 - 1)**2 + tilt * x / 3.5
+                    + 0.5 * y**2, 50.0)
+
+
+TILTS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+@pytest.mark.parametrize("n", [32, 64, pytest.param(128, marks=pytest.mark.slow)])
+def test_lobpcg_near_degenerate_double_wells_float64(n):
+  grid = Grid((n, n), 20.0)
+  v = np.stack([tilted_double_well(grid, t) for t in TILTS])
+  e_ref, _ = ground_state(v, grid)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # valid inputs: no warning, no error
+    result = solve(v, grid, method="lobpcg")
+  assert bool(np.all(result.converged)), result.residuals
+  np.testing.assert_allclose(result.energies[:, 0], e_ref, rtol=0, atol=1e-8)
+  # The energy is the state's own Rayleigh quotient, and its residual is
+  # what is reported.
+  np.testing.assert_allclose(energy(result.states[:, 0], v, grid),
+                             result.energies[:, 0], rtol=0, atol=1e-10)
+  np.testing.assert_allclose(residual(result.states[:, 0], v, grid),
+                             result.residuals[:, 0], rtol=1e-6, atol=1e-12)
+
+
+def test_lobpcg_near_degenerate_double_wells_float32():
+  grid = Grid((64, 64), 20.0)
+  v = np.stack([tilted_double_well(grid, t) for t in TILTS])
+  e_ref, _ = ground_state(v, grid)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    result = solve(jnp.asarray(v, jnp.float32), grid, method="lobpcg")
+  e = np.asarray(result.energies[:, 0], np.float64)
+  ok = np.abs(e - e_ref) <= 1e-5 * np.abs(e_ref)
+  assert np.all(ok | ~np.asarray(result.converged)), (e - e_ref, result)
+  assert np.all(e >= e_ref - 1e-5 * np.abs(e_ref))  # never below E0
+
+
+def test_energies_are_rayleigh_quotients_even_unconverged():
+  grid = Grid((64, 64), 20.0)
+  v = tilted_double_well(grid, 1e-8)
+  for max_iters in (3, 100):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      result = solve(v, grid, method="lobpcg", max_iters=max_iters)
+    np.testing.assert_allclose(energy(result.states, v, grid),
+                               result.energies, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(residual(result.states, v, grid),
+                               result.residuals, rtol=1e-6, atol=1e-12)
+
+
+def test_ground_state_refuses_an_unconverged_answer():
+  v = np.asarray(potentials.gaussian_wells(jax.random.key(2), GRID, (3,)))
+  with pytest.raises(solvers.NotConvergedError, match=r"max_iters \(now 2\)") as info:
+    ground_state(v, GRID, method="lobpcg", max_iters=2)
+  assert "3 of 3 potential(s)" in str(info.value)
+  assert isinstance(info.value, RuntimeError)
+
+
+@pytest.mark.parametrize("method", solvers.METHODS)
+def test_huge_constant_offset_is_exact(method):
+  # H - min(V) has the same eigenvectors; a constant V = 1e30 is a box.
+  grid = Grid((12, 10), (6.0, 5.0))
+  e_box = sum((1 - np.cos(np.pi / (n + 1))) / h**2
+              for n, h in zip(grid.shape, grid.spacing))
+  psi_box = np.asarray(ground_state(np.zeros(grid.shape), grid)[1])
+  for offset in (1e30, -1e30, 1e8):
+    e0, psi0 = ground_state(np.full(grid.shape, offset), grid, method=method)
+    assert float(e0) == pytest.approx(offset + e_box, rel=1e-15, abs=1e-9)
+    np.testing.assert_allclose(psi0, psi_box, atol=1e-10)
+  v = np.asarray(potentials.gaussian_wells(jax.random.key(3), grid))
+  e_ref, psi_ref = ground_state(v, grid)
+  e0, psi0 = ground_state(v + 1e8, grid, method=method)
+  assert float(e0) == pytest.approx(float(e_ref) + 1e8, rel=0, abs=1e-6)
+  np.testing.assert_allclose(psi0, psi_ref, atol=1e-6)
