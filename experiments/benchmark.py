@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
+import tempfile
 import time
 
 from absl import app
@@ -30,8 +32,18 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg as sla
 
 from experiments import cli
+from pgmoe_jax import Grid
+from pgmoe_jax import data
+from pgmoe_jax import energy
+from pgmoe_jax import hamiltonian
+from pgmoe_jax import kinetic
+from pgmoe_jax import potentials
+from pgmoe_jax import solvers
+from pgmoe_jax.timing import best_time
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, datagen.")
@@ -41,8 +53,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
 
 
 def bench_matvec(quick: bool, repeats: int) -> None:
-  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import hamiltonian  # pylint: disable=g-import-not-at-top
 
   cases = [((64, 64), 16), ((256, 256), 16)] if not quick else [((32, 32), 4)]
   if not quick:
@@ -62,8 +72,8 @@ def bench_matvec(quick: bool, repeats: int) -> None:
     source = jnp.asarray(rng.normal(size=(3 * psi.size // 2,)), jnp.float32)
     matvec = jax.jit(hamiltonian.apply_hamiltonian)
     copy = jax.jit(lambda x: x * 0.5)
-    t_h = cli.best_time(lambda: matvec(psi, v, grid), repeats * 6)
-    t_c = cli.best_time(lambda: copy(source), repeats * 6)
+    t_h = best_time(lambda: matvec(psi, v, grid), repeats * 6)
+    t_c = best_time(lambda: copy(source), repeats * 6)
     nbytes = 3 * psi.size * psi.dtype.itemsize  # read psi and V, write H psi
     bw_h, bw_c = nbytes / t_h / 1e9, nbytes / t_c / 1e9
     print(f"| {'x'.join(map(str, shape))} | {batch} | "
@@ -73,12 +83,9 @@ def bench_matvec(quick: bool, repeats: int) -> None:
 
 def _scipy_lobpcg(potentials, grid, tol):
   """SciPy LOBPCG with the (K + c)^-1 preconditioner at a fixed c = 5 Ha."""
-  import scipy.sparse  # pylint: disable=g-import-not-at-top
-  import scipy.sparse.linalg as sla  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
 
-  kinetic = solvers.kinetic_matrix(grid)
-  inverse = jax.jit(solvers.make_kinetic_inverse(grid, np.float64))
+  k_matrix = kinetic.kinetic_matrix(grid)
+  inverse = jax.jit(kinetic.make_kinetic_inverse(grid, np.float64))
   n = grid.size
   precond = sla.LinearOperator(
       (n, n), dtype=np.float64,
@@ -87,10 +94,10 @@ def _scipy_lobpcg(potentials, grid, tol):
       matmat=lambda r: np.asarray(inverse(
           jnp.asarray(r.T.reshape((-1,) + grid.shape)), 5.0)).reshape(
               r.shape[1], n).T)
-  x0 = solvers.kinetic_modes(grid, 2).reshape(2, n).T
+  x0 = kinetic.kinetic_modes(grid, 2).reshape(2, n).T
   energies, iterations = [], []
   for v in potentials.reshape(len(potentials), n):
-    h = kinetic + scipy.sparse.diags(v)
+    h = k_matrix + scipy.sparse.diags(v)
     w, _, history = sla.lobpcg(h, x0.copy(), M=precond, tol=tol, maxiter=500,
                                largest=False, retResidualNormsHistory=True)
     energies.append(w[0])
@@ -99,9 +106,6 @@ def _scipy_lobpcg(potentials, grid, tol):
 
 
 def bench_solvers(quick: bool, repeats: int) -> None:
-  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import potentials  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
 
   cases = [((32, 32), 8), ((64, 64), 8), ((128, 128), 4), ((32, 32, 32), 2)]
   if quick:
@@ -118,7 +122,7 @@ def bench_solvers(quick: bool, repeats: int) -> None:
                                              (count,)))
     rows = []
     ref = solvers.solve(v, grid, method="eigsh", tol=tol)
-    t_ref = cli.best_time(
+    t_ref = best_time(
         lambda: solvers.solve(v, grid, method="eigsh", tol=tol),
         max(1, repeats // 3)) / count
     rows.append(("eigsh shift-invert", t_ref, ref.iterations, ref.energies,
@@ -132,7 +136,7 @@ def bench_solvers(quick: bool, repeats: int) -> None:
       run = lambda chunk=chunk: solvers.solve(v, grid, method="lobpcg",
                                               tol=tol, chunk_size=chunk)
       out = run()
-      t = cli.best_time(run, repeats) / count
+      t = best_time(run, repeats) / count
       rows.append((label, t, out.iterations, out.energies, out.residuals))
     for label, t, its, energies, residuals in rows:
       err = np.max(np.abs(np.asarray(energies)[:, 0] - ref.energies[:, 0]))
@@ -144,7 +148,6 @@ def bench_solvers(quick: bool, repeats: int) -> None:
 def _proxy_train_step(grid, batch_size):
   """A stand-in for issue 4's train step: a dense MLP (n^d -> 512 -> 512 ->
   n^d) trained on the energy loss, value_and_grad plus an SGD update."""
-  from pgmoe_jax import energy  # pylint: disable=g-import-not-at-top
   del batch_size
   n = grid.size
   keys = jax.random.split(jax.random.key(0), 3)
@@ -171,11 +174,6 @@ def _proxy_train_step(grid, batch_size):
 
 
 def bench_datagen(quick: bool, repeats: int) -> None:
-  import shutil  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import Grid  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
 
   del repeats
   shape, count = ((16, 16), 16) if quick else ((64, 64), 256)

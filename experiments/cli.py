@@ -1,4 +1,4 @@
-"""Flag parsing shared by the entry points: grids and comma lists."""
+"""Shared by the entry points: flag parsing, progress bars, quiet logs."""
 
 from __future__ import annotations
 
@@ -86,21 +86,25 @@ class ProgressBar:
     self._stream.flush()
 
 
-def best_time(fn, repeats: int) -> float:
-  """Best wall time of ``fn()`` over ``repeats`` runs, after one warm-up.
+def quiet_library_logs() -> None:
+  """Keeps the checkpoint library's INFO lines out of the user's output.
 
-  ``fn``'s result is waited for (``jax.block_until_ready``), so asynchronous
-  dispatch is not mistaken for speed.
+  orbax logs several INFO lines per checkpoint saved or restored (through
+  absl); an entry point shows its own progress and results instead.
+  Warnings and errors still pass.
   """
-  import time  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return min(times)
+  import logging as py_logging  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  class _Filter:
+
+    def filter(self, record) -> bool:
+      return record.levelno >= py_logging.WARNING or (
+          "/orbax/" not in record.pathname)
+
+  handler_filter = _Filter()
+  logging.get_absl_logger().addFilter(handler_filter)
+  logging.get_absl_handler().addFilter(handler_filter)
 
 
 def check_names(requested, known, kind: str) -> None:

@@ -11,14 +11,16 @@ in float64 in well under a minute.
 
 from __future__ import annotations
 
-import time
-
 from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from experiments import cli
+from pgmoe_jax import potentials
+from pgmoe_jax import solvers
+from pgmoe_jax.metrics import fidelity
+from pgmoe_jax.timing import timed
 
 _GRID = flags.DEFINE_string("grid", "48", "Points per axis: 48 or 48,64.")
 _NDIM = flags.DEFINE_integer("ndim", 2, "Dimension when --grid is one number.")
@@ -27,20 +29,10 @@ _NUM = flags.DEFINE_integer("num", 2, "Potentials per family.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the potentials.")
 
 
-def _timed(fn):
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  return out, time.perf_counter() - start
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   jax.config.update("jax_enable_x64", True)
-  # Imported after x64 is on, so module-level defaults see float64.
-  from pgmoe_jax import potentials  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import solvers  # pylint: disable=g-import-not-at-top
-  from pgmoe_jax.metrics import fidelity  # pylint: disable=g-import-not-at-top
 
   grid = cli.grid_from_flags(_GRID.value, _LENGTH.value, ndim=_NDIM.value)
   num = _NUM.value
@@ -57,8 +49,8 @@ def main(argv):
     v = np.asarray(potentials.sample(name, sub, grid, (num,)))
     solve = lambda m, v=v: solvers.solve(v, grid, method=m, num_states=2)
     solve("lobpcg")  # compile once per grid and family batch shape
-    fast, t_fast = _timed(lambda: solve("lobpcg"))
-    ref, t_ref = _timed(lambda: solve("eigsh"))
+    fast, t_fast = timed(lambda: solve("lobpcg"))
+    ref, t_ref = timed(lambda: solve("eigsh"))
     inf = 1 - np.asarray(fidelity(fast.states[:, 0], ref.states[:, 0], grid))
     for i in range(num):
       e = np.asarray(fast.energies[i])

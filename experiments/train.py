@@ -5,13 +5,12 @@ r"""Train a model: a config file plus overrides, into a workdir.
 
 Rerunning the same command resumes from the latest checkpoint; a workdir of
 another model is refused. The workdir layout is described in
-pgmoe_jax/checkpoint.py; experiments/configs/default.py documents every
-config field, and a misspelt override (``--config.model.tilez=8``) fails.
+pgmoe_jax/training/checkpoint.py; experiments/configs/default.py documents
+every config field, and a misspelt override (``--config.model.tilez=8``)
+fails. The whole config is checked before anything is written.
 """
 
 from __future__ import annotations
-
-import logging as py_logging
 
 from absl import app
 from absl import flags
@@ -20,14 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cli
-
-
-class _QuietOrbax:
-  """Drops orbax's INFO lines (several per checkpoint); warnings pass."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= py_logging.WARNING or (
-        "/orbax/" not in record.pathname)
+from pgmoe_jax.training import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (experiments/configs/*.py); override fields "
@@ -41,17 +33,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # Imported after flag parsing so --jax_* flags apply before JAX is used.
-  from pgmoe_jax import train  # pylint: disable=g-import-not-at-top
-
-  logging.get_absl_logger().addFilter(_QuietOrbax())
+  cli.quiet_library_logs()
   config = _CONFIG.value
   logging.info("JAX %s, backend %s, devices: %s", jax.__version__,
                jax.default_backend(), jax.devices())
   logging.info("Config:\n%s", config)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value,
-                             progress=cli.ProgressBar("train", unit="steps"))
+    train_and_evaluate(config, _WORKDIR.value,
+                       progress=cli.ProgressBar("train", unit="steps"))
   except (ValueError, FloatingPointError) as e:
     raise SystemExit(f"train: error: {e}") from None
 

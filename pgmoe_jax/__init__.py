@@ -1,6 +1,6 @@
 """pgmoe_jax: Physics-Guided Mixture-of-Experts for Schrodinger ground states.
 
-The public surface (DESIGN.md)::
+The public surface::
 
     from pgmoe_jax import Grid, apply_hamiltonian, energy, ground_state
     Hpsi = apply_hamiltonian(psi, V, grid)   # matrix-free stencil
@@ -9,21 +9,34 @@ The public surface (DESIGN.md)::
     model = load_model(workdir)              # .predict(V) -> psi, .grid,
                                              # .num_params
 
-Importing the package does no I/O and changes no global JAX setting.
+Importing the package loads only the physics core (grid, stencil, energy
+functional, metrics: JAX and NumPy). Everything else loads on first use:
+the solvers (SciPy) with ``solve`` / ``ground_state``, ``load_model`` with
+flax and orbax, and the subpackages ``data``, ``potentials``, ``models``,
+``training``, ``evaluation``, ``inference`` and ``workflows`` as attributes.
+Importing does no I/O and changes no global JAX setting.
 """
 
-from pgmoe_jax.energy import energy
-from pgmoe_jax.energy import normalize
-from pgmoe_jax.energy import residual
+import importlib
+
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.hamiltonian import apply_hamiltonian
-from pgmoe_jax.inference import load_model
 from pgmoe_jax.metrics import fidelity
 from pgmoe_jax.metrics import infidelity
-from pgmoe_jax.solvers import ground_state
-from pgmoe_jax.solvers import solve
+from pgmoe_jax.variational import energy
+from pgmoe_jax.variational import normalize
+from pgmoe_jax.variational import residual
+from pgmoe_jax.version import __version__  # noqa: F401
 
-__version__ = "0.1.0"
+_LAZY = {
+    "ground_state": "pgmoe_jax.solvers",
+    "solve": "pgmoe_jax.solvers",
+    "load_model": "pgmoe_jax.inference",
+}
+_SUBMODULES = ("checks", "data", "evaluation", "grid", "hamiltonian",
+               "inference", "kinetic", "metrics", "models", "potentials",
+               "solvers", "symmetry", "timing", "training", "variational",
+               "workflows")
 
 __all__ = [
     "Grid",
@@ -37,3 +50,15 @@ __all__ = [
     "residual",
     "solve",
 ]
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(__all__) | set(_SUBMODULES) | {"__version__"})

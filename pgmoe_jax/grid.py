@@ -155,3 +155,22 @@ class Grid:
 
 
 jax.tree_util.register_static(Grid)
+
+
+def check_same_grid(expected: Grid, got: Grid, *, expected_what: str,
+                    got_what: str, fix: str) -> None:
+  """Raises ValueError, naming both grids and the fix, if they differ.
+
+  The one check behind every "data on another grid" error (training data
+  against the config, datasets against a model, ``open_dataset(grid=...)``).
+
+  Args:
+    expected: the grid the caller works on.
+    got: the grid of the thing it was handed.
+    expected_what: what ``expected`` belongs to, e.g. ``"the config"``.
+    got_what: what ``got`` belongs to, e.g. ``"data.train='data/x'"``.
+    fix: one sentence saying what to do.
+  """
+  if expected != got:
+    raise ValueError(f"{got_what} is on {got}, but {expected_what} is on "
+                     f"{expected}. {fix}")

@@ -19,8 +19,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from pgmoe_jax import checks
 from pgmoe_jax.grid import Grid
 
 
@@ -62,62 +62,6 @@ def apply_unchecked(psi: jax.Array, potential: jax.Array,
   return kinetic_stencil(psi, grid) + potential.astype(psi.dtype) * psi
 
 
-def as_float(x, name: str) -> jax.Array:
-  """Converts to a JAX floating array, keeping float32/float64 as they are."""
-  x = jnp.asarray(x)
-  if jnp.issubdtype(x.dtype, jnp.complexfloating):
-    raise TypeError(f"{name} is complex ({x.dtype}); pgmoe_jax works with real "
-                    "states and potentials.")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.result_type(float))
-  return x
-
-
-def check_finite(name: str, x: jax.Array) -> None:
-  """Raises ValueError if a concrete ``x`` holds NaN or inf.
-
-  Under ``jit`` (a tracer) the check is skipped: values are unknown at trace
-  time, and validation belongs at the boundary where arrays are concrete.
-  """
-  if isinstance(x, jax.core.Tracer):
-    return
-  finite = np.isfinite(np.asarray(x))
-  if not finite.all():
-    bad = np.argwhere(~finite)[0]
-    raise ValueError(
-        f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or "
-        "inf), "
-        f"the first at index {tuple(int(i) for i in bad)}; clean the input "
-        "before calling.")
-
-
-def check_inputs(psi, potential, grid: Grid, *, psi_name: str = "psi"):
-  """Validates and converts ``(psi, V)`` for ``grid``; returns JAX arrays.
-
-  Raises:
-    TypeError: if ``grid`` is not a Grid or an input is complex.
-    ValueError: if a trailing shape does not match the grid, the leading batch
-      axes do not broadcast, or a concrete input holds NaN or inf.
-  """
-  if not isinstance(grid, Grid):
-    raise TypeError(
-        f"grid must be a pgmoe_jax.Grid, got {type(grid).__name__}.")
-  psi = as_float(psi, psi_name)
-  potential = as_float(potential, "V")
-  grid.check_array(psi_name, psi)
-  grid.check_array("V", potential)
-  try:
-    jnp.broadcast_shapes(psi.shape, potential.shape)
-  except ValueError:
-    raise ValueError(
-        f"The batch axes of {psi_name} {psi.shape[:psi.ndim - grid.ndim]} and "
-        f"V {potential.shape[:potential.ndim - grid.ndim]} do not broadcast; "
-        "give V one potential per state or a single potential.") from None
-  check_finite(psi_name, psi)
-  check_finite("V", potential)
-  return psi, potential
-
-
 def apply_hamiltonian(psi, V, grid: Grid) -> jax.Array:
   r"""Applies :math:`H = -\tfrac12\Delta_h + \mathrm{diag}(V)` to ``psi``.
 
@@ -136,7 +80,7 @@ def apply_hamiltonian(psi, V, grid: Grid) -> jax.Array:
 
   Raises:
     ValueError: on a shape that does not match the grid, batch axes that do
-      not broadcast, or NaN/inf in a concrete ``psi`` or ``V``.
+      not broadcast or are empty, or NaN/inf in a concrete ``psi`` or ``V``.
   """
-  psi, V = check_inputs(psi, V, grid)
+  psi, V = checks.check_inputs(psi, V, grid)
   return apply_unchecked(psi, V, grid)

@@ -4,9 +4,10 @@
 restores only its parameters from ``<workdir>/checkpoints`` (no optimiser,
 no training code, no pickle); it is the supported way to use a trained
 model. The returned :class:`Predictor` maps potentials in Hartree, shape
-``(..., *grid.shape)``, to positive ground states normalised as in
-DESIGN.md (``sum(psi**2) prod(h) = 1``), of the same shape, computed in the
-training dtype.
+``(..., *grid.shape)``, to positive ground states normalised so that
+``sum(psi**2) prod(h) = 1``, of the same shape, computed in the training
+dtype. It needs the models and the checkpoint reader only, not the
+training loop or the optimiser.
 
 ``symmetrize=True`` averages the predictions for every exact symmetry of
 the grid (for a square 2-D grid the 8 rotations and reflections): ``V`` is
@@ -29,12 +30,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pgmoe_jax import checkpoint
-from pgmoe_jax import losses
 from pgmoe_jax import models
-from pgmoe_jax import train
 from pgmoe_jax.grid import Grid
-from pgmoe_jax.models import common
+from pgmoe_jax.symmetry import symmetrized
+from pgmoe_jax.training import checkpoint
+from pgmoe_jax.training.config import resolve_model
 
 WHICH = ("best", "latest")
 
@@ -52,10 +52,13 @@ class Predictor:
     dtype: the dtype predictions are computed in (the training dtype).
     symmetrize: whether predictions are averaged over the grid's exact
       symmetries (see the module docstring).
+    apply_kwargs: keyword arguments of every ``model.apply`` call (for
+      instance ``{"use_experts": False}`` for a PG-MoE's gate alone).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, grid: Grid, model,
-               params: Any, step: int, symmetrize: bool = False):
+               params: Any, step: int, symmetrize: bool = False,
+               apply_kwargs: dict[str, Any] | None = None):
     self.config = config
     self.grid = grid
     self.model = model
@@ -64,15 +67,25 @@ class Predictor:
     self.num_params = models.count_params(params)
     self.dtype = jnp.dtype(config.dtype)
     self.symmetrize = bool(symmetrize)
-    apply = lambda p, v: model.apply({"params": p}, v)
+    self.apply_kwargs = dict(apply_kwargs or {})
+    apply = lambda p, v: model.apply({"params": p}, v, **self.apply_kwargs)
     if self.symmetrize:
-      apply = _symmetrized(apply, grid)
+      apply = symmetrized(apply, grid)
     self._apply = jax.jit(apply)
 
   def __repr__(self) -> str:
     average = ", symmetrized" if self.symmetrize else ""
+    options = "".join(f", {k}={v!r}" for k, v in self.apply_kwargs.items())
     return (f"Predictor({self.config.model.name}, {self.grid}, "
-            f"{self.num_params} parameters, step {self.step}{average})")
+            f"{self.num_params} parameters, step {self.step}{average}"
+            f"{options})")
+
+  def replace(self, **changes) -> "Predictor":
+    """The same model with other ``symmetrize`` or ``apply_kwargs``."""
+    fields = dict(symmetrize=self.symmetrize, apply_kwargs=self.apply_kwargs)
+    fields.update(changes)
+    return Predictor(self.config, self.grid, self.model, self.params,
+                     self.step, **fields)
 
   def predict(self, V) -> jax.Array:  # pylint: disable=invalid-name
     """Predicts ground states.
@@ -86,7 +99,8 @@ class Predictor:
       psi with the shape of ``V``: positive, normalised states.
 
     Raises:
-      ValueError: the trailing axes of ``V`` are not the grid's shape.
+      ValueError: the trailing axes of ``V`` are not the grid's shape, or
+        the batch is empty.
     """
     shape = tuple(np.shape(V))
     d = self.grid.ndim
@@ -95,22 +109,11 @@ class Predictor:
       raise ValueError(f"predict() takes potentials of shape ({dims}) or "
                        f"(batch, {dims}) for {self.grid}, got {shape}.")
     lead = shape[:len(shape) - d]
+    if 0 in lead:
+      raise ValueError(f"predict() got an empty batch (shape {shape}): there "
+                       "is nothing to predict; pass at least one potential.")
     v = jnp.asarray(V, self.dtype).reshape((-1,) + self.grid.shape)
     return self._apply(self.params, v).reshape(lead + self.grid.shape)
-
-
-def _symmetrized(apply, grid: Grid):
-  """``apply(p, v)`` averaged over the grid's symmetries, in one call."""
-  pairs = losses.symmetry_pairs(grid)
-
-  def averaged(params, v):
-    b = v.shape[0]
-    psi = apply(params, jnp.concatenate([t(v) for t, _ in pairs]))
-    psi = sum(inverse(psi[i * b:(i + 1) * b])
-              for i, (_, inverse) in enumerate(pairs))
-    return common.normalize(psi, grid)
-
-  return averaged
 
 
 def load_model(workdir: str, which: str = "best",
@@ -138,9 +141,8 @@ def load_model(workdir: str, which: str = "best",
   if not os.path.isdir(workdir):
     raise ValueError(f"No such workdir: {workdir}.")
   config = checkpoint.load_config(workdir)
-  dtype = train.config_dtype(config)
-  grid = train.grid_from_config(config)
-  model = models.build_model(config.model, grid)
+  setup = resolve_model(config)
+  dtype, grid, model = setup.dtype, setup.grid, setup.model
   directory = checkpoint.checkpoint_dir(workdir)
   if not os.path.isdir(directory) or not os.listdir(directory):
     raise ValueError(f"{workdir} has no checkpoint (nothing in {directory}); "

@@ -4,8 +4,8 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
+import jax  # noqa: E402  # pylint: disable=g-import-not-at-top
+import pytest  # noqa: E402  # pylint: disable=g-import-not-at-top
 
 jax.config.update("jax_enable_x64", True)
 

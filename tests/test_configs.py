@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 
 from pgmoe_jax import models
-from pgmoe_jax import train
+from pgmoe_jax.training import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(
@@ -44,9 +44,8 @@ def test_config_loads_locks_validates_and_builds(name):
   config.lock()
   with pytest.raises(AttributeError):
     config.model.no_such_field = 1
-  train.check_config(config)
-  grid = train.grid_from_config(config)
-  model = models.build_model(config.model, grid)
+  run = config_lib.resolve(config)
+  grid, model = run.grid, run.model
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((2,) + grid.shape, jnp.float32))
   assert models.count_params(shapes["params"]) > 0
@@ -100,4 +99,4 @@ def test_pgmoe_sweep_overrides_exist_and_build():
     for key, value in overrides.items():
       section, field = key.split(".")
       config[section][field] = value  # raises for a field that is not there
-    models.build_model(config.model, train.grid_from_config(config))
+    config_lib.resolve_model(config)

@@ -85,5 +85,6 @@ def test_string_shape_is_a_type_error():
 def test_check_array_names_the_array_and_expected_shape():
   grid = Grid((4, 5), 1.0)
   grid.check_array("psi", np.zeros((3, 4, 5)))
-  with pytest.raises(ValueError, match=r"psi has shape \(5, 4\).*\(\[batch\.\.\.,\] 4, 5\)"):
+  with pytest.raises(ValueError, match=r"psi has shape \(5, 4\).*"
+                     r"\(\[batch\.\.\.,\] 4, 5\)"):
     grid.check_array("psi", np.zeros((5, 4)))

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from pgmoe_jax import Grid
 from pgmoe_jax import apply_hamiltonian
-from pgmoe_jax import solvers
+from pgmoe_jax import kinetic
 
 
 def reference_hamiltonian(grid, v):
@@ -72,7 +72,7 @@ def test_hamiltonian_is_symmetric(grid):
 
 def test_solver_kinetic_matrix_matches_reference():
   for grid in GRIDS:
-    diff = solvers.kinetic_matrix(grid) - reference_hamiltonian(
+    diff = kinetic.kinetic_matrix(grid) - reference_hamiltonian(
         grid, np.zeros(grid.shape))
     assert abs(diff).max() < 1e-12
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from pgmoe_jax import checkpoint
 from pgmoe_jax import data
 from pgmoe_jax import inference
-from pgmoe_jax import losses
 from pgmoe_jax import models
-from pgmoe_jax import train
+from pgmoe_jax import symmetry
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.training import checkpoint
+from pgmoe_jax.training import summaries
+from pgmoe_jax.training import train_and_evaluate
 
 GRID = Grid((16, 16), 20.0)
 
@@ -37,7 +38,7 @@ def trained(tmp_path_factory):
   config.train.eval_every_steps = 4
   config.train.keep_checkpoints = 1
   workdir = str(root / "run")
-  state = train.train_and_evaluate(config, workdir)
+  state = train_and_evaluate(config, workdir)
   return workdir, state, data.open_dataset(paths["val"])
 
 
@@ -84,7 +85,7 @@ def test_symmetrized_prediction_averages_and_is_equivariant(trained):
                                 symmetrize=True)
   psi = np.asarray(model64.predict(v))
   assert psi.dtype == np.float64 and (psi > 0).all()
-  pairs = losses.symmetry_pairs(GRID)
+  pairs = symmetry.symmetry_pairs(GRID)
   assert len(pairs) == 8  # the square's rotations and reflections
   # The normalised mean of the predictions for the transformed potentials,
   # each mapped back.
@@ -112,7 +113,7 @@ def test_symmetrized_prediction_averages_and_is_equivariant(trained):
 
 def test_best_is_the_lowest_validation_error(trained):
   workdir, _, _ = trained
-  with open(os.path.join(workdir, checkpoint.METRICS_FILE)) as f:
+  with open(os.path.join(workdir, summaries.METRICS_FILE)) as f:
     val = {r["step"]: r["energy_error_mha_median"]
            for r in map(json.loads, f) if r["split"] == "val"}
   best = min(val, key=lambda s: (val[s], -s))

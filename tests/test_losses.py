@@ -1,4 +1,4 @@
-"""Losses: metric identities, exact symmetries, schedules, energy training."""
+"""Losses: schedules, modes, augmentation, energy-only training."""
 
 import jax
 import jax.numpy as jnp
@@ -7,13 +7,15 @@ import numpy as np
 import optax
 import pytest
 
+from experiments.configs import test as test_config
 from pgmoe_jax import Grid
-from pgmoe_jax import energy
 from pgmoe_jax import ground_state
-from pgmoe_jax import losses
 from pgmoe_jax import potentials
 from pgmoe_jax import residual
+from pgmoe_jax import variational
 from pgmoe_jax.models import build_model
+from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import losses
 
 
 def config(**loss):
@@ -37,58 +39,6 @@ def labelled(grid, count=3, seed=0):
 GRID = Grid((12, 12), 12.0)
 
 
-def test_metric_identities():
-  batch = labelled(GRID)
-  psi0 = batch["psi0"]
-  np.testing.assert_allclose(losses.infidelity(-3 * psi0, psi0, GRID), 0,
-                             atol=1e-14)
-  np.testing.assert_allclose(losses.normalized_mse(-3 * psi0, psi0, GRID), 0,
-                             atol=1e-20)
-  noisy = psi0 + 0.05 * jax.random.normal(jax.random.key(0), psi0.shape)
-  np.testing.assert_allclose(losses.rayleigh_quotient(noisy,
-                                                      batch["potential"],
-                                                      GRID),
-                             energy(noisy, batch["potential"], GRID),
-                             rtol=1e-13)
-  np.testing.assert_allclose(losses.residual_norm(noisy, batch["potential"],
-                                                  GRID),
-                             residual(noisy, batch["potential"], GRID),
-                             rtol=1e-12)
-  metrics = losses.eval_metrics(noisy, batch, GRID)
-  assert (np.asarray(metrics["energy_error_mha"]) > 0).all()  # variational
-  metrics = losses.eval_metrics(psi0, batch, GRID)
-  np.testing.assert_allclose(metrics["energy_error_mha"], 0, atol=1e-8)
-
-
-@pytest.mark.parametrize("grid, count", [
-    (Grid((10, 10), 8.0), 8), (Grid((10, 12), (8.0, 9.0)), 4),
-    (Grid((6, 6, 6), 6.0), 48), (Grid((9,), 5.0), 2)])
-def test_symmetries_are_exact(grid, count):
-  transforms = losses.symmetry_transforms(grid)
-  assert len(transforms) == count
-  batch = labelled(grid, 1, seed=3)
-  v, psi0, e0 = batch["potential"], batch["psi0"], batch["E0"]
-  images = set()
-  for transform in transforms:
-    tv, tpsi = transform(v), transform(psi0)
-    # The transformed state is the ground state of the transformed potential.
-    assert float(residual(tpsi, tv, grid)[0]) < 1e-8
-    np.testing.assert_allclose(energy(tpsi, tv, grid), e0, atol=1e-10)
-    images.add(np.asarray(tv).tobytes())
-  assert len(images) == count  # all distinct for a generic potential
-
-
-@pytest.mark.parametrize("grid", [
-    Grid((10, 10), 8.0), Grid((10, 12), (8.0, 9.0)), Grid((6, 6, 6), 6.0)])
-def test_symmetry_pairs_invert(grid):
-  pairs = losses.symmetry_pairs(grid)
-  assert len(pairs) == len(losses.symmetry_transforms(grid))
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((2,) + grid.shape))
-  for transform, inverse in pairs:
-    np.testing.assert_array_equal(inverse(transform(x)), x)
-    np.testing.assert_array_equal(transform(inverse(x)), x)
-
-
 def test_augment_moves_potential_and_label_together():
   batch = labelled(GRID, 2)
   out = losses.augment(jax.random.key(5), batch, GRID)
@@ -104,6 +54,18 @@ def test_anneal_schedule():
   assert float(losses.energy_weight(config(energy_weight=0.5), 7)) == 0.5
 
 
+def resolved(grid, **loss):
+  """A whole config (the test config on ``grid``, a small dense model)."""
+  cfg = test_config.get_config()
+  cfg.dtype = "float64"
+  cfg.grid.shape = grid.shape
+  cfg.grid.length = grid.length[0]
+  cfg.model = ml_collections.ConfigDict(dict(name="dense", hidden=(16,)))
+  cfg.data.train = "unused"
+  cfg.loss.update(config(**loss).loss)
+  return config_lib.resolve(cfg)
+
+
 def test_loss_modes():
   grid = Grid((8, 8), 8.0)
   model = build_model(dict(name="dense", hidden=(16,)), grid)
@@ -111,23 +73,24 @@ def test_loss_modes():
   params = model.init(jax.random.key(0), batch["potential"])["params"]
   apply = lambda p, v: model.apply({"params": p}, v)
   key = jax.random.key(1)
-  sup = losses.make_loss_fn(config(), grid, apply)
+  sup = losses.make_loss_fn(resolved(grid), apply)
   loss, metrics = sup(params, batch, key, 0)
   assert float(loss) == pytest.approx(float(metrics["infidelity"]))
-  mixed = losses.make_loss_fn(config(energy_weight=0.5), grid, apply)
+  mixed = losses.make_loss_fn(resolved(grid, energy_weight=0.5), apply)
   loss, metrics = mixed(params, batch, key, 0)
   assert float(loss) == pytest.approx(
       float(metrics["supervised"]) + 0.5e-3 * float(
           metrics["energy_error_mha"]))
-  semi = losses.make_loss_fn(config(mode="semi_supervised",
-                                    energy_weight=1.0), grid, apply)
+  semi = losses.make_loss_fn(resolved(grid, mode="semi_supervised",
+                                      energy_weight=1.0), apply)
   loss, metrics = semi(params, batch, key, 0)
   assert "energy" in metrics
-  free = losses.make_loss_fn(config(mode="label_free", energy_weight=1.0,
-                                    schedule="anneal"), grid, apply)
+  free_run = resolved(grid, mode="label_free", energy_weight=1.0,
+                      schedule="anneal")
+  free = losses.make_loss_fn(free_run, apply)
   loss, metrics = free(params, {}, key, 0)
   assert float(loss) == pytest.approx(float(metrics["energy"]))
-  assert not losses.needs_labels(config(mode="label_free", energy_weight=1.0))
+  assert not free_run.uses_labels
   grads = jax.grad(lambda p: free(p, {}, key, 0)[0])(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
@@ -140,7 +103,7 @@ def test_loss_modes():
 ])
 def test_bad_loss_configs(bad, message):
   with pytest.raises(ValueError, match=message):
-    losses.make_loss_fn(config(**bad), GRID, lambda p, v: v)
+    resolved(GRID, **bad)
 
 
 def test_energy_only_training_reaches_ground_state():
@@ -154,8 +117,8 @@ def test_energy_only_training_reaches_ground_state():
   params = model.init(jax.random.key(0), v)["params"]
 
   def loss(p):
-    return losses.rayleigh_quotient(model.apply({"params": p}, v), v,
-                                    grid)[0]
+    return variational.rayleigh_quotient(model.apply({"params": p}, v), v,
+                                         grid)[0]
 
   optimizer = optax.adam(1e-2)
   state = optimizer.init(params)

@@ -1,5 +1,6 @@
 """Models: shapes, positivity, normalisation, expert vmap, physics limits."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,8 @@ from pgmoe_jax import potentials
 from pgmoe_jax.models import build_model
 from pgmoe_jax.models import common
 from pgmoe_jax.models import count_params
-from pgmoe_jax.models import pgmoe as pgmoe_lib
+from pgmoe_jax.models import gates
+from pgmoe_jax.models import tiling
 
 GRIDS = [Grid((16,), 10.0), Grid((16, 8), (12.0, 8.0)), Grid((8, 8, 8), 8.0)]
 
@@ -68,7 +70,7 @@ def test_vmapped_experts_equal_a_loop_over_experts():
           features[:, i]) for i in range(16)], axis=1)
   np.testing.assert_allclose(vmapped, loop, rtol=1e-6, atol=1e-6)
   # The model's nn.vmap experts apply exactly this per-tile map.
-  module = pgmoe_lib.nn.vmap(
+  module = nn.vmap(
       common.MLP, variable_axes={"params": 0}, split_rngs={"params": True},
       in_axes=1, out_axes=1, axis_size=16)((8,), 16)
   np.testing.assert_allclose(module.apply({"params": stacked}, features),
@@ -76,13 +78,13 @@ def test_vmapped_experts_equal_a_loop_over_experts():
 
 
 def test_tiles_gather_and_scatter_round_trip():
-  for shape, tiles in (((12,), (3,)), ((8, 12), (2, 4)), ((4, 6, 8), (2, 3,
-                                                                        4))):
-    gather, scatter = pgmoe_lib._tile_indices(shape, tiles, 0)
+  for shape, tiles in (((12,), (3,)), ((8, 12), (2, 4)),
+                       ((4, 6, 8), (2, 3, 4))):
+    gather, scatter = tiling.tile_indices(shape, tiles, 0)
     x = np.arange(np.prod(shape))
     patches = x[gather]  # (T, S) without halo: exactly the tile's points
     np.testing.assert_array_equal(patches.reshape(-1)[scatter], x)
-    gather_h, _ = pgmoe_lib._tile_indices(shape, tiles, 1)
+    gather_h, _ = tiling.tile_indices(shape, tiles, 1)
     assert gather_h.shape == (np.prod(tiles),
                               np.prod([n // t + 2 for n, t in zip(shape,
                                                                   tiles)]))
@@ -103,11 +105,75 @@ def test_envelope_on_the_full_grid_is_the_exact_ground_state(envelope_iters):
 
 
 def test_coarse_envelope_interpolates_linearly():
-  m = pgmoe_lib._interpolation_matrix(9, 4, 10.0, "dirichlet")
+  m = tiling.interpolation_matrix(9, 4, 10.0, "dirichlet")
   np.testing.assert_allclose(m.sum(1), 1.0)
   coarse = Grid((4,), 10.0).coordinates()[0]
   fine = Grid((9,), 10.0).coordinates()[0]
   np.testing.assert_allclose(m @ (2 * coarse + 1), 2 * fine + 1, atol=1e-12)
+
+
+@pytest.mark.parametrize("config, names", [
+    (dict(shared_expert=True, gate="envelope"), {"expert", "tile_embedding"}),
+    (dict(shared_expert=False, gate="envelope"), {"experts"}),
+    (dict(shared_expert=True, gate="mlp"), {"expert", "tile_embedding",
+                                            "gate"}),
+    (dict(shared_expert=False, gate="both"), {"experts", "gate"}),
+])
+def test_parameter_names_are_stable(config, names):
+  # Checkpoints store the tree by these names: the gate and expert modules
+  # share the model's scope, so the tree is what every release wrote.
+  grid = Grid((16, 16), 10.0)
+  model = build_model(dict(name="pgmoe", tiles=4, coarse=8,
+                           expert_hidden=(8,), **config), grid)
+  params = model.init(jax.random.key(0), wells(grid, 1))["params"]
+  assert set(params) == names
+  mlp = params.get("expert") or params.get("experts")
+  assert set(mlp) == {"Dense_0", "Dense_1"}
+
+
+@pytest.mark.parametrize("gate", ["envelope", "mlp", "both"])
+def test_experts_switched_off_leave_the_gate_envelope(gate):
+  grid = Grid((16, 16), 10.0)
+  model = build_model(dict(name="pgmoe", tiles=4, coarse=8, gate=gate,
+                           expert_hidden=(8,), expert_init_scale=1.0), grid)
+  v = wells(grid, 2)
+  variables = model.init(jax.random.key(0), v)
+  psi = model.apply(variables, v)
+  gate_only = model.apply(variables, v, use_experts=False)
+  # Zeroing the expert parameters makes every correction exactly zero.
+  zeroed = {"params": {k: (jax.tree.map(jnp.zeros_like, p)
+                           if k in ("expert", "experts") else p)
+                       for k, p in variables["params"].items()}}
+  np.testing.assert_array_equal(gate_only, model.apply(zeroed, v))
+  assert float(jnp.max(jnp.abs(psi - gate_only))) > 1e-3
+  # The envelope gate's output interpolated to the grid is that state.
+  log_env, energy = model.apply(variables, v, method="coarse_envelope")
+  assert log_env.shape == (2, 8, 8) and energy.shape == (2,)
+
+
+def test_gate_interface():
+  grid = Grid((16, 16), 10.0)
+  v = wells(grid, 3)
+  envelope = gates.EnvelopeGate(grid, (8, 8))
+  out = envelope.apply({}, v)
+  assert isinstance(out, gates.GateOutput)
+  assert out.log_envelope.shape == (3, 8, 8) and out.energy.shape == (3,)
+  # Its energy is the coarse Hamiltonian's ground-state energy, and the
+  # envelope peaks where the potential is deepest.
+  coarse_v = tiling.block_mean(v, grid, (8, 8))
+  e_coarse, _ = ground_state(np.asarray(coarse_v), Grid((8, 8), 10.0))
+  np.testing.assert_allclose(out.energy, e_coarse, rtol=1e-10)
+  learned = gates.LearnedGate(grid, (8, 8), hidden=(8,))
+  variables = learned.init(jax.random.key(0), v)
+  out = learned.apply(variables, v)
+  assert out.log_envelope.shape == (3, 8, 8) and out.energy is None
+  corrected = gates.LearnedGate(grid, (8, 8), hidden=(8,), base=envelope)
+  variables = corrected.init(jax.random.key(0), v)
+  out_c = corrected.apply(variables, v)
+  # The correction starts at exactly zero: the envelope itself.
+  np.testing.assert_array_equal(out_c.log_envelope,
+                                envelope.apply({}, v).log_envelope)
+  np.testing.assert_array_equal(out_c.energy, envelope.apply({}, v).energy)
 
 
 def test_bad_model_configs():

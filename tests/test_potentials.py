@@ -355,7 +355,8 @@ def test_get_family_unknown():
     potentials.get_family("foo")
   assert str(info.value) == (
       "Unknown potential family 'foo'; known families: box_well, "
-      "double_well, gaussian_wells, harmonic, random_smooth.")
+      "double_well, gaussian_wells, harmonic, random_smooth, or a user "
+      "family given as 'package.module:function'.")
 
 
 def test_sample_matches_family_and_rejects_bad_keyword():

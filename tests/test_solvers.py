@@ -12,6 +12,7 @@ from pgmoe_jax import apply_hamiltonian
 from pgmoe_jax import energy
 from pgmoe_jax import fidelity
 from pgmoe_jax import ground_state
+from pgmoe_jax import kinetic
 from pgmoe_jax import potentials
 from pgmoe_jax import residual
 from pgmoe_jax import solve
@@ -120,7 +121,7 @@ def test_periodic_boundary():
 def test_kinetic_inverse_is_exact():
   for grid in (Grid((7, 9), (3.0, 4.0)), Grid((6, 5, 4), 2.0, "periodic")):
     r = np.random.default_rng(1).normal(size=(2,) + grid.shape)
-    inverse = solvers.make_kinetic_inverse(grid, jnp.float64)
+    inverse = kinetic.make_kinetic_inverse(grid, jnp.float64)
     c = 0.3
     x = inverse(jnp.asarray(r), c)
     np.testing.assert_allclose(
@@ -171,7 +172,8 @@ def tilted_double_well(grid, tilt):
 TILTS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
 
-@pytest.mark.parametrize("n", [32, 64, pytest.param(128, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "n", [32, 64, pytest.param(128, marks=pytest.mark.slow)])
 def test_lobpcg_near_degenerate_double_wells_float64(n):
   grid = Grid((n, n), 20.0)
   v = np.stack([tilted_double_well(grid, t) for t in TILTS])
@@ -217,7 +219,8 @@ def test_energies_are_rayleigh_quotients_even_unconverged():
 
 def test_ground_state_refuses_an_unconverged_answer():
   v = np.asarray(potentials.gaussian_wells(jax.random.key(2), GRID, (3,)))
-  with pytest.raises(solvers.NotConvergedError, match=r"max_iters \(now 2\)") as info:
+  with pytest.raises(solvers.NotConvergedError,
+                     match=r"max_iters \(now 2\)") as info:
     ground_state(v, GRID, method="lobpcg", max_iters=2)
   assert "3 of 3 potential(s)" in str(info.value)
   assert isinstance(info.value, RuntimeError)

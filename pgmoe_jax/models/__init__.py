@@ -7,7 +7,9 @@ parameter pytree.
 
 * ``dense``: the monolithic baseline (flattened V -> MLP -> n^d values).
 * ``pgmoe``: the Physics-Guided Mixture-of-Experts (tiles, vmapped experts,
-  a physics-guided gate).
+  a physics-guided gate); its parts are :mod:`~pgmoe_jax.models.gates`
+  (the :class:`~pgmoe_jax.models.gates.Gate` interface),
+  :mod:`~pgmoe_jax.models.experts` and :mod:`~pgmoe_jax.models.tiling`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pieces shared by the models: input checks, normalisation, MLPs."""
+"""Pieces shared by the models: input checks, MLPs, smooth bounds."""
 
 from __future__ import annotations
 
@@ -20,10 +20,19 @@ def check_potential(potential: jax.Array, grid: Grid) -> None:
         f"{tuple(potential.shape)}.")
 
 
-def normalize(psi: jax.Array, grid: Grid) -> jax.Array:
-  """``psi / sqrt(sum(psi**2) prod(h))`` over the trailing grid axes."""
-  norm2 = jnp.sum(psi * psi, axis=grid.axes, keepdims=True)
-  return psi / jnp.sqrt(norm2 * grid.volume_element)
+def squash(x: jax.Array, bound: float) -> jax.Array:
+  """``bound * tanh(x / bound)``: identity near 0, smooth limit at +-bound.
+
+  ``bound = 0`` disables it.
+  """
+  if not bound:
+    return x
+  return bound * jnp.tanh(x / bound)
+
+
+def damping(excess: jax.Array) -> jax.Array:
+  """1 where ``excess <= 1``, falling like ``excess^-2`` beyond."""
+  return 1.0 / (1.0 + jax.nn.relu(excess - 1.0)**2)
 
 
 class MLP(nn.Module):

@@ -1,7 +1,8 @@
 """The monolithic baseline: flattened V -> MLP -> all n^d values of psi.
 
 Its output layer alone has ``hidden * n^d`` weights, which is what PG-MoE
-avoids. Positivity by softplus; normalised per DESIGN.md.
+avoids. Positivity by softplus; normalised so that
+``sum(psi**2) * prod(h) = 1``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import common
+from pgmoe_jax.variational import normalize_unchecked
 
 
 class Dense(nn.Module):
@@ -36,4 +37,4 @@ class Dense(nn.Module):
       x = nn.gelu(nn.Dense(width)(x))
     x = nn.Dense(self.grid.size)(x)
     psi = jax.nn.softplus(x).reshape(potential.shape)
-    return common.normalize(psi, self.grid)
+    return normalize_unchecked(psi, self.grid)

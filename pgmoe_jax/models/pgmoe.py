@@ -12,22 +12,27 @@ with ``g`` the gate's log-envelope interpolated to the fine grid and ``e_t``
 expert ``t``'s correction; positive by construction and normalised per
 DESIGN.md (``sum(psi**2) prod(h) = 1``).
 
-Gates (``gate``):
+Gates (``gate``, :mod:`pgmoe_jax.models.gates`):
 
 * ``"envelope"``: the ground state of the Hamiltonian on a coarse grid
   (``coarse`` points per axis, the potential averaged over blocks), solved
-  exactly inside the model with ``eigh``. No parameters; it also gives an
-  energy estimate ``E_c``, and each expert sees its tile's ``(V - E_c)``:
-  given E the local problem ``-1/2 Lap psi + (V - E) psi = 0`` is local.
+  inside the model. No parameters; it also gives an energy estimate
+  ``E_c``, and each expert sees its tile's ``(V - E_c)``: given E the
+  problem ``-1/2 Lap psi + (V - E) psi = 0`` is local.
 * ``"mlp"``: a small network on the block-averaged potential that outputs the
   coarse log-envelope.
 * ``"both"``: the envelope plus the network's learned correction.
 
-Experts: separate parameters stacked on a leading tile axis and applied with
-``nn.vmap`` (a batched matmul per layer), or ``shared_expert=True``: one
-network for all tiles, told which tile by a learned embedding, with the tile
-axis folded into the batch. Experts start near zero, so an untrained model
-is its gate's envelope.
+Experts (:mod:`pgmoe_jax.models.experts`): separate parameters stacked on a
+leading tile axis and applied with ``nn.vmap``, or ``shared_expert=True``:
+one network for all tiles, told which tile by a learned embedding. Experts
+start near zero, so an untrained model is its gate's envelope, and
+``model.apply(variables, V, use_experts=False)`` is exactly the gate's
+envelope for a trained one (the ablation).
+
+Parameter names (``gate``, ``expert`` with ``tile_embedding``, or
+``experts``) sit at the top of the parameter tree: the gate and expert
+modules share the model's scope, so checkpoints of every release load.
 """
 
 from __future__ import annotations
@@ -38,104 +43,19 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from pgmoe_jax import solvers
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import common
+from pgmoe_jax.models import experts as experts_lib
+from pgmoe_jax.models import gates
+from pgmoe_jax.models import tiling
+from pgmoe_jax.variational import normalize_unchecked
 
 GATES = ("envelope", "mlp", "both")
-
-
-def _per_axis(value, grid: Grid, name: str) -> tuple[int, ...]:
-  values = (value,) * grid.ndim if np.ndim(value) == 0 else tuple(value)
-  if len(values) != grid.ndim:
-    raise ValueError(f"PG-MoE {name}={value!r} needs one value or one per "
-                     f"axis ({grid.ndim}).")
-  return tuple(int(v) for v in values)
-
-
-def _tile_indices(shape, tiles, halo):
-  """Gather and scatter indices for tiles with a halo.
-
-  Returns:
-    ``gather (T, P)``: flat indices into the grid padded by ``halo`` on every
-    side, one row per tile listing its patch (tile plus halo) in C order;
-    ``scatter (N,)``: for each flat fine-grid point, its position in the
-    flattened ``(T, S)`` array of tile outputs (S points per tile).
-  """
-  d = len(shape)
-  size = [n // t for n, t in zip(shape, tiles)]
-  padded = [n + 2 * halo for n in shape]
-  tile_ids = list(np.ndindex(*tiles))
-  patch = [np.arange(s + 2 * halo) for s in size]
-  gather = []
-  for tile in tile_ids:
-    starts = [tile[a] * size[a] for a in range(d)]  # in padded coordinates
-    coords = np.meshgrid(*[starts[a] + patch[a] for a in range(d)],
-                         indexing="ij")
-    gather.append(np.ravel_multi_index([c.ravel() for c in coords], padded))
-  scatter = np.empty(math.prod(shape), np.int64)
-  local = list(np.ndindex(*size))
-  for t, tile in enumerate(tile_ids):
-    for j, loc in enumerate(local):
-      point = [tile[a] * size[a] + loc[a] for a in range(d)]
-      scatter[np.ravel_multi_index(point, shape)] = t * len(local) + j
-  return np.stack(gather), scatter
-
-
-def _interpolation_matrix(n_fine: int, n_coarse: int, length: float,
-                          boundary: str) -> np.ndarray:
-  """Linear interpolation (with linear extrapolation at the ends)."""
-  fine = Grid((n_fine,), length, boundary).coordinates()[0]
-  coarse = Grid((n_coarse,), length, boundary).coordinates()[0]
-  j = np.clip(np.searchsorted(coarse, fine) - 1, 0, n_coarse - 2)
-  w = (fine - coarse[j]) / (coarse[j + 1] - coarse[j])
-  out = np.zeros((n_fine, n_coarse))
-  out[np.arange(n_fine), j] = 1 - w
-  out[np.arange(n_fine), j + 1] = w
-  return out
-
-
-def _coarse_hamiltonian_parts(grid: Grid, coarse):
-  """Dense kinetic matrix of the coarse grid, ``(C, C)`` with C = prod."""
-  coarse_grid = Grid(coarse, grid.length, grid.boundary)
-  kinetic = None
-  for n, h in zip(coarse_grid.shape, coarse_grid.spacing):
-    k1d = (np.eye(n) - 0.5 * np.eye(n, k=1) - 0.5 * np.eye(n, k=-1)) / h**2
-    if grid.boundary == "periodic":
-      k1d[0, -1] = k1d[-1, 0] = -0.5 / h**2
-    kinetic = k1d if kinetic is None else (
-        np.kron(kinetic, np.eye(n)) + np.kron(np.eye(kinetic.shape[0]), k1d))
-  return kinetic
-
-
-def _block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
-  """Averages ``(b, *grid.shape)`` over blocks down to ``(b, *coarse)``."""
-  shape = [x.shape[0]]
-  for n, c in zip(grid.shape, coarse):
-    shape += [c, n // c]
-  x = x.reshape(shape)
-  return x.mean(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
-
-
-def _apply_per_axis(x: jax.Array, matrices) -> jax.Array:
-  """``x (b, c1, .., cd) -> (b, n1, .., nd)`` applying ``M_a (n_a, c_a)``."""
-  for axis, m in enumerate(matrices, start=1):
-    x = jnp.moveaxis(jnp.tensordot(x, m, axes=([axis], [1])), -1, axis)
-  return x
-
-
-def _squash(x: jax.Array, bound: float) -> jax.Array:
-  """``bound * tanh(x / bound)``: identity near 0, smooth limit at +-bound."""
-  if not bound:
-    return x
-  return bound * jnp.tanh(x / bound)
-
-
-def _damping(excess: jax.Array) -> jax.Array:
-  """1 where ``excess <= 1``, falling like ``excess^-2`` beyond."""
-  return 1.0 / (1.0 + jax.nn.relu(excess - 1.0)**2)
+# Beyond a Dirichlet wall V is infinite; the experts' padded input stands for
+# it with this value of (V - E) / potential_scale (3.3x the input clip, so
+# it saturates the squashed input like any wall far above the energy).
+DIRICHLET_WALL = 10.0
 
 
 class PGMoE(nn.Module):
@@ -157,8 +77,8 @@ class PGMoE(nn.Module):
     expert_init_scale: scale of the experts' last layer at initialisation.
     envelope_iters: 0 solves the coarse Hamiltonian exactly with a dense
       ``eigh`` (cost grows like coarse^(3d)); ``k > 0`` runs ``k`` iterations
-      of the matrix-free LOBPCG of :mod:`pgmoe_jax.solvers` instead, which
-      makes coarse grids of 16 or 32 per axis affordable.
+      of the matrix-free LOBPCG of :mod:`pgmoe_jax.solvers.lobpcg` instead,
+      which makes coarse grids of 16 or 32 per axis affordable.
     input_clip: scaled potentials enter the networks squashed smoothly into
       ``(-input_clip, input_clip)`` (``c tanh(x / c)``): far above the energy
       the state just decays, and a harmonic wall of 200 Ha must not drive the
@@ -190,8 +110,8 @@ class PGMoE(nn.Module):
 
   def __post_init__(self):
     super().__post_init__()
-    tiles = _per_axis(self.tiles, self.grid, "tiles")
-    coarse = _per_axis(self.coarse, self.grid, "coarse")
+    tiles = tiling.per_axis(self.tiles, self.grid, "tiles")
+    coarse = tiling.per_axis(self.coarse, self.grid, "coarse")
     for n, t, c in zip(self.grid.shape, tiles, coarse):
       if t < 1 or n % t:
         raise ValueError(f"PG-MoE tiles={self.tiles!r} must divide the grid "
@@ -207,48 +127,52 @@ class PGMoE(nn.Module):
 
   @property
   def tile_shape(self) -> tuple[int, ...]:
-    tiles = _per_axis(self.tiles, self.grid, "tiles")
+    tiles = tiling.per_axis(self.tiles, self.grid, "tiles")
     return tuple(n // t for n, t in zip(self.grid.shape, tiles))
 
   @property
   def num_tiles(self) -> int:
-    return math.prod(_per_axis(self.tiles, self.grid, "tiles"))
+    return math.prod(tiling.per_axis(self.tiles, self.grid, "tiles"))
+
+  def setup(self):
+    coarse = tiling.per_axis(self.coarse, self.grid, "coarse")
+    self.envelope = gates.EnvelopeGate(self.grid, coarse,
+                                       int(self.envelope_iters))
+    if self.gate == "envelope":
+      self.gate_module = self.envelope
+    else:
+      self.gate_module = gates.LearnedGate(
+          self.grid, coarse, tuple(self.gate_hidden), self.potential_scale,
+          self.input_clip, self.correction_bound, self.damp_forbidden,
+          base=self.envelope if self.gate == "both" else None)
+      nn.share_scope(self, self.gate_module)
+    out_size = math.prod(self.tile_shape)
+    if self.shared_expert:
+      self.expert_module = experts_lib.SharedExperts(
+          self.num_tiles, tuple(self.expert_hidden), out_size,
+          self.embedding_dim, self.expert_init_scale)
+    else:
+      self.expert_module = experts_lib.StackedExperts(
+          self.num_tiles, tuple(self.expert_hidden), out_size,
+          self.expert_init_scale)
+    nn.share_scope(self, self.expert_module)
 
   def coarse_envelope(self, potential: jax.Array):
-    """Ground state of the coarse-grid Hamiltonian (no parameters).
+    """The physics envelope alone: ``(log_envelope (b, *coarse), E_c (b,))``.
 
-    Returns:
-      ``(log_envelope (b, *coarse), energy (b,))``.
+    The coarse Hamiltonian's ground state whatever ``gate`` is (for timing
+    the physics gate, and for inspection).
     """
-    coarse = _per_axis(self.coarse, self.grid, "coarse")
-    v = _block_mean(potential, self.grid, coarse)
-    if self.envelope_iters > 0:
-      coarse_grid = Grid(coarse, self.grid.length, self.grid.boundary)
-      start = jnp.asarray(solvers.kinetic_modes(coarse_grid, 2), v.dtype)
-      start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
-      # tol = 0: always run envelope_iters iterations (fixed cost).
-      energies, states, _, _ = solvers.lobpcg_batch(
-          v, start, 0.0, coarse_grid, num_states=1,
-          max_iters=int(self.envelope_iters))
-      energies = energies[:, :1]
-      ground = jnp.abs(states[:, 0])
-    else:
-      kinetic = jnp.asarray(_coarse_hamiltonian_parts(self.grid, coarse),
-                            potential.dtype)
-      h = kinetic + jax.vmap(jnp.diag)(v.reshape(v.shape[0], -1))
-      energies, vectors = jnp.linalg.eigh(h)
-      ground = jnp.abs(vectors[..., 0])
-    # The coarse ground state is nodeless; the floor only guards log(0).
-    log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))
-    return (jax.lax.stop_gradient(log_env.reshape(v.shape)),
-            jax.lax.stop_gradient(energies[..., 0]))
+    return tuple(self.envelope(potential))
 
-  @nn.compact
-  def __call__(self, potential: jax.Array) -> jax.Array:
+  def __call__(self, potential: jax.Array,
+               use_experts: bool = True) -> jax.Array:
     """Predicts ground states.
 
     Args:
       potential: ``(b, *grid.shape)`` in Hartree.
+      use_experts: ``False`` leaves the experts out: the state is the
+        gate's envelope alone (the ablation of a trained model).
 
     Returns:
       ``(b, *grid.shape)`` positive, normalised states.
@@ -256,70 +180,43 @@ class PGMoE(nn.Module):
     common.check_potential(potential, self.grid)
     grid = self.grid
     b = potential.shape[0]
-    coarse = _per_axis(self.coarse, grid, "coarse")
+    coarse = tiling.per_axis(self.coarse, grid, "coarse")
     scale = self.potential_scale
 
-    # Gate: a coarse log-envelope and an energy estimate.
-    if self.gate in ("envelope", "both"):
-      log_env, e_est = self.coarse_envelope(potential)
-    else:
-      log_env = jnp.zeros((b,) + coarse, potential.dtype)
+    log_env, e_est = self.gate_module(potential)
+    if e_est is None:
       e_est = jnp.zeros((b,), potential.dtype)
-    if self.gate in ("mlp", "both"):
-      pooled = _block_mean(potential, grid, coarse).reshape(b, -1) / scale
-      learned = common.MLP(self.gate_hidden, math.prod(coarse),
-                           last_init_scale=0.0 if self.gate == "both" else 1.0,
-                           name="gate")(_squash(pooled, self.input_clip))
-      learned = _squash(learned, self.correction_bound)
-      if self.damp_forbidden:
-        excess = (_block_mean(potential, grid, coarse).reshape(b, -1)
-                  - e_est[:, None]) / scale
-        learned = learned * _damping(excess)
-      log_env = log_env + learned.reshape((b,) + coarse)
-    interp = [jnp.asarray(_interpolation_matrix(n, c, a, grid.boundary),
+    interp = [jnp.asarray(tiling.interpolation_matrix(n, c, a, grid.boundary),
                           potential.dtype)
               for n, c, a in zip(grid.shape, coarse, grid.length)]
-    base = _apply_per_axis(log_env, interp)  # (b, *grid.shape)
+    base = tiling.apply_per_axis(log_env, interp)  # (b, *grid.shape)
+    if not use_experts:
+      return _to_state(base, grid)
 
     # Experts: per tile, (V - E)/scale and the envelope around it.
-    gather, scatter = _tile_indices(grid.shape, _per_axis(self.tiles, grid,
-                                                          "tiles"), self.halo)
+    gather, scatter = tiling.tile_indices(
+        grid.shape, tiling.per_axis(self.tiles, grid, "tiles"), self.halo)
     pad = [(0, 0)] + [(self.halo, self.halo)] * grid.ndim
     shifted = (potential - e_est.reshape((b,) + (1,) * grid.ndim)) / scale
-    # Beyond a Dirichlet wall V is infinite; a large value stands for it.
-    wall = 10.0 if grid.boundary == "dirichlet" else 0.0
-    v_pad = jnp.pad(shifted, pad, constant_values=wall) if (
-        grid.boundary == "dirichlet") else jnp.pad(shifted, pad, mode="wrap")
-    env_pad = jnp.pad(base, pad, mode="edge") if (
-        grid.boundary == "dirichlet") else jnp.pad(base, pad, mode="wrap")
-    v_tiles = _squash(v_pad.reshape(b, -1)[:, gather], self.input_clip)
+    if grid.boundary == "dirichlet":
+      v_pad = jnp.pad(shifted, pad, constant_values=DIRICHLET_WALL)
+      env_pad = jnp.pad(base, pad, mode="edge")
+    else:
+      v_pad = jnp.pad(shifted, pad, mode="wrap")
+      env_pad = jnp.pad(base, pad, mode="wrap")
+    v_tiles = common.squash(v_pad.reshape(b, -1)[:, gather], self.input_clip)
     env_tiles = env_pad.reshape(b, -1)[:, gather]
     env_tiles = env_tiles - env_tiles.mean(-1, keepdims=True)
     features = jnp.concatenate([v_tiles, env_tiles], axis=-1)
-    out_size = math.prod(self.tile_shape)
-    if self.shared_expert:
-      embedding = self.param("tile_embedding", nn.initializers.normal(1.0),
-                             (self.num_tiles, self.embedding_dim))
-      features = jnp.concatenate(
-          [features, jnp.broadcast_to(embedding, (b,) + embedding.shape)], -1)
-      expert = common.MLP(self.expert_hidden, out_size,
-                          last_init_scale=self.expert_init_scale,
-                          name="expert")
-      correction = expert(features.reshape(b * self.num_tiles, -1))
-      correction = correction.reshape(b, self.num_tiles, out_size)
-    else:
-      experts = nn.vmap(
-          common.MLP, variable_axes={"params": 0},
-          split_rngs={"params": True}, in_axes=1, out_axes=1,
-          axis_size=self.num_tiles)(self.expert_hidden, out_size,
-                                    last_init_scale=self.expert_init_scale,
-                                    name="experts")
-      correction = experts(features)
-    correction = _squash(correction, self.correction_bound)
+    correction = common.squash(self.expert_module(features),
+                               self.correction_bound)
     correction = correction.reshape(b, -1)[:, scatter].reshape(potential.shape)
     if self.damp_forbidden:
-      correction = correction * _damping(shifted)
+      correction = correction * common.damping(shifted)
+    return _to_state(base + correction, grid)
 
-    log_psi = base + correction
-    log_psi = log_psi - jnp.max(log_psi, axis=grid.axes, keepdims=True)
-    return common.normalize(jnp.exp(log_psi), grid)
+
+def _to_state(log_psi: jax.Array, grid: Grid) -> jax.Array:
+  """``exp(log_psi)`` normalised (shifted by its maximum against overflow)."""
+  log_psi = log_psi - jnp.max(log_psi, axis=grid.axes, keepdims=True)
+  return normalize_unchecked(jnp.exp(log_psi), grid)

@@ -1,11 +1,13 @@
 """A training run's directory: its config and checkpoints (orbax, no pickle).
 
-Layout of a workdir (``train.train_and_evaluate`` writes it, ``inference``
-and ``evaluate`` read it)::
+Layout of a workdir (:func:`pgmoe_jax.training.train_and_evaluate` writes
+it, :func:`pgmoe_jax.load_model` and the evaluation read it)::
 
     <workdir>/config.json              the resolved config (JSON, tuples as
                                        lists); fixes the model and the grid
     <workdir>/metrics.jsonl            one JSON object per log line
+    <workdir>/tensorboard/<split>/     the same as TensorBoard events
+                                       (when tensorboardX is installed)
     <workdir>/checkpoints/<step>/      one orbax checkpoint per saved step:
         params/                        the model parameters (a pytree)
         opt_state/                     the optimiser state
@@ -37,7 +39,6 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 # Config sections a checkpoint depends on: a workdir whose config.json
 # differs in one of these holds parameters another model cannot use.
@@ -178,8 +179,7 @@ class Checkpoints:
     best_fn = None
     policies = [checkpoint_managers.LatestN(n=keep)]
     if best_metric:
-      def best_fn(metrics):
-        return _metric_value(metrics, best_metric)
+      best_fn = lambda metrics: _metric_value(metrics, best_metric)
       # Orbax ranks with sorted(..., reverse=True) for "min" and keeps the
       # last n: the lowest value.
       policies.append(checkpoint_managers.BestN(

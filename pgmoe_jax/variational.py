@@ -8,35 +8,28 @@ r"""The variational energy functional and its companions.
   train on.
 * :func:`residual`: :math:`\|H\psi - E[\psi]\psi\| / \|\psi\|` in Hartree, zero
   exactly for eigenstates.
-* :func:`normalize`: the DESIGN.md convention, ``sum(psi**2) * prod(h) = 1``
+* :func:`normalize`: the convention for states, ``sum(psi**2) * prod(h) = 1``
   and ``sum(psi) > 0``.
 
-All reduce over the trailing ``grid.ndim`` axes and keep leading batch axes.
+Each has an unchecked twin for jitted hot paths (:func:`rayleigh_quotient`,
+:func:`residual_norm`, :func:`normalize_unchecked`): the models, losses,
+solvers, data validation and evaluation all compute these quantities through
+this module. All reduce over the trailing ``grid.ndim`` axes and keep leading
+batch axes.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from pgmoe_jax import checks
 from pgmoe_jax import hamiltonian
 from pgmoe_jax.grid import Grid
 
 
 def _inner(a: jax.Array, b: jax.Array, grid: Grid) -> jax.Array:
   return jnp.sum(a * b, axis=grid.axes)
-
-
-def _check_nonzero(psi: jax.Array, grid: Grid) -> None:
-  if isinstance(psi, jax.core.Tracer):
-    return
-  norms = np.asarray(_inner(psi, psi, grid))
-  if (norms == 0).any():
-    index = tuple(int(i) for i in np.argwhere(norms == 0)[0])
-    raise ValueError(
-        f"psi is identically zero (batch index {index}); the energy of the "
-        "zero state is undefined. Pass a nonzero state.")
 
 
 @jax.jit
@@ -47,13 +40,33 @@ def rayleigh_quotient(psi, potential, grid: Grid) -> jax.Array:
 
 
 @jax.jit
-def residual_norm(psi, potential, grid: Grid) -> jax.Array:
-  """:func:`residual` without input checks, for jitted hot paths."""
+def residual_norm(psi, potential, grid: Grid, energy=None) -> jax.Array:
+  r""":func:`residual` without input checks, for jitted hot paths.
+
+  Args:
+    psi: ``(..., *grid.shape)``.
+    potential: broadcastable against ``psi``.
+    grid: the grid.
+    energy: ``None`` for the state's own Rayleigh quotient, or given
+      energies (batch shape) to measure :math:`\|H\psi - E\psi\|/\|\psi\|`
+      for a claimed eigenpair (data validation checks stored pairs so).
+  """
   h_psi = hamiltonian.apply_unchecked(psi, potential, grid)
   norm2 = _inner(psi, psi, grid)
-  e = _inner(psi, h_psi, grid) / norm2
-  r = h_psi - jnp.expand_dims(e, grid.axes) * psi
+  e = _inner(psi, h_psi, grid) / norm2 if energy is None else energy
+  r = h_psi - jnp.expand_dims(jnp.asarray(e, psi.dtype), grid.axes) * psi
   return jnp.sqrt(_inner(r, r, grid) / norm2)
+
+
+def normalize_unchecked(psi, grid: Grid) -> jax.Array:
+  """:func:`normalize` without input checks (jittable, for models)."""
+  norm2 = jnp.sum(psi * psi, axis=grid.axes, keepdims=True) * (
+      grid.volume_element)
+  sign = jnp.where(jnp.sum(psi, axis=grid.axes, keepdims=True) < 0, -1.0,
+                   1.0).astype(psi.dtype)
+  # (sign * psi) / sqrt(.): a positive state comes out bitwise as
+  # psi / sqrt(norm2), the models' output since the first release.
+  return (sign * psi) / jnp.sqrt(jnp.where(norm2 > 0, norm2, 1.0))
 
 
 def energy(psi, V, grid: Grid) -> jax.Array:
@@ -70,11 +83,12 @@ def energy(psi, V, grid: Grid) -> jax.Array:
     Energies in Hartree with the broadcast batch shape, ``psi``'s dtype.
 
   Raises:
-    ValueError: on mismatched shapes, NaN/inf, or a concrete ``psi`` that is
-      identically zero (under ``jit`` a zero state gives NaN instead).
+    ValueError: on mismatched shapes, an empty batch, NaN/inf, or a concrete
+      ``psi`` that is identically zero (under ``jit`` a zero state gives NaN
+      instead).
   """
-  psi, V = hamiltonian.check_inputs(psi, V, grid)
-  _check_nonzero(psi, grid)
+  psi, V = checks.check_inputs(psi, V, grid)
+  checks.check_nonzero("psi", psi, grid)
   return rayleigh_quotient(psi, V, grid)
 
 
@@ -86,8 +100,8 @@ def residual(psi, V, grid: Grid) -> jax.Array:
   Returns:
     Residual norms in Hartree with the broadcast batch shape.
   """
-  psi, V = hamiltonian.check_inputs(psi, V, grid)
-  _check_nonzero(psi, grid)
+  psi, V = checks.check_inputs(psi, V, grid)
+  checks.check_nonzero("psi", psi, grid)
   return residual_norm(psi, V, grid)
 
 
@@ -100,10 +114,11 @@ def normalize(psi, grid: Grid) -> jax.Array:
 
   Returns:
     The normalised states, same shape and dtype. A zero state stays zero.
+
+  Raises:
+    ValueError: a shape that does not match the grid.
   """
-  psi = hamiltonian.as_float(psi, "psi")
+  checks.check_grid(grid)
+  psi = checks.as_float(psi, "psi")
   grid.check_array("psi", psi)
-  norm2 = _inner(psi, psi, grid) * grid.volume_element
-  sign = jnp.where(jnp.sum(psi, axis=grid.axes) < 0, -1.0, 1.0)
-  scale = sign / jnp.sqrt(jnp.where(norm2 > 0, norm2, 1.0))
-  return psi * jnp.expand_dims(scale, grid.axes).astype(psi.dtype)
+  return normalize_unchecked(psi, grid)

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from pgmoe_jax import checkpoint
 from pgmoe_jax import data
 from pgmoe_jax import inference
-from pgmoe_jax import losses
-from pgmoe_jax import train
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.training import checkpoint
+from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import losses
+from pgmoe_jax.training import step as step_lib
+from pgmoe_jax.training import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = Grid((16, 16), 20.0)
@@ -66,7 +68,7 @@ def assert_trees_close(a, b, **tol):
 def run100(datasets, tmp_path_factory):
   """One uninterrupted 100-step supervised run: (workdir, final state)."""
   workdir = str(tmp_path_factory.mktemp("run100"))
-  state = train.train_and_evaluate(supervised_config(datasets), workdir)
+  state = train_and_evaluate(supervised_config(datasets), workdir)
   return workdir, state
 
 
@@ -124,10 +126,10 @@ def test_extended_and_killed_runs_resume_exactly(run100, datasets, tmp_path):
   workdir = str(tmp_path)
   config = supervised_config(datasets)
   config.train.num_steps = 30
-  assert int(train.train_and_evaluate(config, workdir).step) == 30
+  assert int(train_and_evaluate(config, workdir).step) == 30
   config.train.num_steps = 100
   with pytest.raises(Killed):
-    train.train_and_evaluate(config, workdir, progress=kill_at_50)
+    train_and_evaluate(config, workdir, progress=kill_at_50)
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["train"]["num_steps"] == 100
   ckpts = checkpoint.Checkpoints(checkpoint.checkpoint_dir(workdir),
@@ -135,7 +137,7 @@ def test_extended_and_killed_runs_resume_exactly(run100, datasets, tmp_path):
   assert ckpts.latest_step() == 45
   ckpts.close()
   # 45 = 5 epochs of 8 batches + 5: the resumed stream starts mid-epoch.
-  state = train.train_and_evaluate(config, workdir)
+  state = train_and_evaluate(config, workdir)
   assert int(state.step) == 100
   assert_trees_close(state.params, run100[1].params, rtol=1e-6, atol=1e-7)
   assert_trees_close(state.opt_state, run100[1].opt_state, rtol=1e-6,
@@ -154,17 +156,17 @@ def test_train_step_on_four_devices_matches_one(run100, datasets, tmp_path):
       import ml_collections
       jax.config.update("jax_enable_x64", True)
       assert jax.device_count() == 4, jax.devices()
-      from pgmoe_jax import train
+      from pgmoe_jax.training import train_and_evaluate
       config = ml_collections.ConfigDict(json.loads({config.to_json()!r}))
       config.train.batch_size = 6
       try:
-        train.train_and_evaluate(config, {workdir!r})
+        train_and_evaluate(config, {workdir!r})
       except ValueError as e:
         assert "divisible by the number of devices (4)" in str(e), e
       else:
         raise AssertionError("batch 6 on 4 devices was accepted")
       config.train.batch_size = 8
-      train.train_and_evaluate(config, {workdir!r})
+      train_and_evaluate(config, {workdir!r})
       """)
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -189,7 +191,7 @@ def test_workdir_of_another_model_is_refused(run100, datasets):
   config.model.tiles = 2
   with pytest.raises(ValueError, match=r"another model's checkpoints.*"
                      r"model\.tiles: 4 -> 2"):
-    train.train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "config.json")) as f:
     assert f.read() == before
 
@@ -198,7 +200,7 @@ def test_dataset_on_another_grid_is_refused(datasets, tmp_path):
   config = supervised_config(datasets)
   config.grid.shape = (8, 8)
   with pytest.raises(ValueError, match=r"Grid\(16x16.*Grid\(8x8"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "config.json")
 
 
@@ -206,8 +208,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
     datasets, tmp_path, monkeypatch):
   make_loss_fn = losses.make_loss_fn
 
-  def nan_from_step_23(config, grid, apply_fn):
-    loss_fn = make_loss_fn(config, grid, apply_fn)
+  def nan_from_step_23(run, apply_fn):
+    loss_fn = make_loss_fn(run, apply_fn)
 
     def patched(params, batch, key, step):
       loss, metrics = loss_fn(params, batch, key, step)
@@ -221,7 +223,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError,
                      match=r"at step 23 .*last good checkpoint is step 20"):
-    train.train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir)
   model = inference.load_model(workdir, which="latest")
   assert model.step == 20
   psi = model.predict(np.zeros(GRID.shape, np.float32))
@@ -233,20 +235,20 @@ def test_config_errors_are_clear(datasets):
   config = supervised_config(datasets)
   config.data.train = ""
   with pytest.raises(ValueError, match="set data.train"):
-    train.check_config(config)
+    config_lib.resolve(config)
   config = supervised_config(datasets)
   config.train.best_metric = "val/accuracy"
   with pytest.raises(ValueError, match="Unknown train.best_metric"):
-    train.check_config(config)
+    config_lib.resolve(config)
   config = supervised_config(datasets)
   config.optim.warmup_steps = 100
   with pytest.raises(ValueError, match="warmup_steps=100 must be less"):
-    train.check_config(config)
+    config_lib.resolve(config)
 
 
 def test_make_optimizer_schedule():
   config = test_config.get_config()
-  schedule = train.make_schedule(config)
+  schedule = step_lib.make_schedule(config)
   lr = config.optim.learning_rate
   assert float(schedule(0)) == 0.0
   assert float(schedule(config.optim.warmup_steps)) == pytest.approx(lr)

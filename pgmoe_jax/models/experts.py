@@ -1,0 +1,75 @@
+"""PG-MoE experts: small networks, one per tile, applied in one batched call.
+
+Both take the tiles' features ``(b, T, F)`` and return per-tile
+log-amplitude corrections ``(b, T, S)`` (``S`` points per tile):
+
+* :class:`SharedExperts`: one network for all tiles, told which tile by a
+  learned embedding (parameter ``tile_embedding``, network ``expert``); the
+  tile axis is folded into the batch, so it runs as plain matmuls.
+* :class:`StackedExperts`: separate networks with parameters stacked on a
+  leading tile axis (``experts``), applied with ``nn.vmap`` (a batched
+  matmul per layer).
+
+The last layer starts at ``init_scale`` times the usual size, so an untrained
+model is its gate's envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pgmoe_jax.models import common
+
+
+class SharedExperts(nn.Module):
+  """One expert network for every tile plus a tile embedding.
+
+  Attributes:
+    num_tiles: T.
+    hidden: hidden widths.
+    out_size: S, points per tile.
+    embedding_dim: size of the tile embedding.
+    init_scale: scale of the last layer at initialisation.
+  """
+  num_tiles: int
+  hidden: Sequence[int]
+  out_size: int
+  embedding_dim: int = 8
+  init_scale: float = 0.01
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    b = features.shape[0]
+    embedding = self.param("tile_embedding", nn.initializers.normal(1.0),
+                           (self.num_tiles, self.embedding_dim))
+    features = jnp.concatenate(
+        [features, jnp.broadcast_to(embedding, (b,) + embedding.shape)], -1)
+    expert = common.MLP(self.hidden, self.out_size,
+                        last_init_scale=self.init_scale, name="expert")
+    out = expert(features.reshape(b * self.num_tiles, -1))
+    return out.reshape(b, self.num_tiles, self.out_size)
+
+
+class StackedExperts(nn.Module):
+  """Separate expert networks, parameters stacked on a tile axis.
+
+  Attributes are those of :class:`SharedExperts` but ``embedding_dim``.
+  """
+  num_tiles: int
+  hidden: Sequence[int]
+  out_size: int
+  init_scale: float = 0.01
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    experts = nn.vmap(
+        common.MLP, variable_axes={"params": 0},
+        split_rngs={"params": True}, in_axes=1, out_axes=1,
+        axis_size=self.num_tiles)(self.hidden, self.out_size,
+                                  last_init_scale=self.init_scale,
+                                  name="experts")
+    return experts(features)

@@ -1,0 +1,140 @@
+r"""PG-MoE gates: where the particle sits, from a coarse view of the potential.
+
+Where the state lives is a global question no local expert can answer; a
+gate answers it with a smooth log-envelope on a coarse grid. The contract
+(:class:`Gate`): ``gate(V (b, *grid.shape)) -> GateOutput(log_envelope
+(b, *coarse), energy)``, where ``energy`` (``(b,)``, Hartree) is the gate's
+estimate of the ground-state energy, or ``None`` for a gate without one.
+
+* :class:`EnvelopeGate`: the ground state of the Hamiltonian on the coarse
+  grid (potential averaged over blocks), solved inside the model with a
+  dense ``eigh`` or a fixed number of LOBPCG iterations; no parameters, and
+  an energy estimate ``E_c``.
+* :class:`LearnedGate`: a small network on the block-averaged potential that
+  outputs the coarse log-envelope, on its own or as a bounded correction on
+  top of an :class:`EnvelopeGate` (``base``).
+
+Gates that have parameters keep them under the name ``"gate"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Protocol, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pgmoe_jax import kinetic
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.models import common
+from pgmoe_jax.models import tiling
+from pgmoe_jax.solvers.lobpcg import lobpcg_batch
+
+
+class GateOutput(NamedTuple):
+  """What a gate returns.
+
+  Attributes:
+    log_envelope: ``(b, *coarse)`` log-amplitude on the coarse grid.
+    energy: ``(b,)`` estimate of the ground-state energy (Ha), or ``None``.
+  """
+  log_envelope: jax.Array
+  energy: jax.Array | None
+
+
+class Gate(Protocol):
+  """The call contract of a gate (see the module docstring)."""
+
+  def __call__(self, potential: jax.Array) -> GateOutput:
+    ...
+
+
+class EnvelopeGate(nn.Module):
+  """The coarse Hamiltonian's ground state (no parameters).
+
+  Attributes:
+    grid: the fine grid.
+    coarse: coarse points per axis (each divides the grid's).
+    envelope_iters: 0 solves the coarse Hamiltonian exactly with a dense
+      ``eigh`` (cost grows like coarse^(3d)); ``k > 0`` runs exactly ``k``
+      iterations of the JAX LOBPCG (fixed cost, no data-dependent loop),
+      which makes coarse grids of 16 or 32 per axis affordable.
+  """
+  grid: Grid
+  coarse: tuple[int, ...]
+  envelope_iters: int = 0
+
+  @property
+  def coarse_grid(self) -> Grid:
+    return Grid(self.coarse, self.grid.length, self.grid.boundary)
+
+  def __call__(self, potential: jax.Array) -> GateOutput:
+    v = tiling.block_mean(potential, self.grid, self.coarse)
+    coarse_grid = self.coarse_grid
+    if self.envelope_iters > 0:
+      start = jnp.asarray(kinetic.kinetic_modes(coarse_grid, 2), v.dtype)
+      start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
+      # tol = 0: always run envelope_iters iterations (fixed cost).
+      energies, states, _, _ = lobpcg_batch(
+          v, start, 0.0, coarse_grid, num_states=1,
+          max_iters=int(self.envelope_iters))
+      energies = energies[:, :1]
+      ground = jnp.abs(states[:, 0])
+    else:
+      k = jnp.asarray(kinetic.kinetic_matrix(coarse_grid, sparse=False),
+                      potential.dtype)
+      h = k + jax.vmap(jnp.diag)(v.reshape(v.shape[0], -1))
+      energies, vectors = jnp.linalg.eigh(h)
+      ground = jnp.abs(vectors[..., 0])
+    # The coarse ground state is nodeless; the floor only guards log(0).
+    log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))
+    return GateOutput(jax.lax.stop_gradient(log_env.reshape(v.shape)),
+                      jax.lax.stop_gradient(energies[..., 0]))
+
+
+class LearnedGate(nn.Module):
+  """A network's coarse log-envelope, alone or correcting an envelope.
+
+  Attributes:
+    grid: the fine grid.
+    coarse: coarse points per axis.
+    hidden: hidden widths of the network.
+    potential_scale: potentials are divided by this (Ha) for the network.
+    input_clip: inputs squashed into ``(-input_clip, input_clip)``.
+    correction_bound: the output squashed into ``(-bound, bound)``.
+    damp_forbidden: damp the output where the coarse potential rises far
+      above the energy estimate (see ``PGMoE``).
+    base: an :class:`EnvelopeGate` to correct (its energy is passed on; the
+      network then starts at exactly zero), or ``None``: the network alone.
+  """
+  grid: Grid
+  coarse: tuple[int, ...]
+  hidden: Sequence[int] = (64,)
+  potential_scale: float = 10.0
+  input_clip: float = 3.0
+  correction_bound: float = 5.0
+  damp_forbidden: bool = True
+  base: EnvelopeGate | None = None
+
+  @nn.compact
+  def __call__(self, potential: jax.Array) -> GateOutput:
+    b = potential.shape[0]
+    if self.base is not None:
+      log_env, energy = self.base(potential)
+    else:
+      log_env = jnp.zeros((b,) + self.coarse, potential.dtype)
+      energy = None
+    scale = self.potential_scale
+    pooled = tiling.block_mean(potential, self.grid, self.coarse).reshape(
+        b, -1)
+    learned = common.MLP(
+        self.hidden, math.prod(self.coarse),
+        last_init_scale=0.0 if self.base is not None else 1.0,
+        name="gate")(common.squash(pooled / scale, self.input_clip))
+    learned = common.squash(learned, self.correction_bound)
+    if self.damp_forbidden:
+      shift = jnp.zeros((b,), potential.dtype) if energy is None else energy
+      learned = learned * common.damping((pooled - shift[:, None]) / scale)
+    return GateOutput(log_env + learned.reshape((b,) + self.coarse), energy)

@@ -1,0 +1,84 @@
+"""Geometry of PG-MoE: tiles with halos, coarse grids and their interpolation.
+
+Pure NumPy index and matrix builders (compile-time constants under ``jit``)
+and two small JAX maps; no parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgmoe_jax.grid import Grid
+
+
+def per_axis(value: int | Sequence[int], grid: Grid,
+             name: str) -> tuple[int, ...]:
+  """One value per grid axis from a number or a sequence, checked."""
+  values = (value,) * grid.ndim if np.ndim(value) == 0 else tuple(value)
+  if len(values) != grid.ndim:
+    raise ValueError(f"PG-MoE {name}={value!r} needs one value or one per "
+                     f"axis ({grid.ndim}).")
+  return tuple(int(v) for v in values)
+
+
+def tile_indices(shape, tiles, halo):
+  """Gather and scatter indices for tiles with a halo.
+
+  Returns:
+    ``gather (T, P)``: flat indices into the grid padded by ``halo`` on every
+    side, one row per tile listing its patch (tile plus halo) in C order;
+    ``scatter (N,)``: for each flat fine-grid point, its position in the
+    flattened ``(T, S)`` array of tile outputs (S points per tile).
+  """
+  d = len(shape)
+  size = [n // t for n, t in zip(shape, tiles)]
+  padded = [n + 2 * halo for n in shape]
+  tile_ids = list(np.ndindex(*tiles))
+  patch = [np.arange(s + 2 * halo) for s in size]
+  gather = []
+  for tile in tile_ids:
+    starts = [tile[a] * size[a] for a in range(d)]  # in padded coordinates
+    coords = np.meshgrid(*[starts[a] + patch[a] for a in range(d)],
+                         indexing="ij")
+    gather.append(np.ravel_multi_index([c.ravel() for c in coords], padded))
+  scatter = np.empty(math.prod(shape), np.int64)
+  local = list(np.ndindex(*size))
+  for t, tile in enumerate(tile_ids):
+    for j, loc in enumerate(local):
+      point = [tile[a] * size[a] + loc[a] for a in range(d)]
+      scatter[np.ravel_multi_index(point, shape)] = t * len(local) + j
+  return np.stack(gather), scatter
+
+
+def interpolation_matrix(n_fine: int, n_coarse: int, length: float,
+                         boundary: str) -> np.ndarray:
+  """Linear interpolation (with linear extrapolation at the ends)."""
+  fine = Grid((n_fine,), length, boundary).coordinates()[0]
+  coarse = Grid((n_coarse,), length, boundary).coordinates()[0]
+  j = np.clip(np.searchsorted(coarse, fine) - 1, 0, n_coarse - 2)
+  w = (fine - coarse[j]) / (coarse[j + 1] - coarse[j])
+  out = np.zeros((n_fine, n_coarse))
+  out[np.arange(n_fine), j] = 1 - w
+  out[np.arange(n_fine), j + 1] = w
+  return out
+
+
+def block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
+  """Averages ``(b, *grid.shape)`` over blocks down to ``(b, *coarse)``."""
+  shape = [x.shape[0]]
+  for n, c in zip(grid.shape, coarse):
+    shape += [c, n // c]
+  x = x.reshape(shape)
+  return x.mean(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
+
+
+def apply_per_axis(x: jax.Array, matrices) -> jax.Array:
+  """``x (b, c1, .., cd) -> (b, n1, .., nd)`` applying ``M_a (n_a, c_a)``."""
+  for axis, m in enumerate(matrices, start=1):
+    x = jnp.moveaxis(jnp.tensordot(x, m, axes=([axis], [1])), -1, axis)
+  return x

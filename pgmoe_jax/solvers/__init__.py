@@ -1,0 +1,288 @@
+r"""Reference ground-state solvers for :math:`H = -\tfrac12\Delta_h + V`.
+
+Two methods solve the same discretisation (:mod:`pgmoe_jax.hamiltonian`):
+
+* ``"eigsh"`` (:mod:`pgmoe_jax.solvers.eigsh`): SciPy ARPACK in shift-invert
+  mode, float64 on the CPU; the reference.
+* ``"lobpcg"`` (:mod:`pgmoe_jax.solvers.lobpcg`): a matrix-free JAX LOBPCG,
+  jitted and batched, in the input's dtype; an initial guess (say a
+  network's prediction) warm-starts it.
+
+:func:`solve` returns every pair with its residual and a convergence flag;
+:func:`ground_state` returns ``(E, psi)`` and refuses an unconverged answer.
+Both work on ``V - min(V)`` and add ``min(V)`` back, return energies that
+are their states' Rayleigh quotients (in Hartree), and states normalised so
+that ``sum(psi**2) * prod(h) = 1`` and ``sum(psi) > 0``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgmoe_jax import checks
+from pgmoe_jax import kinetic
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.solvers.eigsh import eigsh_batch
+from pgmoe_jax.solvers.lobpcg import lobpcg_batch
+from pgmoe_jax.variational import normalize_unchecked
+
+__all__ = ["METHODS", "NotConvergedError", "SolverResult", "default_tol",
+           "eigsh_batch", "ground_state", "lobpcg_batch", "solve"]
+
+METHODS = ("eigsh", "lobpcg")
+
+
+class NotConvergedError(RuntimeError):
+  """A solver did not reach the residual tolerance for some potential."""
+
+
+class SolverResult(NamedTuple):
+  """What a solver found, per potential (leading batch axes of ``V``).
+
+  Attributes:
+    energies: ``(..., num_states)`` eigenvalues in Hartree, ascending.
+    states: ``(..., num_states, *grid.shape)`` normalised eigenstates.
+    residuals: ``(..., num_states)`` ``||H psi - E psi|| / ||psi||`` in Ha.
+    iterations: ``(...)`` iterations used (LOBPCG iterations, or ARPACK's
+      count of operator applications for eigsh).
+    converged: ``(...)`` whether every requested state met the tolerance.
+  """
+  energies: np.ndarray | jax.Array
+  states: np.ndarray | jax.Array
+  residuals: np.ndarray | jax.Array
+  iterations: np.ndarray | jax.Array
+  converged: np.ndarray | jax.Array
+
+
+def default_tol(dtype, grid: Grid) -> float:
+  """The residual tolerance (Ha) :func:`solve` uses when none is given.
+
+  1e-8 in float64 and 1e-4 in float32, raised on fine grids to five times
+  the rounding floor: LOBPCG's residual stalls at about ``eps * ||K||``
+  (measured: 1-3x, for ``||K|| = sum_a 2 / h_a^2`` the kinetic operator's
+  norm), which in float32 is 2.5e-5 Ha at 128x128 and 1e-4 Ha at 256x256.
+
+  What a tolerance buys: an energy error of about ``tol**2 / gap`` when the
+  state's nearest partner is well separated, but up to about ``tol / 5``
+  for a near-degenerate pair (a double well's tunnelling doublet) whose
+  partner the block has not caught, because the residual of a mixture of
+  the pair is at most the splitting. Use float64 (or a larger
+  ``block_size``) where such energies matter.
+  """
+  eps = float(jnp.finfo(dtype).eps)
+  base = 1e-8 if jnp.finfo(dtype).bits == 64 else 1e-4
+  return max(base, 5.0 * eps * kinetic.kinetic_norm(grid))
+
+
+def _prepare_init(init, potentials, grid: Grid, block_size: int, dtype):
+  """Returns the LOBPCG start ``(b, block_size, *grid.shape)``."""
+  batch = potentials.shape[:-grid.ndim]
+  b = int(np.prod(batch, dtype=np.int64))
+  if init is None:
+    start = kinetic.kinetic_modes(grid, block_size)
+    return jnp.broadcast_to(jnp.asarray(start, dtype),
+                            (b, block_size) + grid.shape)
+  init = checks.as_float(init, "init")
+  grid.check_array("init", init)
+  if init.ndim == potentials.ndim:
+    init = init[..., None, *([slice(None)] * grid.ndim)]
+  if init.ndim != potentials.ndim + 1 or init.shape[:len(batch)] != batch:
+    raise ValueError(
+        f"init has shape {init.shape}; expected one state per potential "
+        f"{batch + grid.shape} or a few, {batch + ('j',) + grid.shape} with "
+        f"j <= block_size = {block_size}.")
+  given = init.shape[len(batch)]
+  if given > block_size:
+    raise ValueError(
+        f"init holds {given} states per potential but the block size is "
+        f"{block_size}; pass at most block_size states or raise block_size.")
+  checks.check_finite("init", init)
+  norms = np.asarray(jnp.sum(init * init, axis=grid.axes))
+  if (norms == 0).any():
+    raise ValueError("init holds an identically zero state; give a nonzero "
+                     "guess or init=None for the default start.")
+  init = init.reshape((b, given) + grid.shape).astype(dtype)
+  fill = kinetic.kinetic_modes(grid, block_size)[given:]
+  fill = jnp.broadcast_to(jnp.asarray(fill, dtype),
+                          (b, block_size - given) + grid.shape)
+  return jnp.concatenate([init, fill], axis=1)
+
+
+def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
+          tol: float | None = None, init=None, max_iters: int = 500,
+          block_size: int | None = None,
+          chunk_size: int | None = None) -> SolverResult:
+  r"""The lowest ``num_states`` eigenpairs of :math:`H` for each potential.
+
+  Args:
+    V: potentials in Hartree, ``(..., *grid.shape)``; leading axes are a
+      batch.
+    grid: the grid.
+    method: ``"eigsh"`` (SciPy shift-invert, CPU, float64) or ``"lobpcg"``
+      (JAX, jitted, batched, in ``V``'s dtype).
+    num_states: how many of the lowest states to return (>= 1).
+    tol: target residual ``||H psi - E psi|| / ||psi||`` in Hartree; defaults
+      to :func:`default_tol` (1e-8 in float64, 1e-4 in float32, more on
+      grids finer than 128x128 in float32). LOBPCG iterates until every
+      requested state meets it; eigsh always runs to machine precision and
+      uses ``tol`` only for the ``converged`` flag.
+    init: LOBPCG only: an initial guess, one state per potential
+      ``(..., *grid.shape)`` or a few ``(..., j, *grid.shape)``; the block
+      is filled up with low kinetic modes. ``None`` starts from the lowest
+      kinetic modes (deterministic, no random numbers).
+    max_iters: LOBPCG iteration cap.
+    block_size: LOBPCG block size, ``>= num_states``; defaults to
+      ``num_states + 1`` (one guard vector keeps near-degenerate pairs, such
+      as symmetric double wells, converging).
+    chunk_size: LOBPCG only: solve the batch in chunks of this many
+      potentials (memory; on CPU, ``1`` is fastest per potential because a
+      batch iterates until its slowest member converges).
+
+  Returns:
+    A :class:`SolverResult`; NumPy arrays for eigsh, JAX arrays for LOBPCG.
+    Every energy is its returned state's Rayleigh quotient and every
+    residual is measured afresh on that pair, so the two never disagree. A
+    potential whose residual stays above ``tol`` is flagged in ``converged``
+    (its pair is still the best found) and a ``RuntimeWarning`` is emitted:
+    ``solve`` serves batch work such as data generation, which re-solves or
+    drops the flagged potentials and keeps the rest. :func:`ground_state`
+    raises instead.
+
+  Raises:
+    ValueError: an unknown method, ``num_states < 1``, a potential of the wrong
+      shape, an empty batch or NaN/inf, a bad ``init``,
+      ``block_size < num_states``.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown method {method!r}; known methods: "
+                     f"{', '.join(METHODS)}.")
+  if not isinstance(num_states, (int, np.integer)) or num_states < 1:
+    raise ValueError(f"num_states must be a positive integer, got "
+                     f"{num_states!r}.")
+  checks.check_grid(grid)
+  V = checks.as_float(V, "V")
+  grid.check_array("V", V)
+  checks.check_nonempty("V", V, grid)
+  checks.check_finite("V", V)
+  if num_states >= grid.size:
+    raise ValueError(f"num_states={num_states} must be below the number of "
+                     f"grid points {grid.size}.")
+  tol = default_tol(V.dtype, grid) if tol is None else float(tol)
+  if not tol > 0:
+    raise ValueError(f"tol must be positive, got {tol}.")
+  batch = V.shape[:V.ndim - grid.ndim]
+  b = int(np.prod(batch, dtype=np.int64))
+  flat = V.reshape((b,) + grid.shape)
+  # H - min(V) has the same eigenvectors and energies lower by min(V): the
+  # solvers work on V - min(V) >= 0, so a huge offset (V = 1e30 everywhere)
+  # neither swamps the kinetic energy in the residual nor makes eigsh's
+  # shifted matrix singular. Energies get min(V) back at the end.
+  column = (b,) + (1,) * grid.ndim
+
+  if method == "eigsh":
+    if init is not None:
+      raise ValueError("init is only used by method='lobpcg'; eigsh "
+                       "(shift-invert) does not take an initial guess.")
+    flat = np.asarray(flat, np.float64)
+    offset = flat.reshape(b, -1).min(axis=1)
+    e, u, res, its, conv = eigsh_batch(flat - offset.reshape(column), grid,
+                                       num_states, tol)
+    e = e + offset[:, None]
+    u = u * (np.sign(u.sum(-1, keepdims=True)) + (u.sum(-1, keepdims=True)
+                                                  == 0))
+    u = u / np.sqrt(grid.volume_element)
+    dtype = np.dtype(V.dtype)
+    result = SolverResult(
+        e.reshape(batch + (num_states,)).astype(dtype),
+        u.reshape(batch + (num_states,) + grid.shape).astype(dtype),
+        res.reshape(batch + (num_states,)), its.reshape(batch),
+        conv.reshape(batch))
+  else:
+    block_size = num_states + 1 if block_size is None else int(block_size)
+    if not num_states <= block_size < grid.size:
+      raise ValueError(f"block_size={block_size} must be >= num_states="
+                       f"{num_states} and below the number of grid points.")
+    x0 = _prepare_init(init, V, grid, block_size, V.dtype)
+    offset = jnp.min(flat.reshape(b, -1), axis=1)
+    flat = flat - offset.reshape(column)
+    chunk = b if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+      raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    outputs = []
+    for start in range(0, b, chunk):
+      stop = min(start + chunk, b)
+      pad = chunk - (stop - start)  # pad the last chunk: one compilation
+      v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
+                                pad)
+      x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
+      out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
+                         max_iters=int(max_iters))
+      outputs.append([o[:stop - start] for o in out])
+    e, x, res, its = (jnp.concatenate(parts) for parts in zip(*outputs))
+    e = e + offset[:, None]
+    states = normalize_unchecked(
+        x.reshape((b, num_states) + grid.shape), grid)
+    result = SolverResult(
+        e.reshape(batch + (num_states,)),
+        states.reshape(batch + (num_states,) + grid.shape),
+        res.reshape(batch + (num_states,)), its.reshape(batch),
+        jnp.all(res <= tol, axis=-1).reshape(batch))
+
+  failed = int(np.size(result.converged) - np.count_nonzero(result.converged))
+  if failed:
+    warnings.warn(
+        f"{method}: {failed} of {b} potential(s) did not reach the residual "
+        f"tolerance {tol:g} Ha (largest residual "
+        f"{float(np.max(result.residuals)):.3g} Ha); raise max_iters or "
+        "block_size, or check the potential.", RuntimeWarning, stacklevel=2)
+  return result
+
+
+def ground_state(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
+                 tol: float | None = None, init=None, **kwargs):
+  """Ground state(s) of ``H`` for one potential or a batch.
+
+  A thin wrapper over :func:`solve` (see it for every argument) that returns
+  only converged answers: where :func:`solve` flags a potential as not
+  converged (and warns), this raises, because ``(E, psi)`` alone carries no
+  flag that a caller could check.
+
+  Returns:
+    ``(E, psi)``. For ``num_states == 1``: ``E (...)`` in Hartree and
+    ``psi (..., *grid.shape)``. For ``num_states > 1``: ``E (..., k)``
+    ascending and ``psi (..., k, *grid.shape)``. States are normalised so that
+    ``sum(psi**2) * prod(h) = 1`` and ``sum(psi) > 0``; each energy is its
+    state's Rayleigh quotient.
+
+  Raises:
+    NotConvergedError: some potential's residual is above ``tol``.
+    ValueError: as :func:`solve`.
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    result = solve(V, grid, method=method, num_states=num_states, tol=tol,
+                   init=init, **kwargs)
+  converged = np.asarray(result.converged)
+  if not converged.all():
+    bad = np.argwhere(~converged.reshape(converged.shape or (1,)))
+    residuals = np.asarray(result.residuals)
+    tol = default_tol(result.energies.dtype, grid) if tol is None else tol
+    shown = ", ".join(str(tuple(int(i) for i in b)) for b in bad[:5])
+    raise NotConvergedError(
+        f"ground_state ({method}): {len(bad)} of {max(converged.size, 1)} "
+        f"potential(s) did not reach the residual tolerance {tol:g} Ha "
+        f"(batch indices {shown}{', ...' if len(bad) > 5 else ''}; largest "
+        f"residual {float(residuals.max()):.3g} Ha). "
+        + (f"Raise max_iters (now {kwargs.get('max_iters', 500)}) or "
+           "block_size, " if method == "lobpcg" else "")
+        + "loosen tol, or call solve() to get the results with their "
+        "converged flags.")
+  if num_states == 1:
+    return result.energies[..., 0], result.states[..., 0, *(
+        [slice(None)] * grid.ndim)]
+  return result.energies, result.states

@@ -1,0 +1,47 @@
+"""Training: config resolution, losses, the step, the loop, checkpoints.
+
+* :mod:`~pgmoe_jax.training.config`: :func:`resolve` (the whole config,
+  checked once) and :func:`resolve_model` (grid, dtype, model).
+* :mod:`~pgmoe_jax.training.losses`: supervised, variational-energy and
+  label-free objectives.
+* :mod:`~pgmoe_jax.training.step`: optimiser, :class:`TrainState`, the pure
+  train step.
+* :mod:`~pgmoe_jax.training.loop`: :func:`train_and_evaluate`.
+* :mod:`~pgmoe_jax.training.checkpoint`: a workdir's ``config.json`` and
+  orbax checkpoints (what :func:`pgmoe_jax.load_model` reads).
+* :mod:`~pgmoe_jax.training.summaries`: ``metrics.jsonl`` and TensorBoard.
+
+Submodules load on first use, so reading a checkpoint does not import the
+optimiser or the loop.
+"""
+
+import importlib
+
+_LAZY = {
+    "train_and_evaluate": "loop",
+    "make_mesh": "loop",
+    "TrainState": "step",
+    "create_train_state": "step",
+    "make_optimizer": "step",
+    "make_schedule": "step",
+    "make_train_step": "step",
+    "make_loss_fn": "losses",
+    "resolve": "config",
+    "resolve_model": "config",
+}
+_SUBMODULES = ("checkpoint", "config", "losses", "loop", "step", "summaries")
+
+__all__ = sorted(_LAZY) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  if name in _LAZY:
+    module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+    return getattr(module, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return __all__

@@ -1,0 +1,188 @@
+"""A run's config, checked and resolved once, before anything is written.
+
+Configs are ``ml_collections.ConfigDict`` s (``experiments/configs/
+default.py`` documents every field). :func:`resolve` checks every field a
+run reads, builds the model (so its shape checks, such as tiles that must
+divide the grid, run too) and the unlabelled potential stream, and returns
+a :class:`Run` that the training loop uses from then on. :func:`resolve_model`
+is the part a trained model needs (grid, dtype, model), which is all that
+:func:`pgmoe_jax.inference.load_model` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pgmoe_jax import models
+from pgmoe_jax import potentials
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.metrics import SCORE_KEYS
+
+DTYPES = ("float32", "float64")
+MODES = ("supervised", "semi_supervised", "label_free")
+SUPERVISED = ("infidelity", "mse")
+SCHEDULES = ("constant", "anneal")
+EVAL_STATS = ("mean", "median", "p90")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSetup:
+  """What a config says about the model: enough to rebuild a trained one.
+
+  Attributes:
+    grid: the grid of ``config.grid``.
+    dtype: the training dtype of ``config.dtype``.
+    model: the flax module built from ``config.model``.
+  """
+  grid: Grid
+  dtype: Any
+  model: nn.Module
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A whole config, resolved (see :func:`resolve`).
+
+  Attributes:
+    config: the config itself.
+    grid: the grid.
+    dtype: the training dtype.
+    model: the flax module.
+    uses_labels: whether the loss reads labelled batches (every mode but
+      ``label_free``).
+    stream: ``sample(key) -> V (unlabelled_batch_size, *grid.shape)`` for the
+      semi-supervised and label-free modes, else ``None``.
+  """
+  config: ml_collections.ConfigDict
+  grid: Grid
+  dtype: Any
+  model: nn.Module
+  uses_labels: bool
+  stream: Callable[[jax.Array], jax.Array] | None
+
+
+def grid_from_config(config) -> Grid:
+  """The :class:`Grid` of ``config.grid``."""
+  g = config.grid
+  return Grid(tuple(g.shape), g.length, g.boundary)
+
+
+def config_dtype(config) -> Any:
+  """The training dtype; float64 requires ``jax_enable_x64``.
+
+  Raises:
+    ValueError: an unknown dtype, or float64 without x64.
+  """
+  if config.dtype not in DTYPES:
+    raise ValueError(f"Unknown dtype {config.dtype!r}; use one of "
+                     f"{', '.join(DTYPES)}.")
+  if config.dtype == "float64" and not jax.config.jax_enable_x64:
+    raise ValueError("dtype='float64' needs float64 support in JAX: pass "
+                     "--jax_enable_x64 (or call jax.config.update("
+                     "'jax_enable_x64', True)).")
+  return jnp.dtype(config.dtype)
+
+
+def resolve_model(config) -> ModelSetup:
+  """The grid, dtype and model of a config (a trained run's config.json).
+
+  Raises:
+    ValueError: a bad grid, dtype or model section (the message names the
+      field).
+  """
+  grid = grid_from_config(config)
+  return ModelSetup(grid, config_dtype(config),
+                    models.build_model(config.model, grid))
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+      value < minimum):
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_loss(config) -> None:
+  loss = config.loss
+  if loss.mode not in MODES:
+    raise ValueError(f"Unknown loss.mode {loss.mode!r}; known: "
+                     f"{', '.join(MODES)}.")
+  if loss.supervised not in SUPERVISED:
+    raise ValueError(f"Unknown loss.supervised {loss.supervised!r}; known: "
+                     f"{', '.join(SUPERVISED)}.")
+  if loss.schedule not in SCHEDULES:
+    raise ValueError(f"Unknown loss.schedule {loss.schedule!r}; known: "
+                     f"{', '.join(SCHEDULES)}.")
+  if loss.mode != "supervised" and loss.energy_weight <= 0:
+    raise ValueError(f"loss.mode={loss.mode!r} trains on the energy, so "
+                     "loss.energy_weight must be positive.")
+  if loss.mode != "supervised":
+    _positive_int(loss.unlabelled_batch_size, "loss.unlabelled_batch_size")
+
+
+def _check_training(config, uses_labels: bool) -> None:
+  train, optim, data = config.train, config.optim, config.data
+  for name in ("num_steps", "batch_size", "log_every_steps",
+               "eval_every_steps", "checkpoint_every_steps",
+               "keep_checkpoints", "eval_batch_size"):
+    _positive_int(train[name], f"train.{name}")
+  if data.num_train != -1:
+    _positive_int(data.num_train, "data.num_train (or -1 for all)")
+  if uses_labels and not data.train:
+    raise ValueError(f"loss.mode={config.loss.mode!r} trains on labelled "
+                     "data: set data.train to a dataset directory, or use "
+                     "loss.mode='label_free'.")
+  if not optim.learning_rate > 0:
+    raise ValueError(f"optim.learning_rate must be positive, got "
+                     f"{optim.learning_rate!r}.")
+  _positive_int(optim.warmup_steps, "optim.warmup_steps", 0)
+  if optim.warmup_steps >= train.num_steps:
+    raise ValueError(f"optim.warmup_steps={optim.warmup_steps} must be less "
+                     f"than train.num_steps={train.num_steps}.")
+  for name in ("end_learning_rate_factor", "weight_decay", "grad_clip"):
+    if not optim[name] >= 0:
+      raise ValueError(f"optim.{name} must be >= 0, got {optim[name]!r}.")
+  names = [f"val/{m}_{s}" for m in SCORE_KEYS for s in EVAL_STATS]
+  if data.val and train.best_metric not in names:
+    raise ValueError(f"Unknown train.best_metric {train.best_metric!r}; "
+                     f"known: {', '.join(names)}.")
+
+
+def stream_ranges(config) -> dict[str, Any]:
+  """``config.data.ranges`` as plain keyword arguments."""
+  ranges = config.data.get("ranges", None) or {}
+  if hasattr(ranges, "to_dict"):
+    ranges = ranges.to_dict()
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in ranges.items()}
+
+
+def resolve(config: ml_collections.ConfigDict) -> Run:
+  """Checks a whole config and builds what a run needs from it.
+
+  Raises:
+    ValueError: naming the offending field, its value and what is allowed
+      (an unknown mode or dtype, a bad count, a model whose tiles do not
+      divide the grid, an unknown potential family or range, ...).
+  """
+  setup = resolve_model(config)
+  _check_loss(config)
+  uses_labels = config.loss.mode != "label_free"
+  _check_training(config, uses_labels)
+  stream = None
+  if config.loss.mode != "supervised":
+    try:
+      stream = potentials.make_potential_stream(
+          config.data.family, setup.grid,
+          int(config.loss.unlabelled_batch_size), dtype=setup.dtype,
+          **stream_ranges(config))
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"data.family={config.data.family!r} with "
+                       f"data.ranges={stream_ranges(config)}: {e}") from None
+  return Run(config, setup.grid, setup.dtype, setup.model, uses_labels,
+             stream)

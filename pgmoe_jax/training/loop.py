@@ -1,0 +1,288 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+It resolves and checks the whole config first (nothing is written before),
+opens the datasets, writes ``config.json``, restores the latest checkpoint
+if there is one (resume is the default), trains data-parallel over all
+devices of this (single) host, logs to ``metrics.jsonl`` (and TensorBoard
+when available, :mod:`pgmoe_jax.training.summaries`), evaluates on
+``data.val`` with the one scorer (:mod:`pgmoe_jax.evaluation.scorer`),
+checkpoints (:mod:`pgmoe_jax.training.checkpoint`, layout there) and
+returns the final state.
+
+Reproducibility: the initial parameters come from ``key(seed)`` split into
+``(init_key, step_key)``; step ``s`` (the update that takes ``state.step``
+from ``s`` to ``s + 1``) uses the key ``fold_in(step_key, s)`` and batch
+``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` of
+``Dataset.batches(seed=seed, epoch=...)``. Everything is a function of the
+step, so a run resumed from a checkpoint continues the same stream exactly.
+
+The module does no I/O at import and prints nothing: it logs with absl and
+reports progress through an optional callback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Callable, Iterator
+
+from absl import logging
+import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pgmoe_jax import data as data_lib
+from pgmoe_jax import models
+from pgmoe_jax.evaluation import scorer
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.grid import check_same_grid
+from pgmoe_jax.training import checkpoint
+from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import losses
+from pgmoe_jax.training.step import TrainState
+from pgmoe_jax.training.step import create_train_state
+from pgmoe_jax.training.step import make_optimizer
+from pgmoe_jax.training.step import make_schedule
+from pgmoe_jax.training.step import make_train_step
+from pgmoe_jax.training.summaries import MetricsLog
+
+BATCH_AXIS = "batch"
+
+Progress = Callable[[int, int], None]
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh with axis ``"batch"`` over ``devices`` (default: all)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (BATCH_AXIS,))
+
+
+def _open(path: str, grid: Grid, what: str) -> data_lib.Dataset:
+  ds = data_lib.open_dataset(path)
+  check_same_grid(
+      grid, ds.grid, expected_what="the config's grid",
+      got_what=f"{what}={path!r}",
+      fix=("Set --config.grid.shape / --config.grid.length to the data's "
+           "grid, or generate data on the config's grid."))
+  return ds
+
+
+def _open_datasets(run: config_lib.Run, num_devices: int):
+  """``(train, val)`` datasets (``None`` where unused), checked."""
+  config = run.config
+  for name, used in (("batch_size", run.uses_labels),
+                     ("eval_batch_size", bool(config.data.val))):
+    if used and config.train[name] % num_devices:
+      raise ValueError(f"train.{name}={config.train[name]} must be divisible "
+                       f"by the number of devices ({num_devices}).")
+  train_ds = val_ds = None
+  if run.uses_labels:
+    train_ds = _open(config.data.train, run.grid, "data.train")
+    try:
+      train_ds = train_ds.head(config.data.num_train)
+    except ValueError:
+      raise ValueError(f"data.num_train={config.data.num_train} but "
+                       f"{train_ds.path} holds only {len(train_ds)} "
+                       "samples.") from None
+  if config.data.val:
+    val_ds = _open(config.data.val, run.grid, "data.val")
+  return train_ds, val_ds
+
+
+def _train_batches(ds: data_lib.Dataset, batch_size: int, seed: int,
+                   start_step: int, dtype, sharding) -> Iterator[dict]:
+  """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+  steps_per_epoch = len(ds) // batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"train.batch_size={batch_size} exceeds the "
+                     f"{len(ds)} training samples of {ds.path}.")
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  for e in itertools.count(epoch):
+    stream = ds.batches(batch_size, seed=seed, epoch=e, dtype=dtype,
+                        sharding=sharding)
+    if e == epoch and skip:
+      stream = itertools.islice(stream, skip, None)
+    yield from stream
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       progress: Progress | None = None) -> TrainState:
+  """Trains (or resumes training) a model in ``workdir``.
+
+  Args:
+    config: the full config (``experiments/configs/default.py`` documents
+      every field).
+    workdir: the run directory; created if missing. If it already holds a
+      run of the same model (same ``model``, ``grid`` and ``dtype``), the
+      latest checkpoint is restored and training continues to
+      ``train.num_steps``.
+    progress: called as ``progress(step, num_steps)`` after every step
+      (e.g. a progress bar).
+
+  Returns:
+    The final :class:`~pgmoe_jax.training.step.TrainState` (replicated over
+    the devices).
+
+  Raises:
+    ValueError: an invalid config (nothing is written then), a workdir of
+      another model, datasets on another grid, or batch sizes not divisible
+      by the device count.
+    FloatingPointError: a non-finite loss or gradient; the message names the
+      step, and the checkpoints saved before it are kept.
+  """
+  run = config_lib.resolve(config)
+  dtype, grid, model = run.dtype, run.grid, run.model
+  workdir = os.path.abspath(workdir)
+  num_steps = config.train.num_steps
+
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+  train_ds, val_ds = _open_datasets(run, mesh.size)
+
+  if jax.process_index() == 0:
+    changed = checkpoint.save_config(config, workdir)
+    if changed:
+      logging.info("Continuing %s with a changed config: %s", workdir,
+                   "; ".join(changed))
+
+  def apply_fn(params, v):
+    return model.apply({"params": params}, v)
+
+  schedule = make_schedule(config)
+  optimizer = make_optimizer(config)
+  train_step = make_train_step(losses.make_loss_fn(run, apply_fn),
+                               optimizer, schedule)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  state = create_train_state(init_key, config, model,
+                             jnp.zeros((1,) + grid.shape, dtype))
+  logging.info("Model %s on %s: %d parameters; %d device(s): %s",
+               config.model.name, grid, models.count_params(state.params),
+               mesh.size, jax.devices())
+
+  ckpts = checkpoint.Checkpoints(
+      checkpoint.checkpoint_dir(workdir),
+      keep=config.train.keep_checkpoints,
+      best_metric=config.train.best_metric if val_ds is not None else None)
+  log = None
+  try:
+    state, start = _restore_or_keep(ckpts, jax.device_put(state, replicated))
+    log = MetricsLog(workdir, start)
+    if start >= num_steps:
+      logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
+                   num_steps)
+      return state
+
+    def keyed_step(state, batch, key):
+      return train_step(state, batch, jax.random.fold_in(key, state.step))
+
+    step_fn = jax.jit(keyed_step, donate_argnums=0,
+                      out_shardings=(replicated, replicated))
+    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid))
+    np_dtype = np.dtype(config.dtype)
+    batches = (_train_batches(train_ds, config.train.batch_size, config.seed,
+                              start, np_dtype, batch_sharding)
+               if run.uses_labels else itertools.repeat({}))
+
+    pending: list[dict] = []
+    clock = time.perf_counter()
+    last_log = start
+    other_seconds = 0.0  # evaluation and saving, not counted as training
+    for step in range(start, num_steps):
+      state, metrics = step_fn(state, next(batches), step_key)
+      pending.append(metrics)
+      done = step + 1
+      is_last = done == num_steps
+      is_log = done % config.train.log_every_steps == 0 or is_last
+      is_ckpt = done % config.train.checkpoint_every_steps == 0 or is_last
+      is_eval = val_ds is not None and (
+          done % config.train.eval_every_steps == 0 or is_ckpt)
+      if is_log or is_ckpt or is_eval:
+        _check_finite(state, pending, done, ckpts)
+      if is_log:
+        now = time.perf_counter()
+        record = _summarise(pending, (done - last_log) / max(
+            now - clock - other_seconds, 1e-9))
+        log.write(done, "train", record)
+        logging.info("step %d/%d train: %s", done, num_steps,
+                     _format(record))
+        pending, clock, last_log, other_seconds = [], now, done, 0.0
+      val = None
+      tic = time.perf_counter()
+      if is_eval:
+        params = state.params
+        val = scorer.summarize(scorer.score_dataset(
+            lambda batch, params=params: score_fn(params, batch), val_ds,
+            batch_size=config.train.eval_batch_size, dtype=np_dtype,
+            sharding=batch_sharding))
+        log.write(done, "val", val)
+        logging.info("step %d/%d val: %s", done, num_steps, _format(val))
+      if is_ckpt:
+        ckpts.save(done, state.params, state.opt_state,
+                   None if val is None else {
+                       f"val/{k}": v for k, v in val.items()})
+      other_seconds += time.perf_counter() - tic
+      if progress is not None:
+        progress(done, num_steps)
+    ckpts.wait()
+    logging.info("Finished at step %d; checkpoints %s in %s", num_steps,
+                 ckpts.steps(), ckpts.directory)
+    return state
+  finally:
+    if log is not None:
+      log.close()
+    ckpts.close()
+
+
+def _format(metrics) -> str:
+  return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in metrics.items())
+
+
+def _restore_or_keep(ckpts: checkpoint.Checkpoints,
+                     state: TrainState) -> tuple[TrainState, int]:
+  """The latest checkpoint restored onto ``state``'s placement, or
+  ``state`` itself if there is none; and the step."""
+  start = ckpts.latest_step()
+  if start is None:
+    return state, 0
+  _, params, opt_state = ckpts.restore_latest(state.params, state.opt_state)
+  step = jax.device_put(jnp.asarray(start, jnp.int32), state.step.sharding)
+  logging.info("Resumed from checkpoint step %d in %s", start,
+               ckpts.directory)
+  return state.replace(step=step, params=params, opt_state=opt_state), start
+
+
+def _summarise(pending: list[dict], steps_per_sec: float) -> dict[str, float]:
+  """Means of the steps' metrics since the last log; ``lr`` of the last."""
+  values = jax.device_get(pending)
+  record = {k: float(np.mean([m[k] for m in values]))
+            for k in values[0] if k != "finite"}
+  record["lr"] = float(values[-1]["lr"])
+  record["steps_per_sec"] = steps_per_sec
+  return record
+
+
+def _check_finite(state: TrainState, pending: list[dict], done: int,
+                  ckpts: checkpoint.Checkpoints) -> None:
+  """Raises FloatingPointError if a step since the last check was bad."""
+  bad = int(jax.device_get(state.nonfinite_step))
+  if bad < 0:
+    return
+  first = done - len(pending)
+  loss = (float(jax.device_get(pending[bad - first]["loss"]))
+          if 0 <= bad - first < len(pending) else float("nan"))
+  ckpts.wait()
+  last_good = ckpts.latest_step()
+  kept = (f"the last good checkpoint is step {last_good} in "
+          f"{ckpts.directory}" if last_good is not None else
+          "no checkpoint had been saved yet")
+  raise FloatingPointError(
+      f"Non-finite loss or gradients at step {bad} (loss {loss}); training "
+      f"stopped and that state was not saved; {kept}. Try a lower "
+      "optim.learning_rate or optim.grad_clip, or check the data.")

@@ -1,0 +1,133 @@
+r"""Training objectives: supervised, variational energy, and their mixtures.
+
+* Supervised: the infidelity :math:`1 - F` of the prediction against the
+  labelled ground state (scale and sign invariant), or the MSE of the
+  normalised states.
+* Variational energy: :math:`E[\psi] - E_0` under the exact stencil
+  Hamiltonian where labels exist, :math:`E[\psi]` alone where they do not.
+  By the variational principle it is minimised if and only if ``psi`` is the
+  ground state, so it needs no labels: potentials can be drawn fresh at every
+  step from a family (:func:`pgmoe_jax.potentials.make_potential_stream`).
+
+Modes (``config.loss.mode``):
+
+* ``"supervised"``: labelled batches; ``supervised_weight * L_sup +
+  energy_weight(step) * (E - E0)`` (``energy_weight = 0`` is plain supervised
+  learning).
+* ``"semi_supervised"``: as above, plus the energy of
+  ``unlabelled_batch_size`` potentials streamed from ``data.family``.
+* ``"label_free"``: the energy of streamed potentials only; no eigen-solver
+  anywhere.
+
+The energy weight follows ``config.loss.schedule``: ``"constant"``, or
+``"anneal"``: a smooth ramp from 0 to ``energy_weight`` over
+``anneal_steps`` (``w (1 - cos(pi t / T)) / 2``), in the spirit of
+CoPhy-PGNN's annealing of competing physics losses: the supervised term
+shapes the solution first, the physics term then refines it.
+
+Augmentation (``config.loss.augment``): a random element of the grid's exact
+symmetry group (:mod:`pgmoe_jax.symmetry`), applied to ``V`` and ``psi0``
+alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.metrics import MHA_PER_HA
+from pgmoe_jax.metrics import infidelity
+from pgmoe_jax.symmetry import symmetry_transforms
+from pgmoe_jax.training.config import Run
+from pgmoe_jax.variational import normalize_unchecked
+from pgmoe_jax.variational import rayleigh_quotient
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def normalized_mse(psi, psi0, grid: Grid) -> jax.Array:
+  """Per-sample MSE of the normalised states (each with a positive sum)."""
+  return jnp.mean((normalize_unchecked(psi, grid)
+                   - normalize_unchecked(psi0, grid))**2, axis=grid.axes)
+
+
+def augment(key: jax.Array, batch: Mapping[str, jax.Array],
+            grid: Grid) -> dict[str, jax.Array]:
+  """Applies one random exact symmetry to the batch's spatial arrays."""
+  transforms = symmetry_transforms(grid)
+  choice = jax.random.randint(key, (), 0, len(transforms))
+  out = dict(batch)
+  for name in ("potential", "psi0"):
+    if name in batch:
+      out[name] = jax.lax.switch(choice, transforms, batch[name])
+  return out
+
+
+def energy_weight(config, step) -> jax.Array:
+  """The energy-loss weight at ``step`` under ``config.loss.schedule``."""
+  loss = config.loss
+  w = float(loss.energy_weight)
+  if loss.schedule == "constant":
+    return jnp.asarray(w, jnp.float32)
+  t = jnp.clip(jnp.asarray(step, jnp.float32) / max(int(loss.anneal_steps), 1),
+               0.0, 1.0)
+  return w * 0.5 * (1.0 - jnp.cos(math.pi * t))
+
+
+def make_loss_fn(run: Run, apply_fn: ApplyFn):
+  """Builds ``loss_fn(params, batch, key, step) -> (loss, metrics)``.
+
+  Args:
+    run: the resolved config (:func:`pgmoe_jax.training.config.resolve`).
+    apply_fn: ``apply_fn(params, V) -> psi``.
+
+  Returns:
+    A pure function; ``batch`` is a labelled batch (``{}`` in label-free
+    mode), ``key`` the step's PRNG key, ``step`` the step number. Metrics are
+    scalars: ``loss``, ``energy_weight`` and, as they apply,
+    ``supervised`` (the supervised term), ``infidelity``,
+    ``energy_error_mha`` (labelled, mean) and ``energy`` (unlabelled, mean,
+    Ha).
+  """
+  config, grid, stream = run.config, run.grid, run.stream
+  loss_cfg = config.loss
+  supervised_fn = (infidelity if loss_cfg.supervised == "infidelity"
+                   else normalized_mse)
+
+  def loss_fn(params, batch, key, step):
+    key_aug, key_stream = jax.random.split(key)
+    # Label-free training has nothing to anneal against: full weight always.
+    w_energy = (energy_weight(config, step) if loss_cfg.mode != "label_free"
+                else jnp.asarray(float(loss_cfg.energy_weight), jnp.float32))
+    metrics = {"energy_weight": w_energy}
+    total = 0.0
+    if loss_cfg.mode != "label_free":
+      if loss_cfg.augment:
+        batch = augment(key_aug, batch, grid)
+      v = batch["potential"]
+      psi = apply_fn(params, v)
+      sup = jnp.mean(supervised_fn(psi, batch["psi0"].astype(psi.dtype),
+                                   grid))
+      e_err = jnp.mean(rayleigh_quotient(psi, v.astype(psi.dtype), grid)
+                       - batch["E0"].astype(psi.dtype))
+      total = loss_cfg.supervised_weight * sup
+      if loss_cfg.energy_weight > 0:
+        total = total + w_energy * e_err
+      metrics.update(
+          supervised=sup, energy_error_mha=e_err * MHA_PER_HA,
+          infidelity=jnp.mean(infidelity(psi, batch["psi0"].astype(psi.dtype),
+                                         grid)))
+    if stream is not None:
+      v_free = stream(key_stream)
+      e_free = jnp.mean(rayleigh_quotient(apply_fn(params, v_free), v_free,
+                                          grid))
+      total = total + w_energy * e_free
+      metrics["energy"] = e_free
+    metrics["loss"] = total
+    return total, metrics
+
+  return loss_fn

@@ -1,0 +1,107 @@
+"""A run's metric records: ``metrics.jsonl`` always, TensorBoard if available.
+
+Every record is one JSON object per line in ``<workdir>/metrics.jsonl``
+(``{"step": ..., "split": "train" | "val", <scalars>}``), the always-on,
+machine-readable log that :func:`pgmoe_jax.evaluation.read_metrics` and the
+training-curve figure read. When the optional TensorBoard writer is
+installed (``pip install 'pgmoe_jax[tensorboard]'``, which brings
+``tensorboardX``), the same scalars also go to event files under
+``<workdir>/tensorboard/<split>/``, so ``tensorboard --logdir runs/`` shows
+every run. Only process 0 writes.
+
+On resume the JSONL file is cut back to the restored step (a killed run's
+lines past its last checkpoint), and TensorBoard is told to purge events
+after it, so a resumed run reads as one run in both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_available() -> bool:
+  """Whether the optional TensorBoard writer (tensorboardX) is installed."""
+  try:
+    # pylint: disable-next=g-import-not-at-top,unused-import
+    import tensorboardX  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def truncate(path: str, last_step: int) -> None:
+  """Drops the records of ``path`` after ``last_step`` (atomically)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= last_step:
+        keep.append(line if line.endswith("\n") else line + "\n")
+    except (json.JSONDecodeError, KeyError, TypeError):
+      pass  # a partial last line of a killed run
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
+
+
+class MetricsLog:
+  """Writes a run's records (see the module docstring).
+
+  Args:
+    workdir: the run directory.
+    start_step: the step training (re)starts from; later records of an
+      earlier attempt are dropped.
+    tensorboard: write TensorBoard event files too; ``None``: when
+      tensorboardX is installed.
+  """
+
+  def __init__(self, workdir: str, start_step: int,
+               tensorboard: bool | None = None):
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._primary = jax.process_index() == 0
+    self._writers: dict[str, Any] = {}
+    self._start = int(start_step)
+    if tensorboard is None:
+      tensorboard = tensorboard_available()
+    self._tb_dir = (os.path.join(workdir, TENSORBOARD_DIR) if tensorboard
+                    and self._primary else None)
+    if self._primary:
+      truncate(self.path, start_step)
+
+  def _writer(self, split: str):
+    if split not in self._writers:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._writers[split] = tensorboardX.SummaryWriter(
+          os.path.join(self._tb_dir, split), purge_step=self._start or None)
+    return self._writers[split]
+
+  def write(self, step: int, split: str,
+            record: Mapping[str, float]) -> None:
+    """Appends one record (scalars) for ``step`` and ``split``."""
+    if not self._primary:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": int(step), "split": split, **record})
+              + "\n")
+    if self._tb_dir is not None:
+      writer = self._writer(split)
+      for key, value in record.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+          writer.add_scalar(key, value, int(step))
+
+  def close(self) -> None:
+    """Flushes and closes the TensorBoard writers."""
+    for writer in self._writers.values():
+      writer.close()
+    self._writers = {}

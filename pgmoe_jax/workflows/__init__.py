@@ -1,0 +1,13 @@
+"""End-to-end jobs a user can call from Python; experiments/ wraps them.
+
+* :mod:`~pgmoe_jax.workflows.evaluate_run`: evaluate a workdir on datasets
+  and write the report (``experiments.evaluate``).
+* :mod:`~pgmoe_jax.workflows.studies`: the reproduction studies behind
+  RESULTS.md: :func:`~pgmoe_jax.workflows.studies.scaling`,
+  :func:`~pgmoe_jax.workflows.studies.warm_start`,
+  :func:`~pgmoe_jax.workflows.studies.ablation` (``experiments.reproduce``).
+* :mod:`~pgmoe_jax.workflows.grid_runs`: the grid of training runs
+  (models x losses x label counts) with its tables and figures.
+
+This is the top layer: it may import every other part of the package.
+"""

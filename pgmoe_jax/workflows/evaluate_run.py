@@ -1,0 +1,190 @@
+"""Evaluate a training run on datasets: table, JSON, figures (one call).
+
+:func:`evaluate_run` is what ``python -m experiments.evaluate`` does, as a
+function: it loads the model of a workdir (:func:`pgmoe_jax.load_model`),
+scores it on every sample of each dataset
+(:func:`pgmoe_jax.evaluation.evaluate_predictor`: infidelity, energy error in
+mHa under the exact H in float64, residual, gap-restricted p90,
+predictions/s against the reference solver's solves/s measured in the same
+run) and writes, under ``out`` (default ``<workdir>/eval``, or
+``<workdir>/eval_symmetrized`` with ``symmetrize``)::
+
+    results.md              the table, with what was evaluated and where
+    results.json            {"model", "workdir", "which", "step", ...,
+                             "summaries": {split: summary}}
+    samples_<split>.png     best, median and worst sample of each split
+    training_curves.png     from <workdir>/metrics.jsonl, when present
+
+A split is named after its dataset (``spec.split``), or its directory name
+if two datasets share one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Callable, Sequence
+
+import jax
+
+from pgmoe_jax import data
+from pgmoe_jax.evaluation import report
+from pgmoe_jax.evaluation import scorer
+from pgmoe_jax.inference import load_model
+from pgmoe_jax.training.summaries import METRICS_FILE
+
+
+@dataclasses.dataclass
+class RunEvaluation:
+  """What :func:`evaluate_run` produced.
+
+  Attributes:
+    results: split name -> :class:`~pgmoe_jax.evaluation.EvalResult`.
+    table: the Markdown table.
+    markdown: path of ``results.md``.
+    json: path of ``results.json``.
+    figures: paths of the PNG figures written.
+  """
+  results: dict[str, scorer.EvalResult]
+  table: str
+  markdown: str
+  json: str
+  figures: list[str]
+
+
+def open_datasets(paths: Sequence[str]) -> dict[str, data.Dataset]:
+  """Opens every dataset (failing fast), named by split, made unique."""
+  datasets: dict[str, data.Dataset] = {}
+  for path in paths:
+    dataset = data.open_dataset(path)
+    name = dataset.name or os.path.basename(os.path.normpath(path))
+    if name in datasets:
+      name = os.path.basename(os.path.normpath(path))
+    base, k = name, 2
+    while name in datasets:
+      name, k = f"{base}_{k}", k + 1
+    datasets[name] = dataset
+  return datasets
+
+
+def _model_name(workdir: str, predictor) -> str:
+  name = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
+  config = getattr(predictor, "config", None)
+  model = getattr(getattr(config, "model", None), "name", None)
+  return f"{name} ({model})" if isinstance(model, str) else name
+
+
+def _file_name(split: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]", "_", split)
+
+
+def evaluate_run(workdir: str, data_paths: Sequence[str], *,
+                 out: str | None = None, which: str = "best",
+                 symmetrize: bool = False, batch_size: int = 256,
+                 num_reference: int = 32, reference_method: str = "lobpcg",
+                 figures: bool = True,
+                 echo: Callable[[str], None] = print) -> RunEvaluation:
+  """Evaluates a workdir's model on datasets and writes the report.
+
+  Args:
+    workdir: a training run's directory.
+    data_paths: dataset directories on the model's grid.
+    out: output directory (see the module docstring for the default).
+    which: ``"best"`` or ``"latest"`` checkpoint.
+    symmetrize: average every prediction over the grid's exact symmetries.
+    batch_size: potentials per model call.
+    num_reference: potentials per split the reference solver solves for
+      its speed; 0 skips it.
+    reference_method: the reference solver timed (``"lobpcg"``,
+      ``"eigsh"``).
+    figures: draw the PNG figures (needs matplotlib, the ``plots`` extra).
+    echo: where progress lines go.
+
+  Returns:
+    A :class:`RunEvaluation`.
+
+  Raises:
+    ValueError: float64 is off, a missing workdir or dataset, no dataset, a
+      dataset on another grid than the model, or a model that predicts
+      NaN/inf (the message names what).
+  """
+  if not jax.config.jax_enable_x64:
+    raise ValueError("Evaluation scores predictions under the exact H in "
+                     "float64: call jax.config.update('jax_enable_x64', True) "
+                     "first.")
+  if not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is not a directory; pass a "
+                     "training run's workdir (it holds config.json and "
+                     "checkpoints/).")
+  paths = [p for p in data_paths if p]
+  if not paths:
+    raise ValueError("--data names no dataset directory.")
+  datasets = open_datasets(paths)
+  predictor = load_model(workdir, which=which, symmetrize=symmetrize)
+  for name, dataset in datasets.items():
+    scorer.check_grid(predictor, dataset.grid,
+                      f"dataset {dataset.path} ({name})")
+
+  out = out or os.path.join(workdir,
+                            "eval_symmetrized" if symmetrize else "eval")
+  os.makedirs(out, exist_ok=True)
+  model_name = _model_name(workdir, predictor)
+  if symmetrize:
+    model_name += " symmetrized"
+  device = jax.devices()[0]
+  step = getattr(predictor, "step", None)
+  step = None if step is None else int(step)
+  echo(f"evaluating {model_name} ({which} checkpoint, step "
+       f"{step}, {predictor.num_params:,} parameters) on "
+       f"{len(datasets)} split(s), backend {jax.default_backend()} "
+       f"({device.device_kind})")
+
+  results: dict[str, scorer.EvalResult] = {}
+  drawn = []
+  for name, dataset in datasets.items():
+    result = scorer.evaluate_predictor(
+        predictor, dataset, batch_size=batch_size,
+        reference_method=reference_method, num_reference=num_reference)
+    results[name] = result = dataclasses.replace(result, split=name)
+    shown = {k: report.format_value(k, v)
+             for k, v in result.summary().items()}
+    echo(f"  {name:<18} n={shown['n']:<6} 1-F p90 "
+         f"{shown['infidelity_p90']}  dE median "
+         f"{shown['energy_error_mha_median']} mHa")
+    if figures:
+      figure = os.path.join(out, f"samples_{_file_name(name)}.png")
+      report.plot_samples(predictor, dataset, result, figure)
+      drawn.append(figure)
+  if figures:
+    curves = os.path.join(out, "training_curves.png")
+    try:
+      report.plot_training_curves(os.path.join(workdir, METRICS_FILE), curves)
+      drawn.append(curves)
+    except ValueError as e:
+      echo(f"no training curves: {e}")
+
+  note = (f"Reference: {reference_method} on CPU, one potential at a "
+          f"time, on (up to) the first {num_reference} potentials of "
+          f"each split; the model ran on {jax.default_backend()} "
+          f"({device.device_kind}) with batches of up to {batch_size}. "
+          "1-F: infidelity against the stored ground state; dE = "
+          "E[psi_pred] - E0 under the exact H (float64); the gap column "
+          "restricts the p90 to samples with E1 - E0 >= "
+          f"{scorer.GAP_THRESHOLD_HA} Ha.")
+  record = {
+      "model": model_name, "workdir": os.path.abspath(workdir),
+      "which": which, "step": step, "symmetrize": symmetrize,
+      "num_params": int(predictor.num_params),
+      "backend": jax.default_backend(), "device": device.device_kind,
+      "reference_method": reference_method,
+      "datasets": {name: os.path.abspath(d.path)
+                   for name, d in datasets.items()},
+  }
+  md, js = report.write_report(
+      out, results, model_name=model_name,
+      title=(f"# Evaluation of {os.path.abspath(workdir)}\n\n"
+             f"Checkpoint: {which} (step {step})."),
+      note=note, record=record)
+  return RunEvaluation(results, report.markdown_table(results, model_name),
+                       md, js, drawn)
