@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine with Python 3.11 and the package index:
 #   make demo   set up .venv, generate the quick-start data, train PG-MoE,
 #               evaluate it (the main job, on an embedded default)
-#   make test   set up .venv with the test extra and run the whole test suite
+#   make test   set up .venv with the test extra, lint (flake8) and run the
+#               whole test suite
 #   make results  make demo, then every command behind RESULTS.md (about 90
 #               minutes on 2 cores)
 # Both are idempotent: the venv is created once and the package is reinstalled
@@ -12,14 +13,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo solvers-demo test benchmark results clean
+.PHONY: demo solvers-demo lint test benchmark results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 .make-install.stamp: $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[plots]'
 	touch $@
 
 .make-test.stamp: .make-install.stamp
@@ -46,7 +47,10 @@ demo: .make-install.stamp
 solvers-demo: .make-install.stamp
 	$(PY) -m experiments.demo
 
-test: .make-test.stamp
+lint: .make-test.stamp
+	$(PY) -m flake8 pgmoe_jax experiments tests
+
+test: lint
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 benchmark: .make-install.stamp

@@ -1,6 +1,6 @@
 r"""The spatial grid: a frozen, hashable description of the discretised box.
 
-Conventions (the contract in DESIGN.md):
+Conventions (a contract: README.md states them for users):
 
 * Dirichlet (default): the box is :math:`[-L/2, L/2]` per axis with ``n``
   interior points, spacing :math:`h = L/(n+1)` and

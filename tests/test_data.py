@@ -221,6 +221,23 @@ def test_refuses_to_replace_a_different_dataset(reference, tmp_path):
   assert (other / "thesis.tex").read_text() == "precious"
 
 
+def test_other_package_version_complete_is_used_unfinished_refused(tmp_path):
+  path = str(tmp_path / "train")
+  data.generate(path, spec(num_samples=8, shard_size=4))
+  meta_file = os.path.join(path, "meta.json")
+  meta = json.load(open(meta_file))
+  meta["package_version"] = "0.1.0"
+  json.dump(meta, open(meta_file, "w"))
+  before = read_all(path)
+  data.generate(path, spec(num_samples=8, shard_size=4))  # nothing to do
+  assert read_all(path) == before
+  meta["complete"] = False
+  meta["shards"] = meta["shards"][:1]
+  json.dump(meta, open(meta_file, "w"))
+  with pytest.raises(ValueError, match="differs in: package_version"):
+    data.generate(path, spec(num_samples=8, shard_size=4))
+
+
 def test_bad_specs_and_grid_mismatch(reference):
   with pytest.raises(ValueError, match="known families: box_well"):
     spec(family="gaussian")
@@ -287,3 +304,30 @@ print("ok")
                        capture_output=True, text=True, timeout=120,
                        check=False)
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_dataset_from_arrays_behaves_like_an_opened_one(reference):
+  ds = data.open_dataset(reference)
+  mine = data.Dataset.from_arrays(
+      ds.grid, np.asarray(ds.potentials), 2.5 * np.asarray(ds.psi0),
+      np.asarray(ds.E0), E1=np.asarray(ds.E1), name="mine")
+  assert len(mine) == len(ds) and mine.path is None and mine.name == "mine"
+  # psi0 normalised on the way in; the residual measured, not trusted.
+  np.testing.assert_allclose(mine.psi0[:], ds.psi0[:], atol=1e-12)
+  np.testing.assert_allclose(mine.residual[:], ds.residual[:], atol=1e-10)
+  a = next(mine.batches(8, seed=3))
+  b = next(ds.batches(8, seed=3))
+  for key in ("potential", "psi0", "E0", "E1", "index"):
+    np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]),
+                               atol=1e-6)
+  assert len(mine.head(5)) == 5
+  with pytest.raises(ValueError, match=r"psi0 has shape \(3, 16, 16\)"):
+    data.Dataset.from_arrays(ds.grid, ds.potentials[:4], ds.psi0[:3],
+                             ds.E0[:4])
+  with pytest.raises(ValueError, match="no samples"):
+    data.Dataset.from_arrays(ds.grid, np.zeros((0,) + ds.grid.shape),
+                             np.zeros((0,) + ds.grid.shape), np.zeros(0))
+  v = np.array(ds.potentials[:2])
+  v[1, 3, 4] = np.nan
+  with pytest.raises(ValueError, match="potential holds 1 non-finite"):
+    data.Dataset.from_arrays(ds.grid, v, ds.psi0[:2], ds.E0[:2])

@@ -280,6 +280,23 @@ def test_plot_training_curves_errors(tmp_path):
     evaluate.plot_training_curves(str(empty), str(tmp_path / "c.png"))
 
 
+def test_figures_without_matplotlib_say_how_to_get_it(tmp_path):
+  code = textwrap.dedent(f"""
+      import sys
+      sys.modules["matplotlib"] = None  # as if not installed
+      from pgmoe_jax.evaluation import report
+      try:
+        report.plot_training_curves({str(tmp_path / 'm.jsonl')!r}, "x.png")
+      except ImportError as e:
+        print(e)
+      """)
+  (tmp_path / "m.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                       capture_output=True, text=True, check=False,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert "pip install 'pgmoe_jax[plots]'" in out.stdout, out.stderr
+
+
 def test_import_is_cheap():
   code = ("import sys, pgmoe_jax.evaluation; "
           "assert 'matplotlib' not in sys.modules")

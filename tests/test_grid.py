@@ -1,4 +1,4 @@
-"""Grid: conventions of DESIGN.md, validation, and use under jit."""
+"""Grid: the grid conventions, validation, and use under jit."""
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,7 @@ from pgmoe_jax import kinetic
 
 
 def reference_hamiltonian(grid, v):
-  """H = -1/2 Lap + diag(V) as a sparse matrix, written from DESIGN.md."""
+  """H = -1/2 Lap + diag(V) as a sparse matrix, written from the definition."""
   kinetic = None
   for n, h in zip(grid.shape, grid.spacing):
     lap = sp.lil_matrix((n, n))

@@ -123,7 +123,7 @@ def loaded_after(statement: str) -> tuple[set[str], set[str]]:
      {"optax", "matplotlib", "tensorboardX"}),
 ])
 def test_each_layer_loads_only_what_is_below_it(statement, top_layer,
-                                                 forbidden):
+                                                forbidden):
   ours, heavy = loaded_after(statement)
   top = LAYERS.index(top_layer)
   above = sorted(m for m in ours if layer_of(m) > top)

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from experiments.configs import test as test_config
+from helpers import labelled
 from pgmoe_jax import Grid
 from pgmoe_jax import ground_state
 from pgmoe_jax import potentials
@@ -26,14 +27,6 @@ def config(**loss):
   return ml_collections.ConfigDict(dict(
       dtype="float64", loss=base,
       data=dict(family="gaussian_wells", ranges={})))
-
-
-def labelled(grid, count=3, seed=0):
-  v = np.asarray(potentials.gaussian_wells(jax.random.key(seed), grid,
-                                           (count,)))
-  e0, psi0 = ground_state(v, grid)
-  return {"potential": jnp.asarray(v), "psi0": jnp.asarray(psi0),
-          "E0": jnp.asarray(e0)}
 
 
 GRID = Grid((12, 12), 12.0)

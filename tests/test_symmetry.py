@@ -1,24 +1,14 @@
 """The grid's exact symmetries: states follow their potentials; inverses."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import labelled
 from pgmoe_jax import Grid
 from pgmoe_jax import energy
-from pgmoe_jax import ground_state
-from pgmoe_jax import potentials
 from pgmoe_jax import residual
 from pgmoe_jax import symmetry
-
-
-def labelled(grid, count=3, seed=0):
-  v = np.asarray(potentials.gaussian_wells(jax.random.key(seed), grid,
-                                           (count,)))
-  e0, psi0 = ground_state(v, grid)
-  return {"potential": jnp.asarray(v), "psi0": jnp.asarray(psi0),
-          "E0": jnp.asarray(e0)}
 
 
 @pytest.mark.parametrize("grid, count", [

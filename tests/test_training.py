@@ -281,6 +281,9 @@ def test_cli_trains_with_overrides(tmp_path):
   assert [r["split"] for r in rows] == ["train"] * 4
   assert all(np.isfinite(r["energy"]) for r in rows)
   assert "Finished at step 4" in out.stderr
+  # TensorBoard event files beside metrics.jsonl (tensorboardX installed).
+  assert os.listdir(os.path.join(workdir, "tensorboard", "train"))
+  assert "orbax" not in out.stderr  # the checkpoint library stays quiet
 
 
 def test_cli_config_typo_fails(tmp_path):

@@ -14,7 +14,7 @@ from pgmoe_jax import residual
 
 
 def box_energy(grid):
-  """DESIGN.md: for V = 0, E0 = sum_a (1 - cos(pi/(n+1))) / h^2."""
+  """The contract: for V = 0, E0 = sum_a (1 - cos(pi/(n+1))) / h^2."""
   return sum((1 - np.cos(np.pi / (n + 1))) / h**2
              for n, h in zip(grid.shape, grid.spacing))
 

@@ -186,6 +186,12 @@ def _prepare_directory(path: str, spec: DatasetSpec, overwrite: bool) -> dict:
           and meta.get("package_version") == __version__)
   if same:
     return meta
+  if (meta["spec"] == spec.to_json() and meta.get("complete")
+      and meta.get("format_version") == files.FORMAT_VERSION and not overwrite):
+    # A finished dataset of the same spec made by another package version:
+    # nothing is written, so it is used as it is (a resume, which would mix
+    # two versions' rounding in one dataset, is refused below).
+    return meta
   if not overwrite:
     old = meta["spec"]
     diff = sorted(k for k in set(old) | set(spec.to_json())

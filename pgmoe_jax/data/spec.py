@@ -156,8 +156,8 @@ def _thaw(value):
   return value
 
 
-# Extrapolation beyond the default gaussian_wells training ranges (DESIGN.md:
-# depth 1-10 Ha, 1-4 wells): every well deeper than any training well, and up
+# Extrapolation beyond the default gaussian_wells training ranges (depth
+# 1-10 Ha, 1-4 wells): every well deeper than any training well, and up
 # to six of them.
 EXTRAP_RANGES = {"depth": (10.0, 15.0), "num_wells": (1, 6)}
 OOD_FAMILIES = ("harmonic", "double_well", "box_well", "random_smooth")

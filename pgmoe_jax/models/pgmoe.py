@@ -9,8 +9,8 @@ supplies a smooth log-envelope. The state is
 .. math:: \psi = \mathcal{N} \exp(g(x) + e_t(x)),\quad x \in \text{tile } t,
 
 with ``g`` the gate's log-envelope interpolated to the fine grid and ``e_t``
-expert ``t``'s correction; positive by construction and normalised per
-DESIGN.md (``sum(psi**2) prod(h) = 1``).
+expert ``t``'s correction; positive by construction and normalised so
+that ``sum(psi**2) prod(h) = 1``.
 
 Gates (``gate``, :mod:`pgmoe_jax.models.gates`):
 
