@@ -114,3 +114,38 @@ def check_names(requested, known, kind: str) -> None:
   if unknown:
     raise app.UsageError(f"Unknown {kind}(s) {', '.join(unknown)}; known: "
                          f"{', '.join(known)}.")
+
+
+def flags_parser(prog: str):
+  """An absl ``flags_parser`` whose errors are one line, not tracebacks.
+
+  absl reports unknown flags itself, but a bad ``--config.a.b=value``
+  override fails inside ml_collections with an AttributeError or a
+  TypeError that absl does not catch (three chained tracebacks). Use as
+  ``app.run(main, flags_parser=cli.flags_parser("train"))``.
+  """
+  import re  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      message = str(e)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+      field = str(e).strip("'\"")
+      overrides = [a.split("=")[0] for a in argv[1:]
+                   if a.startswith("--config.")]
+      culprits = [a for a in overrides
+                  if re.search(rf"\.{re.escape(field)}(\.|$)", a)]
+      if isinstance(e, AttributeError) and culprits:
+        message = (f"{culprits[0]}: the config has no field {field!r}; "
+                   "experiments/configs/default.py lists every field")
+      else:
+        message = (f"a --config override cannot be applied "
+                   f"({type(e).__name__}: {e}); overrides given: "
+                   f"{', '.join(overrides) or 'none'}")
+    raise SystemExit(f"{prog}: error: {message}. Pass --helpfull to list "
+                     "the flags.")
+
+  return parse

@@ -10,7 +10,7 @@ seeds its potentials). The second writes train, val, test_interp,
 test_extrap (deeper and more wells) and ood_<family> for the other families
 under --out. Rerunning the same command resumes an interrupted run and
 leaves a complete one untouched; a directory holding a different dataset is
-refused unless --overwrite. See pgmoe_jax/data.py for the format.
+refused unless --overwrite. See pgmoe_jax/data/__init__.py for the format.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from absl import flags
 import jax
 
 from experiments import cli
+from pgmoe_jax import data
+from pgmoe_jax import locks
 
 _FAMILY = flags.DEFINE_string("family", "gaussian_wells",
                               "Potential family (pgmoe_jax.potentials).")
@@ -81,8 +83,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   jax.config.update("jax_enable_x64", True)
-  from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
-
   try:
     grid = cli.grid_from_flags(_GRID.value, _LENGTH.value, _BOUNDARY.value,
                                ndim=_NDIM.value)
@@ -115,7 +115,7 @@ def main(argv):
       meta = data.generate(path, spec, workers=_WORKERS.value,
                            chunk_size=chunk, overwrite=_OVERWRITE.value,
                            max_shards=_MAX_SHARDS.value, progress=bar)
-    except ValueError as e:
+    except (ValueError, locks.FolderInUseError) as e:
       raise SystemExit(f"generate_data: error: {e}") from None
     state = "complete" if meta["complete"] else (
         f"{len(meta['shards'])} of {spec.num_shards} shards, rerun to resume")
@@ -124,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("generate_data"))

@@ -19,6 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cli
+from pgmoe_jax import locks
 from pgmoe_jax.training import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -41,10 +42,10 @@ def main(argv):
   try:
     train_and_evaluate(config, _WORKDIR.value,
                        progress=cli.ProgressBar("train", unit="steps"))
-  except (ValueError, FloatingPointError) as e:
+  except (ValueError, FloatingPointError, locks.FolderInUseError) as e:
     raise SystemExit(f"train: error: {e}") from None
 
 
 if __name__ == "__main__":
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("train"))

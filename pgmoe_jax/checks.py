@@ -1,5 +1,9 @@
 """Validation at the public boundary: clear errors before anything is traced.
 
+Also the two helpers every writer uses: :func:`prepare_output_dir` (a
+folder that exists and can be written) and :func:`writing` (an ``OSError``,
+such as a full disk, becomes one message naming what was being written).
+
 Library functions check their inputs here, on concrete arrays, and then
 call unchecked kernels; inside ``jit`` (tracers) the value checks are
 skipped, because values are unknown at trace time. Every error names the
@@ -7,6 +11,11 @@ argument, what was wrong and what to do instead.
 """
 
 from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +102,73 @@ def check_inputs(psi, potential, grid: Grid, *, psi_name: str = "psi"):
         f"The batch axes of {psi_name} {psi.shape[:psi.ndim - grid.ndim]} and "
         f"V {potential.shape[:potential.ndim - grid.ndim]} do not broadcast; "
         "give V one potential per state or a single potential.") from None
-  check_nonempty(psi_name if 0 in psi.shape else "V", shape, grid)
+  if 0 in shape[:len(shape) - grid.ndim]:
+    check_nonempty(psi_name if 0 in psi.shape else "V",
+                   psi if 0 in psi.shape else potential, grid)
   check_finite(psi_name, psi)
   check_finite("V", potential)
   return psi, potential
+
+
+class OutputError(ValueError):
+  """An output folder or file cannot be created or written."""
+
+
+def prepare_output_dir(path: str, what: str) -> str:
+  """Creates ``path`` if needed and checks that files can be written in it.
+
+  Args:
+    path: the folder.
+    what: what it is, for the message (``"workdir"``, ``"--out"``).
+
+  Returns:
+    The absolute path.
+
+  Raises:
+    OutputError: ``path`` or one of its parents is a file, the filesystem
+      is read-only, or writing fails for another reason (named).
+  """
+  path = os.path.abspath(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except FileExistsError:
+    raise OutputError(f"{what} {path} exists and is a file, not a folder; "
+                      "choose another path.") from None
+  except NotADirectoryError:
+    parent = path
+    while parent and not os.path.isfile(parent):
+      parent = os.path.dirname(parent)
+    raise OutputError(f"{what} {path} cannot be created: {parent} is a "
+                      "file, not a folder; choose another path.") from None
+  except OSError as e:
+    raise OutputError(f"{what} {path} cannot be created: {e.strerror} "
+                      f"(errno {e.errno}); choose a writable location."
+                      ) from None
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise OutputError(f"{what} {path} is not writable: {e.strerror} (errno "
+                      f"{e.errno}); choose a writable location.") from None
+  return path
+
+
+@contextlib.contextmanager
+def writing(what: str, path: str, advice: str = ""):
+  """Turns an ``OSError`` while writing ``what`` into one clear message.
+
+  A full disk (``ENOSPC``), a read-only filesystem or an I/O error raised
+  inside the block becomes an :class:`OutputError` naming what was being
+  written, where, the system's reason and ``advice`` (what is safe to do).
+  """
+  try:
+    yield
+  except OutputError:
+    raise
+  except OSError as e:
+    full = e.errno == errno.ENOSPC
+    raise OutputError(
+        f"Writing {what} to {path} failed: {e.strerror or e} (errno "
+        f"{e.errno}){'; the disk is full' if full else ''}. "
+        f"{advice}".rstrip()) from None

@@ -22,8 +22,10 @@ Nothing here runs at import.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,7 @@ import numpy as np
 
 from pgmoe_jax import models
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import check_fits
 from pgmoe_jax.symmetry import symmetrized
 from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training.config import resolve_model
@@ -112,6 +115,17 @@ class Predictor:
     if 0 in lead:
       raise ValueError(f"predict() got an empty batch (shape {shape}): there "
                        "is nothing to predict; pass at least one potential.")
+    count = math.prod(lead)
+    check_fits(16.0 * count * self.grid.size * self.dtype.itemsize,
+               f"predict() on {count} potential(s) of {self.grid}",
+               "predict in smaller batches")
+    if not isinstance(V, jax.core.Tracer) and not bool(
+        jnp.all(jnp.isfinite(jnp.asarray(V)))):
+      bad = np.argwhere(~np.isfinite(np.asarray(V)))[0]
+      raise ValueError(
+          f"predict() got a potential with NaN or inf (first at index "
+          f"{tuple(int(i) for i in bad)}); the model cannot say anything "
+          "about it. Check the input data.")
     v = jnp.asarray(V, self.dtype).reshape((-1,) + self.grid.shape)
     return self._apply(self.params, v).reshape(lead + self.grid.shape)
 
@@ -131,9 +145,14 @@ def load_model(workdir: str, which: str = "best",
   Returns:
     A :class:`Predictor`.
 
+  Checkpoints are verified against the checksums written with them; if the
+  chosen one is damaged, the newest intact one is used with a
+  ``RuntimeWarning`` that names both.
+
   Raises:
     ValueError: an unknown ``which``, a missing workdir, no ``config.json``,
-      no checkpoint, or a checkpoint that does not match the config.
+      an edited ``config.json``, no checkpoint, no intact checkpoint, or a
+      checkpoint that does not match the config.
   """
   if which not in WHICH:
     raise ValueError(f"Unknown which={which!r}; use one of "
@@ -162,5 +181,12 @@ def load_model(workdir: str, which: str = "best",
     if step is None:
       raise ValueError(f"{workdir} has no complete checkpoint in "
                        f"{directory}.")
-    params, _ = ckpts.restore(step, abstract)
+    wanted = step
+    step, params, _, damaged = ckpts.restore_intact(abstract, prefer=step)
+  if damaged:
+    warnings.warn(
+        f"load_model({workdir!r}): checkpoint step(s) "
+        f"{', '.join(str(s) for s, _ in damaged)} are damaged "
+        f"({damaged[0][1]}); using step {step} instead of step {wanted}.",
+        RuntimeWarning, stacklevel=2)
   return Predictor(config, grid, model, params, step, symmetrize)

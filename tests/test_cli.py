@@ -68,8 +68,10 @@ GENERATE = ("experiments.generate_data", "--grid=12", "--length=10",
 
 
 def read_tree(path):
+  """The dataset's bytes (not temporary files, nor the lock's holder)."""
   return {name: open(os.path.join(path, name), "rb").read()
-          for name in sorted(os.listdir(path)) if not name.endswith(".tmp")}
+          for name in sorted(os.listdir(path))
+          if not name.endswith(".tmp") and name != ".lock"}
 
 
 def test_generate_data_killed_and_rerun_gives_identical_bytes(tmp_path):

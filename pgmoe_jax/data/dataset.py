@@ -285,6 +285,7 @@ def open_dataset(path: str, *, grid: Grid | None = None,
   """
   path = os.fspath(path)
   meta = files.read_meta(path)
+  files.check_spec_seal(path, meta)
   if meta.get("format_version") != files.FORMAT_VERSION:
     raise ValueError(f"{path}: dataset format {meta.get('format_version')!r} "
                      f"is not the supported {files.FORMAT_VERSION}; "

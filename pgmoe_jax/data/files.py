@@ -6,6 +6,10 @@ Layout (one directory per split)::
                                    shard its sample count and a SHA-256 of
                                    every file
     shard-00000.<array>.npy        one plain .npy per array and shard
+    .lock                          who is (or last was) writing it
+
+``meta.json`` also seals its spec with ``spec_sha256``: an edit to the spec
+(seed, tolerance, ranges) is reported on open instead of being believed.
 
 Every write goes to a temporary name, is flushed to disk and renamed, so a
 killed process leaves either the old file or the new one, never a torn one.
@@ -19,8 +23,11 @@ import os
 
 import numpy as np
 
+from pgmoe_jax.locks import LOCK_FILE
+
 FORMAT_VERSION = 1
 META = "meta.json"
+
 ARRAYS = ("potential", "psi0", "E0", "E1", "residual", "index")
 
 
@@ -85,6 +92,26 @@ def read_meta(path: str) -> dict:
 
 def is_ours(name: str) -> bool:
   """Whether a file name is one a dataset directory may hold."""
-  return name == META or (name.startswith("shard-") and (
-      name.endswith(".npy") or name.endswith(".npy.tmp"))) or name == (
-          META + ".tmp")
+  return name in (META, META + ".tmp", LOCK_FILE) or (
+      name.startswith("shard-") and (name.endswith(".npy")
+                                     or name.endswith(".npy.tmp")))
+
+
+def spec_sha256(spec: dict) -> str:
+  """The checksum that seals a spec in ``meta.json`` (canonical JSON)."""
+  text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_spec_seal(path: str, meta: dict) -> None:
+  """Raises ValueError if ``meta.json``'s spec was edited after writing.
+
+  Datasets written before the seal existed (no ``spec_sha256``) pass.
+  """
+  seal = meta.get("spec_sha256")
+  if seal is not None and seal != spec_sha256(meta["spec"]):
+    raise ValueError(
+        f"{os.path.join(path, META)} was edited: its spec no longer matches "
+        "the checksum written with the data, so it may not describe them "
+        "(seed, tolerance, ranges...). Restore the file, or regenerate the "
+        "dataset.")

@@ -22,11 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax import checks
+from pgmoe_jax import locks
 from pgmoe_jax import solvers
 from pgmoe_jax.data import files
 from pgmoe_jax.data.spec import DatasetSpec
 from pgmoe_jax.data.spec import make_split_sampler
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import check_fits
 from pgmoe_jax.solvers.eigsh import eigsh_batch
 from pgmoe_jax.variational import normalize_unchecked
 from pgmoe_jax.variational import residual_norm
@@ -163,24 +166,26 @@ def _prepare_directory(path: str, spec: DatasetSpec, overwrite: bool) -> dict:
   """Returns the meta to resume from (fresh if nothing to resume)."""
   fresh = {"format_version": files.FORMAT_VERSION,
            "package_version": __version__,
-           "spec": spec.to_json(), "complete": False, "num_samples": 0,
-           "shards": [], "failed": []}
-  if not os.path.exists(path):
-    os.makedirs(path)
-    return fresh
-  if not os.path.isdir(path):
-    raise ValueError(f"--out {path} exists and is not a directory.")
-  names = os.listdir(path)
+           "spec": spec.to_json(),
+           "spec_sha256": files.spec_sha256(spec.to_json()),
+           "complete": False, "num_samples": 0, "shards": [], "failed": []}
+  names = [n for n in os.listdir(path) if n != files.LOCK_FILE]
   if not names:
     return fresh
   foreign = sorted(n for n in names if not files.is_ours(n))
-  if files.META not in names or foreign:
+  if foreign:
     raise ValueError(
         f"{path} is not empty and does not hold a pgmoe_jax dataset "
-        f"(found {', '.join(sorted(names)[:5])}"
-        f"{'...' if len(names) > 5 else ''})"
+        f"(found {', '.join(foreign[:5])}{'...' if len(foreign) > 5 else ''})"
         "; choose another --out. Nothing was deleted.")
+  if files.META not in names:
+    # Only shard files and no meta.json: a run killed before it recorded
+    # its first shard. Nothing was recorded, so it starts over.
+    for name in names:
+      os.remove(os.path.join(path, name))
+    return fresh
   meta = files.read_meta(path)
+  files.check_spec_seal(path, meta)
   same = (meta["spec"] == spec.to_json()
           and meta.get("format_version") == files.FORMAT_VERSION
           and meta.get("package_version") == __version__)
@@ -241,6 +246,19 @@ def generate(path: str, spec: DatasetSpec, *, workers: int = 1,
                      "jax.config.update('jax_enable_x64', True) first.")
   if not isinstance(workers, (int, np.integer)) or workers < 1:
     raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+  # A shard's potentials, states and solver work, in float64 on the host.
+  check_fits(8.0 * 8 * min(spec.shard_size, spec.num_samples) * spec.grid.size,
+             f"a shard of {spec.shard_size} samples on {spec.grid}",
+             "use a smaller --shard_size or grid", host=True)
+  path = checks.prepare_output_dir(path, "--out")
+  with locks.exclusive(path, "dataset folder"):
+    return _generate(path, spec, workers, chunk_size, overwrite, max_shards,
+                     progress)
+
+
+def _generate(path, spec, workers, chunk_size, overwrite, max_shards,
+              progress) -> dict:
+  """:func:`generate` in a prepared, locked folder."""
   meta = _prepare_directory(path, spec, overwrite)
   done = len(meta["shards"])
   if progress is not None:
@@ -249,6 +267,8 @@ def generate(path: str, spec: DatasetSpec, *, workers: int = 1,
     return meta
   sample = make_split_sampler(spec)
   solve = _Solver(spec, workers, chunk_size)
+  advice = ("Shards recorded in meta.json before it are intact; free the "
+            "space and rerun the same command to resume.")
   try:
     written = 0
     for index in range(done, spec.num_shards):
@@ -264,16 +284,17 @@ def generate(path: str, spec: DatasetSpec, *, workers: int = 1,
                 "index": np.arange(start, stop, dtype=np.int64)[keep]}
       if spec.num_states > 1:
         arrays["E1"] = energies[keep, 1]
-      digests = {name: files.save_npy(
-          os.path.join(path, files.shard_name(index, name)), value)
-                 for name, value in arrays.items()}
-      meta["shards"].append({"index": index, "count": int(keep.sum()),
-                             "sha256": digests})
-      meta["failed"].extend({"index": start + i, "reason": r}
-                            for i, r in enumerate(reasons) if r)
-      meta["num_samples"] += int(keep.sum())
-      meta["complete"] = index + 1 == spec.num_shards
-      files.write_meta(path, meta)
+      with checks.writing(f"shard {index}", path, advice):
+        digests = {name: files.save_npy(
+            os.path.join(path, files.shard_name(index, name)), value)
+                   for name, value in arrays.items()}
+        meta["shards"].append({"index": index, "count": int(keep.sum()),
+                               "sha256": digests})
+        meta["failed"].extend({"index": start + i, "reason": r}
+                              for i, r in enumerate(reasons) if r)
+        meta["num_samples"] += int(keep.sum())
+        meta["complete"] = index + 1 == spec.num_shards
+        files.write_meta(path, meta)
       written += 1
       if progress is not None:
         progress(stop, spec.num_samples)

@@ -325,6 +325,16 @@ def evaluate_predictor(predictor: Predictor, dataset, *,
     raise ValueError(f"Dataset {dataset.path or dataset.name} holds no "
                      "samples.")
   batch = min(int(batch_size), n)
+  where = dataset.path or dataset.name
+  for start in range(0, n, 4096):  # in blocks: datasets are memory-mapped
+    block = np.asarray(dataset.potentials[start:start + 4096])
+    bad = ~np.isfinite(block).reshape(len(block), -1).all(axis=1)
+    if bad.any():
+      raise ValueError(
+          f"Dataset {where}: the potential of sample "
+          f"{int(np.asarray(dataset.index)[start + np.argmax(bad)])} holds "
+          "NaN or inf, so nothing can be scored on it; the data are broken, "
+          "not the model. Regenerate the dataset or drop the sample.")
   score = jax.jit(lambda psi, v, psi0, e0: metrics.score(psi, v, psi0, e0,
                                                          grid))
 

@@ -16,6 +16,7 @@ from jax.typing import DTypeLike
 import numpy as np
 
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import check_fits
 
 
 def check_grid(where: str, grid: Any) -> None:
@@ -48,6 +49,15 @@ def as_dtype(where: str, dtype: DTypeLike | None) -> np.dtype:
     raise ValueError(
         f"{where}: dtype must be a floating dtype, got {dtype!r}.")
   return dtype
+
+
+def check_size(where: str, batch: tuple[int, ...], grid: Grid,
+               dtype: np.dtype) -> None:
+  """Refuses a batch of potentials that cannot fit in memory (see memory)."""
+  count = math.prod(batch)
+  nbytes = 4.0 * count * grid.size * np.dtype(dtype).itemsize
+  check_fits(nbytes, f"{where}: {count} potential(s) on {grid}",
+             "sample fewer potentials per call or use a smaller grid")
 
 
 def number(where: str, name: str, value: Any, item: Any) -> float:

@@ -20,6 +20,7 @@ from pgmoe_jax.potentials._args import as_dtype
 from pgmoe_jax.potentials._args import check_grid
 from pgmoe_jax.potentials._args import check_range
 from pgmoe_jax.potentials._args import check_scalar
+from pgmoe_jax.potentials._args import check_size
 from pgmoe_jax.potentials._sampling import PAD_CORRELATION_LENGTHS
 from pgmoe_jax.potentials._sampling import axis_coordinates
 from pgmoe_jax.potentials._sampling import centres
@@ -70,6 +71,7 @@ def gaussian_wells(key: jax.Array, grid: Grid,
   check_grid(where, grid)
   batch = as_batch_shape(where, batch_shape)
   dtype = as_dtype(where, dtype)
+  check_size(where, batch, grid, dtype)
   m_low, m_high = check_range(where, "num_wells", num_wells, minimum=1,
                               integer=True)
   depth = check_range(where, "depth", depth, minimum=0, strict=True)
@@ -143,6 +145,7 @@ def harmonic(key: jax.Array, grid: Grid,
   check_grid(where, grid)
   batch = as_batch_shape(where, batch_shape)
   dtype = as_dtype(where, dtype)
+  check_size(where, batch, grid, dtype)
   omega = check_range(where, "omega", omega, minimum=0)
   centre_fraction = check_scalar(where, "centre_fraction", centre_fraction,
                                  minimum=0, strict=False)
@@ -213,6 +216,7 @@ def double_well(key: jax.Array, grid: Grid,
   check_grid(where, grid)
   batch = as_batch_shape(where, batch_shape)
   dtype = as_dtype(where, dtype)
+  check_size(where, batch, grid, dtype)
   depth = check_range(where, "depth", depth, minimum=0, strict=True)
   separation = check_range(where, "separation", separation, minimum=0,
                            strict=True)
@@ -285,6 +289,7 @@ def box_well(key: jax.Array, grid: Grid,
   check_grid(where, grid)
   batch = as_batch_shape(where, batch_shape)
   dtype = as_dtype(where, dtype)
+  check_size(where, batch, grid, dtype)
   depth = check_range(where, "depth", depth, minimum=0, strict=True)
   half_width = check_range(where, "half_width", half_width, minimum=0,
                            strict=True)
@@ -351,6 +356,7 @@ def random_smooth(key: jax.Array, grid: Grid,
   check_grid(where, grid)
   batch = as_batch_shape(where, batch_shape)
   dtype = as_dtype(where, dtype)
+  check_size(where, batch, grid, dtype)
   depth = check_range(where, "depth", depth, minimum=0, strict=True)
   correlation_length = check_range(where, "correlation_length",
                                    correlation_length, minimum=0, strict=True)

@@ -27,6 +27,7 @@ import numpy as np
 from pgmoe_jax import checks
 from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import check_fits
 from pgmoe_jax.solvers.eigsh import eigsh_batch
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 from pgmoe_jax.variational import normalize_unchecked
@@ -77,6 +78,25 @@ def default_tol(dtype, grid: Grid) -> float:
   eps = float(jnp.finfo(dtype).eps)
   base = 1e-8 if jnp.finfo(dtype).bits == 64 else 1e-4
   return max(base, 5.0 * eps * kinetic.kinetic_norm(grid))
+
+
+def _check_memory(method: str, grid: Grid, batch: int, chunk: int,
+                  block: int, dtype) -> None:
+  """Refuses a solve that cannot fit (coarse estimates; see memory)."""
+  n = grid.size
+  if method == "eigsh":
+    # One potential at a time: the sparse H and its LU factors (fill-in
+    # grows like N^1.5 in 2-D and N^(4/3) x 40 in 3-D) and ARPACK's basis.
+    fill = {1: 5.0 * n, 2: 2.0 * n**1.5, 3: 40.0 * n**(4 / 3)}[grid.ndim]
+    nbytes = 12.0 * fill + 8.0 * n * 40
+    what, fix = (f"eigsh (shift-invert) on {grid}",
+                 "use method='lobpcg' or a smaller grid")
+    check_fits(nbytes, what, fix, host=True)
+  else:
+    # The start blocks of the whole batch, and a chunk's working blocks.
+    nbytes = (batch + 16.0 * chunk) * block * n * np.dtype(dtype).itemsize
+    check_fits(nbytes, f"LOBPCG on {chunk} potential(s) at once on {grid}",
+               "pass a smaller chunk_size, or use a smaller grid")
 
 
 def _prepare_init(init, potentials, grid: Grid, block_size: int, dtype):
@@ -188,6 +208,7 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     if init is not None:
       raise ValueError("init is only used by method='lobpcg'; eigsh "
                        "(shift-invert) does not take an initial guess.")
+    _check_memory("eigsh", grid, 1, 1, num_states, np.float64)
     flat = np.asarray(flat, np.float64)
     offset = flat.reshape(b, -1).min(axis=1)
     e, u, res, its, conv = eigsh_batch(flat - offset.reshape(column), grid,
@@ -207,12 +228,13 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     if not num_states <= block_size < grid.size:
       raise ValueError(f"block_size={block_size} must be >= num_states="
                        f"{num_states} and below the number of grid points.")
-    x0 = _prepare_init(init, V, grid, block_size, V.dtype)
-    offset = jnp.min(flat.reshape(b, -1), axis=1)
-    flat = flat - offset.reshape(column)
     chunk = b if chunk_size is None else int(chunk_size)
     if chunk < 1:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    _check_memory("lobpcg", grid, b, chunk, block_size, V.dtype)
+    x0 = _prepare_init(init, V, grid, block_size, V.dtype)
+    offset = jnp.min(flat.reshape(b, -1), axis=1)
+    flat = flat - offset.reshape(column)
     outputs = []
     for start in range(0, b, chunk):
       stop = min(start + chunk, b)

@@ -14,11 +14,22 @@ it, :func:`pgmoe_jax.load_model` and the evaluation read it)::
         metrics/                       the validation metrics of that step
                                        (when the run has a validation set)
 
+        checksums/                     SHA-256 of every array shard of
+                                       params and opt_state, written with
+                                       them and verified on restore
+    <workdir>/config.sha256            seals config.json (an edit is named)
+    <workdir>/.lock                    who is (or last was) training here
+
 ``step`` is the number of optimiser updates applied. :class:`Checkpoints`
 keeps the ``keep`` latest steps plus the best one by a validation metric
 (lower is better), through orbax's preservation policies; which step is best
 is read from the metrics stored with each checkpoint, so it survives
-restarts. Saves are asynchronous: :meth:`Checkpoints.wait` (or
+restarts. Integrity: :meth:`Checkpoints.save` refuses non-finite arrays and
+writes their checksums; :meth:`Checkpoints.restore` verifies them (a
+damaged checkpoint raises :class:`CheckpointDamagedError` naming the step
+and the array) and :meth:`Checkpoints.restore_intact` falls back to the
+newest intact step. Checkpoints written before checksums existed restore
+unverified. Saves are asynchronous: :meth:`Checkpoints.wait` (or
 :meth:`Checkpoints.close`) blocks until they are on disk, and a save in
 progress when the process dies is never mistaken for a complete checkpoint
 (orbax writes to a temporary directory and renames it).
@@ -28,18 +39,32 @@ Nothing here runs at import.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import time
 from typing import Any, Mapping
 
+from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from pgmoe_jax import checks
+from pgmoe_jax.training.integrity import CheckpointDamagedError
+from pgmoe_jax.training.integrity import all_finite
+from pgmoe_jax.training.integrity import discard_failed_reads
+from pgmoe_jax.training.integrity import is_read_error
+from pgmoe_jax.training.integrity import short_error
+from pgmoe_jax.training.integrity import tree_checksums
+from pgmoe_jax.training.integrity import verify
+
 CONFIG_FILE = "config.json"
+CONFIG_SEAL = "config.sha256"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
 # Config sections a checkpoint depends on: a workdir whose config.json
 # differs in one of these holds parameters another model cannot use.
 MODEL_SECTIONS = ("model", "grid", "dtype")
@@ -78,16 +103,27 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+class ConfigEditedError(ValueError):
+  """``config.json`` no longer matches the seal written with it."""
+
+
+def _digest(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """Reads ``<workdir>/config.json``.
+  """Reads ``<workdir>/config.json`` and checks its seal.
 
   Raises:
     ValueError: no such file (not a training workdir) or invalid JSON.
+    ConfigEditedError: the file was edited after training wrote it.
+      Workdirs written before the seal existed are read unchecked.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   try:
-    with open(path) as f:
-      data = json.load(f)
+    with open(path, "rb") as f:
+      raw = f.read()
+    data = json.loads(raw)
   except FileNotFoundError:
     raise ValueError(
         f"{workdir} is not a training workdir: it has no {CONFIG_FILE}. "
@@ -95,7 +131,51 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     ) from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path} is not valid JSON ({e}).") from None
+  seal_path = os.path.join(workdir, CONFIG_SEAL)
+  if os.path.exists(seal_path):
+    with open(seal_path) as f:
+      seal = f.read().strip()
+    if seal != _digest(raw):
+      raise ConfigEditedError(
+          f"{path} was edited after training wrote it (it no longer matches "
+          f"{CONFIG_SEAL}): the model would be rebuilt and reported with "
+          "values it was not trained with. Restore the file; if the edit is "
+          "intended (a field that keeps the parameter shapes, such as "
+          "model.input_clip), record it with: python -c \"from "
+          "pgmoe_jax.training import checkpoint; "
+          f"checkpoint.accept_config_edit('{workdir}')\". Settings of a "
+          "continued run (steps, learning rate) change by rerunning "
+          "experiments.train with them.")
   return ml_collections.ConfigDict(data)
+
+
+def _write_config(workdir: str, config_dict: dict) -> None:
+  """Writes config.json and its seal (each atomically)."""
+  raw = (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode()
+  for name, data in ((CONFIG_FILE, raw),
+                     (CONFIG_SEAL, (_digest(raw) + "\n").encode())):
+    path = os.path.join(workdir, name)
+    with checks.writing(name, workdir):
+      with open(path + ".tmp", "wb") as f:
+        f.write(data)
+      os.replace(path + ".tmp", path)
+
+
+def accept_config_edit(workdir: str) -> None:
+  """Records a deliberate edit of ``<workdir>/config.json`` (new seal).
+
+  Raises:
+    ValueError: the file is missing or not valid JSON.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+    json.loads(raw)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"Cannot accept {path}: {e}") from None
+  with open(os.path.join(workdir, CONFIG_SEAL), "w") as f:
+    f.write(_digest(raw) + "\n")
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
@@ -137,11 +217,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
         f"workdir {workdir} holds checkpoints but no {CONFIG_FILE}, so "
         "they cannot be checked against this config. Use a new --workdir.")
   os.makedirs(workdir, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(new, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  _write_config(workdir, new)
   return changed
 
 
@@ -195,7 +271,8 @@ class Checkpoints:
         preservation_policy=None if read_only else (
             checkpoint_managers.AnyPreservationPolicy(policies)))
     self._manager = checkpoint_managers.CheckpointManager(
-        self.directory, item_names=("params", "opt_state"), options=options)
+        self.directory, item_names=("params", "opt_state", "checksums"),
+        options=options)
 
   def __enter__(self) -> "Checkpoints":
     return self
@@ -238,21 +315,32 @@ class Checkpoints:
 
     Raises:
       ValueError: the step is already saved.
+      FloatingPointError: a parameter or optimiser value is NaN or inf
+        (nothing is saved).
     """
     if step in self._manager.all_steps():
       raise ValueError(f"Checkpoint step {step} already exists in "
                        f"{self.directory}.")
+    for name, tree in (("parameters", params),
+                       ("optimiser state", opt_state)):
+      if not all_finite(tree):
+        raise FloatingPointError(
+            f"Refusing to save checkpoint step {step}: its {name} hold NaN "
+            f"or inf. The checkpoints in {self.directory} are unchanged.")
     metrics = None if metrics is None else {
         k: float(v) for k, v in metrics.items()}
+    sums = {"params": tree_checksums(params),
+            "opt_state": tree_checksums(opt_state)}
     self._manager.save(
         int(step), args=ocp.args.Composite(
             params=ocp.args.StandardSave(params),
-            opt_state=ocp.args.StandardSave(opt_state)),
+            opt_state=ocp.args.StandardSave(opt_state),
+            checksums=ocp.args.JsonSave(sums)),
         metrics=metrics, force=True)
 
   def restore(self, step: int, params: PyTree,
               opt_state: PyTree | None = None) -> tuple[PyTree, PyTree | None]:
-    """Restores a step onto the given structures.
+    """Restores a step onto the given structures, verifying its checksums.
 
     Args:
       step: a saved step.
@@ -267,22 +355,99 @@ class Checkpoints:
     Raises:
       ValueError: the step does not exist, or its arrays do not match the
         given structure (a checkpoint of another model).
+      CheckpointDamagedError: its files cannot be read, or an array does
+        not match the checksum written with it.
     """
     if step not in self._manager.all_steps():
       raise ValueError(f"No checkpoint step {step} in {self.directory}; "
                        f"saved steps: {self.steps()}.")
+    where = os.path.join(self.directory, str(step))
     items = {"params": ocp.args.StandardRestore(_abstract(params))}
     if opt_state is not None:
       items["opt_state"] = ocp.args.StandardRestore(_abstract(opt_state))
+    has_sums = os.path.isdir(os.path.join(where, "checksums"))
+    if has_sums:
+      items["checksums"] = ocp.args.JsonRestore()
     try:
       restored = self._manager.restore(int(step),
                                        args=ocp.args.Composite(**items))
     except (ValueError, KeyError, TypeError) as e:
+      if is_read_error(e):
+        raise CheckpointDamagedError(
+            step, f"its files cannot be read ({short_error(e)})") from None
       raise ValueError(
           f"Checkpoint step {step} in {self.directory} does not match the "
           f"model built from its config ({type(e).__name__}: {e}).") from e
+    except Exception as e:  # pylint: disable=broad-except
+      # TensorStore reports a truncated or unreadable chunk as a bare
+      # Exception with its internal state attached; orbax's other reads of
+      # the same step are left as coroutines that would print the same dump
+      # when collected. They are collected here, quietly.
+      reason = short_error(e)
+      discard_failed_reads()
+      raise CheckpointDamagedError(
+          step, f"its files cannot be read ({reason})") from None
+    if has_sums:
+      for item in items:
+        if item != "checksums":
+          verify(step, item, restored[item], restored["checksums"][item])
+    else:
+      logging.info("Checkpoint step %d in %s has no checksums (written "
+                   "before they existed): restored unverified.", step,
+                   self.directory)
     return restored["params"], (restored["opt_state"] if opt_state is not None
                                 else None)
+
+  def restore_intact(self, params: PyTree, opt_state: PyTree | None = None,
+                     *, prefer: int | None = None):
+    """Restores ``prefer`` (default: the latest step) or, if it is damaged,
+    the newest intact step, with a warning naming what was skipped.
+
+    Returns:
+      ``(step, params, opt_state, damaged)``, ``damaged`` the skipped
+      ``(step, reason)`` pairs, newest first.
+
+    Raises:
+      ValueError: there is no checkpoint, or none is intact (every step is
+        named with its reason), or they belong to another model.
+    """
+    steps = sorted(self.steps(), reverse=True)
+    if not steps:
+      raise ValueError(f"No checkpoint in {self.directory}.")
+    if prefer is not None and prefer in steps:
+      steps.remove(prefer)
+      steps.insert(0, prefer)
+    damaged = []
+    for step in steps:
+      try:
+        restored = self.restore(step, params, opt_state)
+      except CheckpointDamagedError as e:
+        damaged.append((step, e.reason))
+        logging.warning("%s", e)
+        continue
+      if damaged:
+        logging.warning(
+            "Using checkpoint step %d in %s instead: the newer or preferred "
+            "one(s) %s are damaged.", step, self.directory,
+            ", ".join(str(s) for s, _ in damaged))
+      return (step,) + restored + (damaged,)
+    raise ValueError(
+        f"No intact checkpoint in {self.directory}: "
+        + "; ".join(f"step {s}: {r}" for s, r in damaged)
+        + ". Delete the folder to train from scratch.")
+
+  def set_aside(self, step: int, workdir: str) -> str:
+    """Moves a damaged step out of the checkpoint folder (nothing deleted).
+
+    Returns:
+      Where it now lies: ``<workdir>/damaged_checkpoints/<step>-<time>``.
+    """
+    target = os.path.join(os.path.abspath(workdir), DAMAGED_DIR,
+                          f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
 
   def restore_latest(self, params: PyTree, opt_state: PyTree | None = None):
     """:meth:`restore` of :meth:`latest_step`; returns ``(step, params,

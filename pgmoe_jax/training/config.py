@@ -23,6 +23,7 @@ import numpy as np
 from pgmoe_jax import models
 from pgmoe_jax import potentials
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import check_fits
 from pgmoe_jax.metrics import SCORE_KEYS
 
 DTYPES = ("float32", "float64")
@@ -184,5 +185,24 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
     except (TypeError, ValueError) as e:
       raise ValueError(f"data.family={config.data.family!r} with "
                        f"data.ranges={stream_ranges(config)}: {e}") from None
+  _check_memory(config, setup)
   return Run(config, setup.grid, setup.dtype, setup.model, uses_labels,
              stream)
+
+
+def _check_memory(config, setup: ModelSetup) -> None:
+  """Refuses a run that cannot fit on one device (a coarse estimate)."""
+  itemsize = np.dtype(setup.dtype).itemsize
+  shapes = jax.eval_shape(setup.model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1,) + setup.grid.shape,
+                                               setup.dtype))
+  num_params = sum(int(np.prod(x.shape)) for x in
+                   jax.tree.leaves(shapes["params"]))
+  batch = max(int(config.train.batch_size),
+              int(config.loss.unlabelled_batch_size),
+              int(config.train.eval_batch_size))
+  # Parameters, gradients and Adam's two moments; inputs, labels and the
+  # activations of one step, a few grid-sized arrays per sample.
+  nbytes = itemsize * (4.0 * num_params + 32.0 * batch * setup.grid.size)
+  check_fits(nbytes, f"training {config.model.name} on {setup.grid} with "
+             f"batches of {batch}", "use a smaller grid or batch size")

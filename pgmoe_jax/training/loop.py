@@ -23,7 +23,6 @@ reports progress through an optional callback.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from typing import Callable, Iterator
 
@@ -36,7 +35,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pgmoe_jax import checks
 from pgmoe_jax import data as data_lib
+from pgmoe_jax import locks
 from pgmoe_jax import models
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
@@ -52,6 +53,8 @@ from pgmoe_jax.training.step import make_train_step
 from pgmoe_jax.training.summaries import MetricsLog
 
 BATCH_AXIS = "batch"
+_RESUME_ADVICE = ("The checkpoints saved before are intact; free the space "
+                  "and rerun the same command to resume.")
 
 Progress = Callable[[int, int], None]
 
@@ -136,14 +139,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       step, and the checkpoints saved before it are kept.
   """
   run = config_lib.resolve(config)
-  dtype, grid, model = run.dtype, run.grid, run.model
-  workdir = os.path.abspath(workdir)
-  num_steps = config.train.num_steps
-
   mesh = make_mesh()
+  train_ds, val_ds = _open_datasets(run, mesh.size)
+  # Everything is checked: from here on the workdir is written, by this
+  # process alone.
+  workdir = checks.prepare_output_dir(workdir, "workdir")
+  with locks.exclusive(workdir, "workdir"):
+    return _train(run, workdir, mesh, train_ds, val_ds, progress)
+
+
+def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
+           progress: Progress | None) -> TrainState:
+  """:func:`train_and_evaluate` in a checked, locked workdir."""
+  config = run.config
+  dtype, grid, model = run.dtype, run.grid, run.model
+  num_steps = config.train.num_steps
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
-  train_ds, val_ds = _open_datasets(run, mesh.size)
 
   if jax.process_index() == 0:
     changed = checkpoint.save_config(config, workdir)
@@ -171,7 +183,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       best_metric=config.train.best_metric if val_ds is not None else None)
   log = None
   try:
-    state, start = _restore_or_keep(ckpts, jax.device_put(state, replicated))
+    state, start = _restore_or_keep(ckpts, jax.device_put(state, replicated),
+                                    workdir)
     log = MetricsLog(workdir, start)
     if start >= num_steps:
       logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
@@ -223,13 +236,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         log.write(done, "val", val)
         logging.info("step %d/%d val: %s", done, num_steps, _format(val))
       if is_ckpt:
-        ckpts.save(done, state.params, state.opt_state,
-                   None if val is None else {
-                       f"val/{k}": v for k, v in val.items()})
+        with checks.writing(f"checkpoint step {done}", ckpts.directory,
+                            _RESUME_ADVICE):
+          ckpts.save(done, state.params, state.opt_state,
+                     None if val is None else {
+                         f"val/{k}": v for k, v in val.items()})
       other_seconds += time.perf_counter() - tic
       if progress is not None:
         progress(done, num_steps)
-    ckpts.wait()
+    with checks.writing("checkpoints", ckpts.directory, _RESUME_ADVICE):
+      ckpts.wait()
     logging.info("Finished at step %d; checkpoints %s in %s", num_steps,
                  ckpts.steps(), ckpts.directory)
     return state
@@ -244,14 +260,23 @@ def _format(metrics) -> str:
                    for k, v in metrics.items())
 
 
-def _restore_or_keep(ckpts: checkpoint.Checkpoints,
-                     state: TrainState) -> tuple[TrainState, int]:
-  """The latest checkpoint restored onto ``state``'s placement, or
-  ``state`` itself if there is none; and the step."""
-  start = ckpts.latest_step()
-  if start is None:
+def _restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
+                     workdir: str) -> tuple[TrainState, int]:
+  """The newest intact checkpoint restored onto ``state``'s placement, or
+  ``state`` itself if there is none; and the step.
+
+  Damaged newer steps are moved to ``<workdir>/damaged_checkpoints`` (with
+  a warning), so training continues from the newest intact step and can
+  save those steps again.
+  """
+  if ckpts.latest_step() is None:
     return state, 0
-  _, params, opt_state = ckpts.restore_latest(state.params, state.opt_state)
+  start, params, opt_state, damaged = ckpts.restore_intact(state.params,
+                                                           state.opt_state)
+  for step, reason in damaged:
+    target = ckpts.set_aside(step, workdir)
+    logging.warning("Checkpoint step %d was damaged (%s); moved it to %s and "
+                    "resumed from step %d.", step, reason, target, start)
   step = jax.device_put(jnp.asarray(start, jnp.int32), state.step.sharding)
   logging.info("Resumed from checkpoint step %d in %s", start,
                ckpts.directory)

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import jax
 
+from pgmoe_jax import checks
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -91,9 +93,12 @@ class MetricsLog:
     """Appends one record (scalars) for ``step`` and ``split``."""
     if not self._primary:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), "split": split, **record})
-              + "\n")
+    with checks.writing(METRICS_FILE, os.path.dirname(self.path),
+                        "The checkpoints saved before are intact; free the "
+                        "space and rerun the same command to resume."):
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"step": int(step), "split": split, **record})
+                + "\n")
     if self._tb_dir is not None:
       writer = self._writer(split)
       for key, value in record.items():
