@@ -39,6 +39,7 @@ Nothing here runs at import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -234,6 +235,19 @@ def _metric_value(metrics: Mapping[str, Any] | None, name: str) -> float:
   return value if math.isfinite(value) else math.inf
 
 
+@contextlib.contextmanager
+def _without_read_only_notice():
+  """Drops orbax's "Given directory is read only" warning (we asked)."""
+  def keep(record) -> bool:
+    return "Given directory is read only" not in record.getMessage()
+  logger = logging.get_absl_logger()
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
+
+
 class Checkpoints:
   """Saves and restores ``(params, opt_state)`` by step with orbax.
 
@@ -270,9 +284,10 @@ class Checkpoints:
         cleanup_tmp_directories=not read_only,
         preservation_policy=None if read_only else (
             checkpoint_managers.AnyPreservationPolicy(policies)))
-    self._manager = checkpoint_managers.CheckpointManager(
-        self.directory, item_names=("params", "opt_state", "checksums"),
-        options=options)
+    with _without_read_only_notice():
+      self._manager = checkpoint_managers.CheckpointManager(
+          self.directory, item_names=("params", "opt_state", "checksums"),
+          options=options)
 
   def __enter__(self) -> "Checkpoints":
     return self
