@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -44,6 +43,7 @@ from pgmoe_jax import kinetic
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
 from pgmoe_jax.timing import best_time
+from pgmoe_jax.timing import timed
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, datagen.")
@@ -127,9 +127,8 @@ def bench_solvers(quick: bool, repeats: int) -> None:
         max(1, repeats // 3)) / count
     rows.append(("eigsh shift-invert", t_ref, ref.iterations, ref.energies,
                  ref.residuals))
-    t_sp = time.perf_counter()
-    e_sp, it_sp = _scipy_lobpcg(v, grid, tol)
-    t_sp = (time.perf_counter() - t_sp) / count
+    (e_sp, it_sp), t_sp = timed(lambda: _scipy_lobpcg(v, grid, tol))
+    t_sp /= count
     rows.append(("scipy lobpcg", t_sp, it_sp, e_sp[:, None], None))
     for label, chunk in (("jax lobpcg, one by one", 1),
                          (f"jax lobpcg, batch of {count}", count)):
@@ -185,10 +184,9 @@ def bench_datagen(quick: bool, repeats: int) -> None:
   print("| how | seconds | samples/s | vs one-at-a-time eigsh |")
   print("|---|---|---|---|")
   potentials = data.make_split_sampler(spec)(0, count)
-  start = time.perf_counter()
-  for v in potentials:
-    solvers.solve(v, grid, method="eigsh", num_states=2)
-  t_loop = time.perf_counter() - start
+  _, t_loop = timed(lambda: [solvers.solve(v, grid, method="eigsh",
+                                           num_states=2).energies
+                             for v in potentials])
   rows = [("eigsh loop, one process (no I/O)", t_loop)]
   tmp = tempfile.mkdtemp()
   try:
@@ -199,9 +197,8 @@ def bench_datagen(quick: bool, repeats: int) -> None:
         ("generate, JAX LOBPCG one by one", "lobpcg", 1, 1)):
       path = os.path.join(tmp, how.replace(" ", "_").replace(",", ""))
       run_spec = dataclasses.replace(spec, solver=solver)
-      start = time.perf_counter()
-      data.generate(path, run_spec, workers=workers, chunk_size=chunk)
-      rows.append((how, time.perf_counter() - start))
+      rows.append((how, timed(lambda: data.generate(
+          path, run_spec, workers=workers, chunk_size=chunk))[1]))
     for how, seconds in rows:
       print(f"| {how} | {seconds:.2f} | {count / seconds:.1f} | "
             f"{t_loop / seconds:.2f} |")
@@ -209,22 +206,23 @@ def bench_datagen(quick: bool, repeats: int) -> None:
     ds = data.open_dataset(path)
     batch_size = 16 if quick else 64
     epochs = 2 if quick else 20
-    start = time.perf_counter()
-    batches = 0
-    for epoch in range(epochs):
-      for batch in ds.batches(batch_size, epoch=epoch):
-        jax.block_until_ready(batch)
-        batches += 1
-    loader = batches / (time.perf_counter() - start)
+
+    def read_all():
+      out = [jax.block_until_ready(batch) for epoch in range(epochs)
+             for batch in ds.batches(batch_size, epoch=epoch)]
+      return len(out), out[-1]
+    (batches, batch), seconds = timed(read_all)
+    loader = batches / seconds
     params, step = _proxy_train_step(grid, batch_size)
     v = batch["potential"]
     params, _ = step(params, v)  # compile
     steps = 3 if quick else 30
-    start = time.perf_counter()
-    for _ in range(steps):
-      params, value = step(params, v)
-    jax.block_until_ready(value)
-    consumed = steps / (time.perf_counter() - start)
+
+    def train_steps(params=params):
+      for _ in range(steps):
+        params, value = step(params, v)
+      return value
+    consumed = steps / timed(train_steps)[1]
     print(f"\nLoader: {loader:.0f} batches/s of {batch_size} (memory-mapped "
           f"shards, shuffled, float32, to device). A proxy train step (dense "
           f"MLP {grid.size}->512->512->{grid.size}, energy loss, "

@@ -18,10 +18,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 from pgmoe_jax import data
+from pgmoe_jax import timing
 from pgmoe_jax.evaluation import report
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
@@ -151,10 +151,10 @@ def run_grid(*, grid_size: int, train_sizes: Sequence[int], steps: int,
       if not os.path.exists(done_file):
         config = run_config(variant, size, grid, data_root, steps,
                             base_configs, coarse)
-        start = time.perf_counter()
-        train_and_evaluate(config, workdir)
+        _, seconds = timing.timed(lambda: train_and_evaluate(config,
+                                                             workdir))
         with open(done_file, "w") as f:
-          json.dump({"train_seconds": time.perf_counter() - start}, f)
+          json.dump({"train_seconds": seconds}, f)
       with open(done_file) as f:
         seconds = json.load(f)["train_seconds"]
       model = load_model(workdir)
