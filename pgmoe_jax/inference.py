@@ -37,6 +37,7 @@ from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
 from pgmoe_jax.symmetry import symmetrized
 from pgmoe_jax.training import checkpoint
+from pgmoe_jax.training import workdir as workdir_lib
 from pgmoe_jax.training.config import resolve_model
 
 WHICH = ("best", "latest")
@@ -159,7 +160,7 @@ def load_model(workdir: str, which: str = "best",
                      f"{', '.join(WHICH)}.")
   if not os.path.isdir(workdir):
     raise ValueError(f"No such workdir: {workdir}.")
-  config = checkpoint.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   setup = resolve_model(config)
   dtype, grid, model = setup.dtype, setup.grid, setup.model
   directory = checkpoint.checkpoint_dir(workdir)

@@ -17,6 +17,7 @@ from pgmoe_jax.grid import Grid
 from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training import summaries
 from pgmoe_jax.training import train_and_evaluate
+from pgmoe_jax.training import workdir as workdir_lib
 
 GRID = Grid((16, 16), 20.0)
 
@@ -139,9 +140,9 @@ def test_missing_workdir_config_or_checkpoint(trained, tmp_path):
     inference.load_model(str(tmp_path / "nowhere"))
   with pytest.raises(ValueError, match="has no config.json"):
     inference.load_model(str(tmp_path))
-  with open(os.path.join(trained[0], checkpoint.CONFIG_FILE)) as f:
+  with open(os.path.join(trained[0], workdir_lib.CONFIG_FILE)) as f:
     config = f.read()
-  with open(tmp_path / checkpoint.CONFIG_FILE, "w") as f:
+  with open(tmp_path / workdir_lib.CONFIG_FILE, "w") as f:
     f.write(config)
   with pytest.raises(ValueError, match="has no checkpoint"):
     inference.load_model(str(tmp_path))

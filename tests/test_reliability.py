@@ -268,7 +268,7 @@ def test_edited_dataset_spec_is_reported(tmp_path):
 
 
 def test_edited_config_json_is_reported_and_can_be_accepted(trained):
-  checkpoint = importlib.import_module("pgmoe_jax.training.checkpoint")
+  workdir_lib = importlib.import_module("pgmoe_jax.training.workdir")
   path = os.path.join(trained, "config.json")
   config = json.load(open(path))
   config["model"]["input_clip"] = 7.0  # keeps every parameter shape
@@ -276,7 +276,7 @@ def test_edited_config_json_is_reported_and_can_be_accepted(trained):
   with pytest.raises(ValueError, match=r"config.json was edited.*"
                      r"accept_config_edit"):
     inference.load_model(trained)
-  checkpoint.accept_config_edit(trained)
+  workdir_lib.accept_config_edit(trained)
   model = inference.load_model(trained)
   assert model.config.model.input_clip == 7.0
 

@@ -20,6 +20,7 @@ from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import step as step_lib
 from pgmoe_jax.training import train_and_evaluate
+from pgmoe_jax.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = Grid((16, 16), 20.0)
@@ -77,7 +78,7 @@ def test_run_writes_config_metrics_and_checkpoints(run100, datasets):
   assert int(state.step) == 100
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
-  assert saved == checkpoint.config_to_dict(supervised_config(datasets))
+  assert saved == workdir_lib.config_to_dict(supervised_config(datasets))
   assert saved["grid"]["shape"] == [16, 16]  # tuples as lists
 
   records = read_records(workdir)

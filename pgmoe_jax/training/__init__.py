@@ -7,8 +7,10 @@
 * :mod:`~pgmoe_jax.training.step`: optimiser, :class:`TrainState`, the pure
   train step.
 * :mod:`~pgmoe_jax.training.loop`: :func:`train_and_evaluate`.
-* :mod:`~pgmoe_jax.training.checkpoint`: a workdir's ``config.json`` and
-  orbax checkpoints (what :func:`pgmoe_jax.load_model` reads).
+* :mod:`~pgmoe_jax.training.workdir`: a run's sealed ``config.json``.
+* :mod:`~pgmoe_jax.training.checkpoint`: orbax checkpoints with checksums
+  (:mod:`~pgmoe_jax.training.integrity`); what :func:`pgmoe_jax.load_model`
+  reads, with the config.
 * :mod:`~pgmoe_jax.training.summaries`: ``metrics.jsonl`` and TensorBoard.
 
 Submodules load on first use, so reading a checkpoint does not import the
@@ -29,7 +31,8 @@ _LAZY = {
     "resolve": "config",
     "resolve_model": "config",
 }
-_SUBMODULES = ("checkpoint", "config", "losses", "loop", "step", "summaries")
+_SUBMODULES = ("checkpoint", "config", "integrity", "losses", "loop", "step",
+               "summaries", "workdir")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

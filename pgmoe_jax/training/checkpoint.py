@@ -1,10 +1,11 @@
-"""A training run's directory: its config and checkpoints (orbax, no pickle).
+"""A training run's checkpoints (orbax, no pickle), with checksums.
 
 Layout of a workdir (:func:`pgmoe_jax.training.train_and_evaluate` writes
 it, :func:`pgmoe_jax.load_model` and the evaluation read it)::
 
     <workdir>/config.json              the resolved config (JSON, tuples as
                                        lists); fixes the model and the grid
+                                       (:mod:`pgmoe_jax.training.workdir`)
     <workdir>/metrics.jsonl            one JSON object per log line
     <workdir>/tensorboard/<split>/     the same as TensorBoard events
                                        (when tensorboardX is installed)
@@ -13,7 +14,6 @@ it, :func:`pgmoe_jax.load_model` and the evaluation read it)::
         opt_state/                     the optimiser state
         metrics/                       the validation metrics of that step
                                        (when the run has a validation set)
-
         checksums/                     SHA-256 of every array shard of
                                        params and opt_state, written with
                                        them and verified on restore
@@ -40,8 +40,6 @@ Nothing here runs at import.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import time
@@ -49,11 +47,9 @@ from typing import Any, Mapping
 
 from absl import logging
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from pgmoe_jax import checks
 from pgmoe_jax.training.integrity import CheckpointDamagedError
 from pgmoe_jax.training.integrity import all_finite
 from pgmoe_jax.training.integrity import discard_failed_reads
@@ -61,169 +57,11 @@ from pgmoe_jax.training.integrity import is_read_error
 from pgmoe_jax.training.integrity import short_error
 from pgmoe_jax.training.integrity import tree_checksums
 from pgmoe_jax.training.integrity import verify
+from pgmoe_jax.training.workdir import checkpoint_dir  # noqa: F401
 
-CONFIG_FILE = "config.json"
-CONFIG_SEAL = "config.sha256"
-CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
-# Config sections a checkpoint depends on: a workdir whose config.json
-# differs in one of these holds parameters another model cannot use.
-MODEL_SECTIONS = ("model", "grid", "dtype")
 
 PyTree = Any
-
-
-def checkpoint_dir(workdir: str) -> str:
-  """The absolute checkpoint directory of a workdir (orbax needs absolute)."""
-  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-
-
-# --------------------------------------------------------------------------
-# config.json
-
-
-def config_to_dict(config: ml_collections.ConfigDict | Mapping) -> dict:
-  """A config as plain JSON data (tuples become lists)."""
-  if isinstance(config, ml_collections.ConfigDict):
-    return json.loads(config.to_json())
-  return json.loads(json.dumps(config))
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, Mapping) and tree:
-    out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, f"{prefix}{key}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
-def _differences(old: Mapping, new: Mapping) -> list[str]:
-  old, new = _flatten(old), _flatten(new)
-  return [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
-          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-
-
-class ConfigEditedError(ValueError):
-  """``config.json`` no longer matches the seal written with it."""
-
-
-def _digest(data: bytes) -> str:
-  return hashlib.sha256(data).hexdigest()
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """Reads ``<workdir>/config.json`` and checks its seal.
-
-  Raises:
-    ValueError: no such file (not a training workdir) or invalid JSON.
-    ConfigEditedError: the file was edited after training wrote it.
-      Workdirs written before the seal existed are read unchecked.
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-    data = json.loads(raw)
-  except FileNotFoundError:
-    raise ValueError(
-        f"{workdir} is not a training workdir: it has no {CONFIG_FILE}. "
-        "Train a model with python -m experiments.train --workdir=..."
-    ) from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path} is not valid JSON ({e}).") from None
-  seal_path = os.path.join(workdir, CONFIG_SEAL)
-  if os.path.exists(seal_path):
-    with open(seal_path) as f:
-      seal = f.read().strip()
-    if seal != _digest(raw):
-      raise ConfigEditedError(
-          f"{path} was edited after training wrote it (it no longer matches "
-          f"{CONFIG_SEAL}): the model would be rebuilt and reported with "
-          "values it was not trained with. Restore the file; if the edit is "
-          "intended (a field that keeps the parameter shapes, such as "
-          "model.input_clip), record it with: python -c \"from "
-          "pgmoe_jax.training import checkpoint; "
-          f"checkpoint.accept_config_edit('{workdir}')\". Settings of a "
-          "continued run (steps, learning rate) change by rerunning "
-          "experiments.train with them.")
-  return ml_collections.ConfigDict(data)
-
-
-def _write_config(workdir: str, config_dict: dict) -> None:
-  """Writes config.json and its seal (each atomically)."""
-  raw = (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode()
-  for name, data in ((CONFIG_FILE, raw),
-                     (CONFIG_SEAL, (_digest(raw) + "\n").encode())):
-    path = os.path.join(workdir, name)
-    with checks.writing(name, workdir):
-      with open(path + ".tmp", "wb") as f:
-        f.write(data)
-      os.replace(path + ".tmp", path)
-
-
-def accept_config_edit(workdir: str) -> None:
-  """Records a deliberate edit of ``<workdir>/config.json`` (new seal).
-
-  Raises:
-    ValueError: the file is missing or not valid JSON.
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-    json.loads(raw)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"Cannot accept {path}: {e}") from None
-  with open(os.path.join(workdir, CONFIG_SEAL), "w") as f:
-    f.write(_digest(raw) + "\n")
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """Writes the config to ``<workdir>/config.json`` unless it would mismatch.
-
-  A workdir belongs to one model: if its ``config.json`` differs in the
-  ``model`` or ``grid`` section or the ``dtype``, nothing is written and a
-  ValueError names the differences. Other differences (more steps, another
-  learning rate) are a continued run: the file is replaced.
-
-  Args:
-    config: the resolved config.
-    workdir: the run directory (created if missing).
-
-  Returns:
-    The differing fields outside the model sections (``"a.b: old -> new"``),
-    empty for a new workdir or the same config.
-
-  Raises:
-    ValueError: the workdir was set up for another model, or it holds
-      checkpoints but no ``config.json``.
-  """
-  new = config_to_dict(config)
-  path = os.path.join(workdir, CONFIG_FILE)
-  changed = []
-  if os.path.exists(path):
-    old = config_to_dict(load_config(workdir))
-    clash = _differences({k: old.get(k) for k in MODEL_SECTIONS},
-                         {k: new.get(k) for k in MODEL_SECTIONS})
-    if clash:
-      raise ValueError(
-          f"workdir {workdir} holds another model's checkpoints: its "
-          f"{CONFIG_FILE} differs in {'; '.join(clash)}. Use a new --workdir "
-          "(or delete this one); nothing was overwritten.")
-    changed = _differences(old, new)
-  elif os.path.isdir(checkpoint_dir(workdir)) and os.listdir(
-      checkpoint_dir(workdir)):
-    raise ValueError(
-        f"workdir {workdir} holds checkpoints but no {CONFIG_FILE}, so "
-        "they cannot be checked against this config. Use a new --workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, new)
-  return changed
-
-
-# --------------------------------------------------------------------------
-# Checkpoints.
 
 
 def _metric_value(metrics: Mapping[str, Any] | None, name: str) -> float:

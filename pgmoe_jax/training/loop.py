@@ -51,6 +51,7 @@ from pgmoe_jax.training.step import make_optimizer
 from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
 from pgmoe_jax.training.summaries import MetricsLog
+from pgmoe_jax.training import workdir as workdir_lib
 
 BATCH_AXIS = "batch"
 _RESUME_ADVICE = ("The checkpoints saved before are intact; free the space "
@@ -158,7 +159,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
   batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
 
   if jax.process_index() == 0:
-    changed = checkpoint.save_config(config, workdir)
+    changed = workdir_lib.save_config(config, workdir)
     if changed:
       logging.info("Continuing %s with a changed config: %s", workdir,
                    "; ".join(changed))
