@@ -149,3 +149,48 @@ def flags_parser(prog: str):
                      "the flags.")
 
   return parse
+
+
+def define_distributed_flags() -> None:
+  """The flags of a multi-process run (named like jax.distributed's)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string(
+      "coordinator_address", None, "HOST:PORT where process 0 serves the "
+      "coordination service of a multi-process run (with --num_processes "
+      "and --process_id; every process gets the same address).")
+  flags.DEFINE_integer("num_processes", None,
+                       "Processes in a multi-process run.")
+  flags.DEFINE_integer("process_id", None,
+                       "This process's index, 0..num_processes-1.")
+  flags.DEFINE_bool(
+      "distributed", False, "Join a cluster JAX detects by itself (a Cloud "
+      "TPU pod slice, SLURM, Open MPI): run the same command on every "
+      "host. A plain run never tries.")
+
+
+def initialize_distributed(prog: str) -> None:
+  """Starts jax.distributed when the flags ask for it (before any JAX work).
+
+  Raises:
+    SystemExit: the flags are incomplete or inconsistent (one line).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  values = flags.FLAGS
+  explicit = {name: getattr(values, name) for name in (
+      "coordinator_address", "num_processes", "process_id")}
+  given = {k: v for k, v in explicit.items() if v is not None}
+  if given and len(given) < 3:
+    missing = sorted(set(explicit) - set(given))
+    raise SystemExit(f"{prog}: error: a multi-process run needs "
+                     "--coordinator_address, --num_processes and "
+                     f"--process_id together; missing --"
+                     f"{', --'.join(missing)}.")
+  if given:
+    n, i = explicit["num_processes"], explicit["process_id"]
+    if n < 1 or not 0 <= i < n:
+      raise SystemExit(f"{prog}: error: --process_id={i} must be in 0.."
+                       f"{n - 1} (--num_processes={n}).")
+    jax.distributed.initialize(**explicit)
+  elif values.distributed:
+    jax.distributed.initialize()

@@ -42,6 +42,7 @@ _REFERENCE_METHOD = flags.DEFINE_enum(
     "reference_method", "lobpcg", ["lobpcg", "eigsh"],
     "Reference solver timed for the speed-up (on CPU, one at a time).")
 
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["workdir", "data"])
 
 
@@ -49,6 +50,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   jax.config.update("jax_enable_x64", True)
+  cli.initialize_distributed("evaluate")
   cli.quiet_library_logs()
   try:
     run = evaluate_run(
@@ -58,6 +60,8 @@ def main(argv):
         reference_method=_REFERENCE_METHOD.value)
   except (ValueError, TypeError, KeyError, OSError) as e:
     raise SystemExit(f"evaluate: error: {e}") from None
+  if jax.process_index() != 0:
+    return
   print()
   print(run.table)
   print(f"wrote {run.markdown} and {run.json}")

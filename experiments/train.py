@@ -2,6 +2,9 @@ r"""Train a model: a config file plus overrides, into a workdir.
 
     python -m experiments.train --config=experiments/configs/pgmoe.py \
         --workdir=runs/pgmoe [--config.model.tiles=8 ...] [--jax_enable_x64]
+    # one run over several processes (the same command on each, its id):
+    python -m experiments.train ... --coordinator_address=HOST:PORT \
+        --num_processes=N --process_id=I      # or --distributed on a TPU pod
 
 Rerunning the same command resumes from the latest checkpoint; a workdir of
 another model is refused. The workdir layout is described in
@@ -28,12 +31,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: config.json, metrics.jsonl, checkpoints.")
 
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.initialize_distributed("train")
   cli.quiet_library_logs()
   config = _CONFIG.value
   logging.info("JAX %s, backend %s, devices: %s", jax.__version__,
@@ -41,7 +46,8 @@ def main(argv):
   logging.info("Config:\n%s", config)
   try:
     train_and_evaluate(config, _WORKDIR.value,
-                       progress=cli.ProgressBar("train", unit="steps"))
+                       progress=(cli.ProgressBar("train", unit="steps")
+                                 if jax.process_index() == 0 else None))
   except (ValueError, FloatingPointError, locks.FolderInUseError) as e:
     raise SystemExit(f"train: error: {e}") from None
 

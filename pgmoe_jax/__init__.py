@@ -34,9 +34,9 @@ _LAZY = {
     "load_model": "pgmoe_jax.inference",
 }
 _SUBMODULES = ("checks", "data", "evaluation", "grid", "hamiltonian",
-               "inference", "kinetic", "metrics", "models", "potentials",
-               "solvers", "symmetry", "timing", "training", "variational",
-               "workflows")
+               "inference", "kinetic", "locks", "memory", "metrics", "models",
+               "potentials", "sharding", "solvers", "symmetry", "timing",
+               "training", "variational", "workflows")
 
 __all__ = [
     "Grid",

@@ -167,7 +167,7 @@ def load_model(workdir: str, which: str = "best",
   if not os.path.isdir(directory) or not os.listdir(directory):
     raise ValueError(f"{workdir} has no checkpoint (nothing in {directory}); "
                      "the run saved none yet.")
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1,) + grid.shape, dtype))
   abstract = jax.tree.map(

@@ -47,7 +47,7 @@ def device_available_bytes(device=None) -> int | None:
   For CPU devices (which allocate from host memory) this is
   :func:`host_available_bytes`; ``None`` when nothing is known.
   """
-  device = device or jax.devices()[0]
+  device = device or jax.local_devices()[0]
   if device.platform == "cpu":
     return host_available_bytes()
   try:
@@ -89,8 +89,8 @@ def check_fits(nbytes: float, what: str, fix: str, *, device=None,
     return
   if nbytes > available:
     where = "host memory" if host or (
-        device or jax.devices()[0]).platform == "cpu" else (
-            f"{(device or jax.devices()[0]).device_kind} memory")
+        device or jax.local_devices()[0]).platform == "cpu" else (
+            f"{(device or jax.local_devices()[0]).device_kind} memory")
     raise InsufficientMemoryError(
         f"{what} needs about {format_bytes(nbytes)}, but only "
         f"{format_bytes(available)} of {where} is available; {fix}.")

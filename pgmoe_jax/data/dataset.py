@@ -21,6 +21,8 @@ from pgmoe_jax.data import files
 from pgmoe_jax.data.spec import DatasetSpec
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
+from pgmoe_jax.sharding import local_rows
+from pgmoe_jax.sharding import put_batch
 from pgmoe_jax.variational import normalize_unchecked
 from pgmoe_jax.variational import residual_norm
 
@@ -252,16 +254,15 @@ class Dataset:
             else len(order))
     for start in range(0, stop, batch_size):
       idx = np.sort(order[start:start + batch_size])
+      # This process reads only its own rows of the global batch.
+      idx = idx[local_rows(sharding, len(idx))]
       batch = {"potential": self.potentials[idx].astype(dtype),
                "psi0": self.psi0[idx].astype(dtype),
                "E0": self.E0[idx].astype(dtype),
                "index": self.index[idx]}
       if self.E1 is not None:
         batch["E1"] = self.E1[idx].astype(dtype)
-      if sharding is None:
-        yield jax.device_put(batch)
-      else:
-        yield jax.device_put(batch, sharding)
+      yield put_batch(batch, sharding, min(batch_size, stop - start))
 
 
 def open_dataset(path: str, *, grid: Grid | None = None,

@@ -35,6 +35,9 @@ from pgmoe_jax import timing
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
 from pgmoe_jax.metrics import CHEMICAL_ACCURACY_MHA
+from pgmoe_jax.sharding import fetch
+from pgmoe_jax.sharding import local_rows
+from pgmoe_jax.sharding import put_batch
 
 GAP_THRESHOLD_HA = 0.5
 INPUT_DTYPE = np.float32  # what models are trained on and served with
@@ -58,7 +61,9 @@ def score_dataset(score_batch: ScoreBatch, dataset, *, batch_size: int,
     batch_size: samples per call; the last batch is padded with copies of
       its last sample (dropped again), so every call has the same shape.
     dtype: dtype of the arrays handed to ``score_batch``.
-    sharding: optional placement of each batch (e.g. split across devices).
+    sharding: optional placement of each batch (e.g. split across devices,
+      also across processes: then ``score_batch`` must return replicated
+      arrays).
 
   Returns:
     ``{name: (n,) float64}`` in dataset order.
@@ -68,10 +73,13 @@ def score_dataset(score_batch: ScoreBatch, dataset, *, batch_size: int,
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
     idx = np.minimum(np.arange(start, start + batch_size), n - 1)
+    # Across processes each reads only its rows; the scores come back whole
+    # (score_batch returns them replicated).
+    idx = idx[local_rows(sharding, batch_size)]
     batch = {"potential": dataset.potentials[idx].astype(dtype),
              "psi0": dataset.psi0[idx].astype(dtype),
              "E0": dataset.E0[idx].astype(dtype)}
-    out = jax.device_get(score_batch(jax.device_put(batch, sharding)))
+    out = fetch(score_batch(put_batch(batch, sharding, batch_size)))
     for k, v in out.items():
       values.setdefault(k, []).append(np.asarray(v)[:stop - start])
   return {k: np.concatenate(parts).astype(np.float64)

@@ -299,8 +299,13 @@ class Checkpoints:
                           f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.replace(os.path.join(self.directory, str(step)), target)
-    self._manager.reload()
+    self.reload()
     return target
+
+  def reload(self) -> None:
+    """Rereads the saved steps from disk (after another process moved some).
+    """
+    self._manager.reload()
 
   def restore_latest(self, params: PyTree, opt_state: PyTree | None = None):
     """:meth:`restore` of :meth:`latest_step`; returns ``(step, params,

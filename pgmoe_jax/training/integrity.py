@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax.sharding import fetch
+
 PyTree = Any
 
 
@@ -53,7 +55,8 @@ def _finite(tree) -> jax.Array:
 
 
 def all_finite(tree: PyTree) -> bool:
-  return bool(_finite(tree))
+  """Whether every floating value of the tree is finite (on any mesh)."""
+  return bool(fetch(_finite(tree)))
 
 
 def _index_key(index, shape) -> str:

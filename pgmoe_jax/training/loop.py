@@ -22,12 +22,15 @@ reports progress through an optional callback.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import time
 from typing import Callable, Iterator
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
@@ -42,6 +45,7 @@ from pgmoe_jax import models
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
+from pgmoe_jax.sharding import fetch
 from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import losses
@@ -143,10 +147,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = make_mesh()
   train_ds, val_ds = _open_datasets(run, mesh.size)
   # Everything is checked: from here on the workdir is written, by this
-  # process alone.
-  workdir = checks.prepare_output_dir(workdir, "workdir")
-  with locks.exclusive(workdir, "workdir"):
+  # run alone (process 0 holds the lock and writes the files).
+  primary = jax.process_index() == 0
+  if primary:
+    workdir = checks.prepare_output_dir(workdir, "workdir")
+  workdir = os.path.abspath(workdir)
+  with (locks.exclusive(workdir, "workdir") if primary
+        else contextlib.nullcontext()):
+    _sync("pgmoe_jax: workdir ready")
     return _train(run, workdir, mesh, train_ds, val_ds, progress)
+
+
+def _sync(name: str) -> None:
+  """A barrier across processes (nothing to wait for in a single one)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
@@ -169,11 +184,13 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
 
   schedule = make_schedule(config)
   optimizer = make_optimizer(config)
-  train_step = make_train_step(losses.make_loss_fn(run, apply_fn),
-                               optimizer, schedule)
+  train_step = make_train_step(
+      losses.make_loss_fn(run, apply_fn, batch_sharding), optimizer,
+      schedule)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(init_key, config, model,
-                             jnp.zeros((1,) + grid.shape, dtype))
+                             np.zeros((1,) + grid.shape, dtype),
+                             sharding=replicated)
   logging.info("Model %s on %s: %d parameters; %d device(s): %s",
                config.model.name, grid, models.count_params(state.params),
                mesh.size, jax.devices())
@@ -184,8 +201,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
       best_metric=config.train.best_metric if val_ds is not None else None)
   log = None
   try:
-    state, start = _restore_or_keep(ckpts, jax.device_put(state, replicated),
-                                    workdir)
+    state, start = _restore_or_keep(ckpts, state, workdir)
     log = MetricsLog(workdir, start)
     if start >= num_steps:
       logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
@@ -197,7 +213,9 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
 
     step_fn = jax.jit(keyed_step, donate_argnums=0,
                       out_shardings=(replicated, replicated))
-    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid))
+    # Scores come back replicated: every process reads whole metrics.
+    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid),
+                       out_shardings=replicated)
     np_dtype = np.dtype(config.dtype)
     batches = (_train_batches(train_ds, config.train.batch_size, config.seed,
                               start, np_dtype, batch_sharding)
@@ -274,11 +292,18 @@ def _restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
     return state, 0
   start, params, opt_state, damaged = ckpts.restore_intact(state.params,
                                                            state.opt_state)
-  for step, reason in damaged:
-    target = ckpts.set_aside(step, workdir)
-    logging.warning("Checkpoint step %d was damaged (%s); moved it to %s and "
-                    "resumed from step %d.", step, reason, target, start)
-  step = jax.device_put(jnp.asarray(start, jnp.int32), state.step.sharding)
+  if damaged:
+    if jax.process_index() == 0:
+      for step, reason in damaged:
+        target = ckpts.set_aside(step, workdir)
+        logging.warning("Checkpoint step %d was damaged (%s); moved it to %s "
+                        "and resumed from step %d.", step, reason, target,
+                        start)
+    _sync("pgmoe_jax: damaged checkpoints set aside")
+    ckpts.reload()
+  # A global (replicated) scalar, made in place on every process.
+  step = jax.jit(lambda s: jnp.full_like(s, start),
+                 out_shardings=state.step.sharding)(state.step)
   logging.info("Resumed from checkpoint step %d in %s", start,
                ckpts.directory)
   return state.replace(step=step, params=params, opt_state=opt_state), start
@@ -286,7 +311,7 @@ def _restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
 
 def _summarise(pending: list[dict], steps_per_sec: float) -> dict[str, float]:
   """Means of the steps' metrics since the last log; ``lr`` of the last."""
-  values = jax.device_get(pending)
+  values = fetch(pending)
   record = {k: float(np.mean([m[k] for m in values]))
             for k in values[0] if k != "finite"}
   record["lr"] = float(values[-1]["lr"])
@@ -297,11 +322,11 @@ def _summarise(pending: list[dict], steps_per_sec: float) -> dict[str, float]:
 def _check_finite(state: TrainState, pending: list[dict], done: int,
                   ckpts: checkpoint.Checkpoints) -> None:
   """Raises FloatingPointError if a step since the last check was bad."""
-  bad = int(jax.device_get(state.nonfinite_step))
+  bad = int(fetch(state.nonfinite_step))
   if bad < 0:
     return
   first = done - len(pending)
-  loss = (float(jax.device_get(pending[bad - first]["loss"]))
+  loss = (float(fetch(pending[bad - first]["loss"]))
           if 0 <= bad - first < len(pending) else float("nan"))
   ckpts.wait()
   last_good = ckpts.latest_step()

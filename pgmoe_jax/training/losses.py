@@ -78,12 +78,16 @@ def energy_weight(config, step) -> jax.Array:
   return w * 0.5 * (1.0 - jnp.cos(math.pi * t))
 
 
-def make_loss_fn(run: Run, apply_fn: ApplyFn):
+def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None):
   """Builds ``loss_fn(params, batch, key, step) -> (loss, metrics)``.
 
   Args:
     run: the resolved config (:func:`pgmoe_jax.training.config.resolve`).
     apply_fn: ``apply_fn(params, V) -> psi``.
+    batch_sharding: if given, the streamed potentials are laid out along
+      the batch axis with it, so each device draws only its part of the
+      global batch (JAX's partitionable PRNG makes the values the same for
+      any device count): N devices stream N times the potentials per second.
 
   Returns:
     A pure function; ``batch`` is a labelled batch (``{}`` in label-free
@@ -123,6 +127,8 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn):
                                          grid)))
     if stream is not None:
       v_free = stream(key_stream)
+      if batch_sharding is not None:
+        v_free = jax.lax.with_sharding_constraint(v_free, batch_sharding)
       e_free = jnp.mean(rayleigh_quotient(apply_fn(params, v_free), v_free,
                                           grid))
       total = total + w_energy * e_free

@@ -14,6 +14,7 @@ the loop stops with a message naming the step.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -73,7 +74,8 @@ def make_optimizer(
 
 
 def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
-                       model, example_v: jax.Array) -> TrainState:
+                       model, example_v: jax.Array,
+                       sharding=None) -> TrainState:
   """Initialises parameters (in ``config.dtype``) and the optimiser state.
 
   Args:
@@ -81,6 +83,7 @@ def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
     config: the full config.
     model: the flax module (:func:`pgmoe_jax.models.build_model`).
     example_v: ``(b, *grid.shape)`` potentials fixing the input shape.
+    sharding: where the state lives (default: the default device).
 
   Returns:
     A :class:`TrainState` at step 0.
@@ -89,8 +92,9 @@ def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
   optimizer = make_optimizer(config)
 
   # Jitted: op-by-op initialisation of a PG-MoE took 3x longer than
-  # compiling it.
-  @jax.jit
+  # compiling it. With a sharding (replicated over a mesh that may span
+  # processes) every process makes the same state in place.
+  @functools.partial(jax.jit, out_shardings=sharding)
   def init(key, v):
     params = model.init(key, v)["params"]
     # Flax creates float32 parameters whatever the input; training in

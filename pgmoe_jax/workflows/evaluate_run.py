@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import jax
 
+from pgmoe_jax import checks
 from pgmoe_jax import data
 from pgmoe_jax.evaluation import report
 from pgmoe_jax.evaluation import scorer
@@ -128,13 +129,16 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
 
   out = out or os.path.join(workdir,
                             "eval_symmetrized" if symmetrize else "eval")
-  os.makedirs(out, exist_ok=True)
+  primary = jax.process_index() == 0
+  if primary:
+    out = checks.prepare_output_dir(out, "--out")
   model_name = _model_name(workdir, predictor)
   if symmetrize:
     model_name += " symmetrized"
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   step = getattr(predictor, "step", None)
   step = None if step is None else int(step)
+  echo = echo if primary else (lambda line: None)
   echo(f"evaluating {model_name} ({which} checkpoint, step "
        f"{step}, {predictor.num_params:,} parameters) on "
        f"{len(datasets)} split(s), backend {jax.default_backend()} "
@@ -152,11 +156,11 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
     echo(f"  {name:<18} n={shown['n']:<6} 1-F p90 "
          f"{shown['infidelity_p90']}  dE median "
          f"{shown['energy_error_mha_median']} mHa")
-    if figures:
+    if figures and primary:
       figure = os.path.join(out, f"samples_{_file_name(name)}.png")
       report.plot_samples(predictor, dataset, result, figure)
       drawn.append(figure)
-  if figures:
+  if figures and primary:
     curves = os.path.join(out, "training_curves.png")
     try:
       report.plot_training_curves(os.path.join(workdir, METRICS_FILE), curves)
@@ -181,6 +185,9 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
       "datasets": {name: os.path.abspath(d.path)
                    for name, d in datasets.items()},
   }
+  if not primary:  # in a multi-process run, process 0 writes the report
+    return RunEvaluation(results, report.markdown_table(results, model_name),
+                         "", "", [])
   md, js = report.write_report(
       out, results, model_name=model_name,
       title=(f"# Evaluation of {os.path.abspath(workdir)}\n\n"

@@ -1,0 +1,165 @@
+"""One run across several real processes (jax.distributed on this CPU).
+
+Two OS processes, each with 2 forced CPU devices (4 global devices, a
+loopback coordinator, JAX's CPU collectives), train the test config and end
+with the parameters of one process on 4 devices and of one process on 1
+device: the global batch, the streamed potentials and every reduction are
+the same whatever the process and device count. Each launch runs in its own
+process group with a timeout, so a failing run leaves no process behind.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from pgmoe_jax import Grid
+from pgmoe_jax import data
+from pgmoe_jax import inference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 240
+GRID = Grid((16, 16), 20.0)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def train(workdir, *overrides, processes=1, devices=1):
+  """Runs experiments.train as ``processes`` processes of ``devices`` each.
+
+  Returns the processes' (returncode, stderr) pairs; every process group is
+  killed if the run fails or times out.
+  """
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  base = [sys.executable, "-m", "experiments.train",
+          "--config=experiments/configs/test.py", f"--workdir={workdir}",
+          f"--jax_num_cpu_devices={devices}", *overrides]
+  if processes > 1:
+    port = free_port()
+    commands = [base + [f"--coordinator_address=127.0.0.1:{port}",
+                        f"--num_processes={processes}", f"--process_id={i}"]
+                for i in range(processes)]
+  else:
+    commands = [base]
+  procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            start_new_session=True) for c in commands]
+  results = []
+  try:
+    for p in procs:
+      _, err = p.communicate(timeout=TIMEOUT_S)
+      results.append((p.returncode, err))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+  for code, err in results:
+    assert code == 0, err[-3000:]
+  return results
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+  jax.config.update("jax_enable_x64", True)
+  root = tmp_path_factory.mktemp("multihost_data")
+  for split, num in (("train", 48), ("val", 16)):
+    data.generate(str(root / split), data.DatasetSpec(
+        "gaussian_wells", GRID, num, split=split, shard_size=16))
+  return str(root)
+
+
+COMMON = ("--jax_enable_x64", "--config.dtype=float64",
+          "--config.train.num_steps=30", "--config.optim.warmup_steps=3",
+          "--config.train.log_every_steps=5",
+          "--config.train.checkpoint_every_steps=10")
+
+
+def supervised(root):
+  return ("--config.loss.mode=supervised", f"--config.data.train={root}/train",
+          f"--config.data.val={root}/val", "--config.train.batch_size=8",
+          "--config.train.eval_batch_size=8", "--config.loss.augment=True")
+
+
+def final_params(workdir):
+  model = inference.load_model(str(workdir), which="latest")
+  assert model.step == 30
+  return jax.tree.leaves(model.params)
+
+
+def assert_same(a, b, rtol):
+  for x, y in zip(final_params(a), final_params(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * 1e-3)
+
+
+def val_records(workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  return [r for r in map(json.loads, open(os.path.join(workdir,
+                                                       "metrics.jsonl")))
+          if r["split"] == "val"]
+
+
+def test_two_processes_equal_one_supervised(labelled, tmp_path):
+  args = COMMON + supervised(labelled)
+  train(tmp_path / "p2x2", *args, processes=2, devices=2)
+  train(tmp_path / "p1x4", *args, devices=4)
+  train(tmp_path / "p1x1", *args)
+  assert_same(tmp_path / "p2x2", tmp_path / "p1x4", 1e-9)
+  assert_same(tmp_path / "p2x2", tmp_path / "p1x1", 1e-9)
+  # Validation metrics too, gathered across the processes.
+  a, b = val_records(tmp_path / "p2x2"), val_records(tmp_path / "p1x1")
+  assert [r["step"] for r in a] == [r["step"] for r in b] == [10, 20, 30]
+  for ra, rb in zip(a, b):
+    assert ra["energy_error_mha_median"] == pytest.approx(
+        rb["energy_error_mha_median"], rel=1e-9)
+  # Only process 0 wrote: one record per step.
+  assert len(a) == 3
+
+
+def test_two_processes_equal_one_label_free(tmp_path):
+  train(tmp_path / "p2x2", *COMMON, processes=2, devices=2)
+  train(tmp_path / "p1x1", *COMMON)
+  assert_same(tmp_path / "p2x2", tmp_path / "p1x1", 1e-9)
+
+
+def test_incomplete_distributed_flags_are_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.train",
+       "--config=experiments/configs/test.py", f"--workdir={tmp_path}",
+       "--coordinator_address=127.0.0.1:1234", "--num_processes=2"],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=120, check=False)
+  assert out.returncode != 0 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      "train: error: a multi-process run needs --coordinator_address, "
+      "--num_processes and --process_id together; missing --process_id.")
+
+
+class FakeSharding:
+  """Stands in for a batch sharding whose devices span two processes."""
+
+  def __init__(self, spans):
+    self.is_fully_addressable = False
+    self._spans = spans
+
+  def addressable_devices_indices_map(self, shape):
+    del shape
+    return {i: (slice(a, b),) for i, (a, b) in enumerate(self._spans)}
+
+
+def test_each_process_reads_only_its_rows():
+  from pgmoe_jax import sharding  # pylint: disable=g-import-not-at-top
+  assert sharding.local_rows(None, 8) == slice(0, 8)
+  # Process 1 of 2 with two devices each holds rows 4..7 of 8.
+  assert sharding.local_rows(FakeSharding([(4, 6), (6, 8)]), 8) == slice(4, 8)
+  with pytest.raises(ValueError, match="not one block"):
+    sharding.local_rows(FakeSharding([(0, 2), (4, 6)]), 8)
