@@ -11,6 +11,10 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   LOBPCG (with the same sine-transform preconditioner, fixed shift), and the
   JAX LOBPCG one potential at a time and as one batch. Times exclude JAX
   compilation (a warm-up call) and include SciPy's factorisations.
+* ``multihost``: potentials per second of the label-free stream drawn
+  under a batch sharding, for 1 process x 1 and 2 devices and 2 processes
+  x 1 device (real processes, jax.distributed on loopback), and what each
+  device computes in the compiled program.
 * ``datagen``: samples/s of dataset generation (2-D 64x64) with worker
   processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop; and
   the loader's batches/s against what a (proxy) training step consumes.
@@ -46,7 +50,8 @@ from pgmoe_jax.timing import best_time
 from pgmoe_jax.timing import timed
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
-                          "Benchmarks to run: matvec, solvers, datagen.")
+                          "Benchmarks to run: matvec, solvers, datagen, "
+                          "multihost.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
@@ -232,8 +237,85 @@ def bench_datagen(quick: bool, repeats: int) -> None:
     shutil.rmtree(tmp)
 
 
+_STREAM_SCRIPT = """
+import sys, jax
+jax.config.update("jax_num_cpu_devices", {devices})
+if {processes} > 1:
+  jax.distributed.initialize("127.0.0.1:{port}", {processes}, int(sys.argv[1]))
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from pgmoe_jax import potentials
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.timing import best_time
+grid = Grid(({n}, {n}), 20.0)
+mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+batch = NamedSharding(mesh, PartitionSpec("batch"))
+stream = potentials.make_potential_stream("gaussian_wells", grid, {batch})
+draw = jax.jit(lambda k: jax.lax.with_sharding_constraint(stream(k), batch))
+key = jax.random.key(0)
+seconds = best_time(lambda: draw(key), 20)
+text = draw.lower(key).compile().as_text()
+local = "f32[{per_device},{n},{n}]" in text
+if jax.process_index() == 0:
+  print(f"RESULT {{{batch} / seconds:.0f}} {{local}}")
+"""
+
+
+def bench_multihost(quick: bool, repeats: int) -> None:
+  """Streamed potentials per second, 1 process x 1 or 2 devices, 2 x 1."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  del repeats
+  n, batch = (16, 64) if quick else (64, 256)
+  print(f"\n## multihost: gaussian_wells potentials streamed per second "
+        f"({n}x{n}, global batch {batch}, float32, drawn inside jit under a "
+        "batch sharding)\n")
+  print("| processes x devices | potentials/s | vs 1 x 1 | compiled per "
+        "device |")
+  print("|---|---|---|---|")
+  base = None
+  for processes, devices in ((1, 1), (1, 2), (2, 1)):
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    code = _STREAM_SCRIPT.format(
+        devices=devices, processes=processes, port=port, n=n, batch=batch,
+        per_device=batch // (devices * processes))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, start_new_session=True)
+             for i in range(processes)]
+    outputs = []
+    try:
+      for p in procs:
+        outputs.append(p.communicate(timeout=300))
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+    line = next((row for out, _ in outputs for row in out.splitlines()
+                 if row.startswith("RESULT")), None)
+    if line is None:
+      raise RuntimeError("the stream benchmark failed: "
+                         + outputs[0][1][-2000:])
+    rate, local = float(line.split()[1]), line.split()[2] == "True"
+    base = base or rate
+    count = processes * devices
+    shard = ("the whole batch on its one device" if count == 1 else
+             f"{batch // count} of {batch} rows (sharded)" if local else
+             "the whole batch (replicated)")
+    print(f"| {processes} x {devices} | {rate:,.0f} | {rate / base:.2f} | "
+          f"{shard} |")
+  print("\nEach device draws only its rows of the global batch (the "
+        "compiled program holds per-device arrays of that size), so the "
+        "stream scales with the devices until the cores run out; on a pod "
+        "slice every chip draws its own share.")
+
+
 BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
-              "datagen": bench_datagen}
+              "datagen": bench_datagen, "multihost": bench_multihost}
 
 
 def main(argv):

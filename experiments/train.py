@@ -11,9 +11,15 @@ another model is refused. The workdir layout is described in
 pgmoe_jax/training/checkpoint.py; experiments/configs/default.py documents
 every config field, and a misspelt override (``--config.model.tilez=8``)
 fails. The whole config is checked before anything is written.
+
+Exit codes: 0 done; 1 an error (one line on stderr); 75 preempted (SIGTERM
+to any process): a checkpoint was saved at the next step, and rerunning the
+same command resumes from it.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import app
 from absl import flags
@@ -24,6 +30,8 @@ from ml_collections import config_flags
 from experiments import cli
 from pgmoe_jax import locks
 from pgmoe_jax.training import train_and_evaluate
+from pgmoe_jax.training.preemption import EXIT_PREEMPTED
+from pgmoe_jax.training.preemption import Preempted
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (experiments/configs/*.py); override fields "
@@ -48,6 +56,9 @@ def main(argv):
     train_and_evaluate(config, _WORKDIR.value,
                        progress=(cli.ProgressBar("train", unit="steps")
                                  if jax.process_index() == 0 else None))
+  except Preempted as e:
+    print(f"train: {e}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
   except (ValueError, FloatingPointError, locks.FolderInUseError) as e:
     raise SystemExit(f"train: error: {e}") from None
 

@@ -92,7 +92,7 @@ def supervised(root):
 
 def final_params(workdir):
   model = inference.load_model(str(workdir), which="latest")
-  assert model.step == 30
+  assert model.step == model.config.train.num_steps
   return jax.tree.leaves(model.params)
 
 
@@ -163,3 +163,98 @@ def test_each_process_reads_only_its_rows():
   assert sharding.local_rows(FakeSharding([(4, 6), (6, 8)]), 8) == slice(4, 8)
   with pytest.raises(ValueError, match="not one block"):
     sharding.local_rows(FakeSharding([(0, 2), (4, 6)]), 8)
+
+
+# --------------------------------------------------------------------------
+# Preemption: SIGTERM saves at the next step and exits 75; SIGKILL loses
+# only the steps since the last checkpoint. Either way the rerun ends with
+# the parameters of an uninterrupted run.
+
+LONG = ("--jax_enable_x64", "--config.dtype=float64",
+        "--config.train.num_steps=300", "--config.optim.warmup_steps=3",
+        "--config.train.log_every_steps=5",
+        "--config.train.checkpoint_every_steps=100")
+
+
+def launch(workdir, *overrides, processes=1, devices=1):
+  """Starts the processes of a run (each in its own process group)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  base = [sys.executable, "-m", "experiments.train",
+          "--config=experiments/configs/test.py", f"--workdir={workdir}",
+          f"--jax_num_cpu_devices={devices}", *overrides]
+  port = free_port()
+  commands = ([base + [f"--coordinator_address=127.0.0.1:{port}",
+                       f"--num_processes={processes}", f"--process_id={i}"]
+               for i in range(processes)] if processes > 1 else [base])
+  return [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True,
+                           start_new_session=True) for c in commands]
+
+
+def wait_for_step(workdir, step, procs):
+  """Polls metrics.jsonl until a record at or past ``step``."""
+  import json  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.monotonic() + TIMEOUT_S
+  while time.monotonic() < deadline:
+    if any(p.poll() is not None for p in procs):
+      raise AssertionError("a process ended early: "
+                           + procs[0].stderr.read()[-2000:])
+    try:
+      steps = [json.loads(line)["step"] for line in open(path)]
+    except (OSError, ValueError):
+      steps = []
+    if steps and max(steps) >= step:
+      return max(steps)
+    time.sleep(0.05)
+  raise AssertionError(f"no step {step} in {path}")
+
+
+def finish(procs):
+  codes = []
+  try:
+    for p in procs:
+      p.communicate(timeout=TIMEOUT_S)
+      codes.append(p.returncode)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+  return codes
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
+  train(workdir, *LONG)
+  return workdir
+
+
+@pytest.mark.parametrize("processes, devices", [(1, 1), (2, 2)])
+def test_sigterm_saves_exits_75_and_the_rerun_ends_equal(
+    tmp_path, uninterrupted, processes, devices):
+  workdir = tmp_path / "run"
+  procs = launch(workdir, *LONG, processes=processes, devices=devices)
+  wait_for_step(workdir, 40, procs)
+  os.kill(procs[-1].pid, signal.SIGTERM)  # one process is enough
+  assert finish(procs) == [75] * processes
+  steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints")
+                 if s.isdigit())
+  saved = steps[-1]
+  assert 40 < saved < 300, steps  # the step after the notice, not the end
+  train(workdir, *LONG, processes=processes, devices=devices)
+  assert_same(workdir, uninterrupted, 1e-9)
+
+
+def test_sigkill_of_every_process_loses_only_the_last_steps(tmp_path,
+                                                            uninterrupted):
+  workdir = tmp_path / "run"
+  procs = launch(workdir, *LONG, processes=2, devices=2)
+  wait_for_step(workdir, 150, procs)
+  for p in procs:  # the whole group: no survivor waits on a dead peer
+    os.killpg(p.pid, signal.SIGKILL)
+  assert all(code != 0 for code in finish(procs))
+  train(workdir, *LONG, processes=2, devices=2)
+  assert_same(workdir, uninterrupted, 1e-9)

@@ -31,8 +31,8 @@ _LAZY = {
     "resolve": "config",
     "resolve_model": "config",
 }
-_SUBMODULES = ("checkpoint", "config", "integrity", "losses", "loop", "step",
-               "summaries", "workdir")
+_SUBMODULES = ("checkpoint", "config", "integrity", "losses", "loop",
+               "preemption", "step", "summaries", "workdir")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

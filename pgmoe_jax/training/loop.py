@@ -54,6 +54,8 @@ from pgmoe_jax.training.step import create_train_state
 from pgmoe_jax.training.step import make_optimizer
 from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
+from pgmoe_jax.training.preemption import Preempted
+from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.summaries import MetricsLog
 from pgmoe_jax.training import workdir as workdir_lib
 
@@ -142,6 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       by the device count.
     FloatingPointError: a non-finite loss or gradient; the message names the
       step, and the checkpoints saved before it are kept.
+    Preempted: a SIGTERM (to any process) stopped training after saving a
+      checkpoint at the next step (:mod:`pgmoe_jax.training.preemption`).
   """
   run = config_lib.resolve(config)
   mesh = make_mesh()
@@ -200,6 +204,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
       keep=config.train.keep_checkpoints,
       best_metric=config.train.best_metric if val_ds is not None else None)
   log = None
+  stack = contextlib.ExitStack()
   try:
     state, start = _restore_or_keep(ckpts, state, workdir)
     log = MetricsLog(workdir, start)
@@ -222,6 +227,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
                if run.uses_labels else itertools.repeat({}))
 
     pending: list[dict] = []
+    watch = stack.enter_context(PreemptionWatch())
     clock = time.perf_counter()
     last_log = start
     other_seconds = 0.0  # evaluation and saving, not counted as training
@@ -230,10 +236,14 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
       pending.append(metrics)
       done = step + 1
       is_last = done == num_steps
+      # Every process asks at every step; all get the same answer.
+      preempted = watch.reached(done)
       is_log = done % config.train.log_every_steps == 0 or is_last
-      is_ckpt = done % config.train.checkpoint_every_steps == 0 or is_last
       is_eval = val_ds is not None and (
-          done % config.train.eval_every_steps == 0 or is_ckpt)
+          done % config.train.eval_every_steps == 0 or is_last or (
+              done % config.train.checkpoint_every_steps == 0))
+      is_ckpt = (done % config.train.checkpoint_every_steps == 0 or is_last
+                 or preempted)
       if is_log or is_ckpt or is_eval:
         _check_finite(state, pending, done, ckpts)
       if is_log:
@@ -263,12 +273,17 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
       other_seconds += time.perf_counter() - tic
       if progress is not None:
         progress(done, num_steps)
+      if preempted and not is_last:
+        with checks.writing("checkpoints", ckpts.directory, _RESUME_ADVICE):
+          ckpts.wait()
+        raise Preempted(done, ckpts.directory)
     with checks.writing("checkpoints", ckpts.directory, _RESUME_ADVICE):
       ckpts.wait()
     logging.info("Finished at step %d; checkpoints %s in %s", num_steps,
                  ckpts.steps(), ckpts.directory)
     return state
   finally:
+    stack.close()
     if log is not None:
       log.close()
     ckpts.close()
