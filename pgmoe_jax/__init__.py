@@ -35,8 +35,8 @@ _LAZY = {
 }
 _SUBMODULES = ("checks", "data", "evaluation", "grid", "hamiltonian",
                "inference", "kinetic", "locks", "memory", "metrics", "models",
-               "potentials", "sharding", "solvers", "symmetry", "timing",
-               "training", "variational", "workflows")
+               "paths", "potentials", "sharding", "solvers", "symmetry",
+               "timing", "training", "variational", "workflows")
 
 __all__ = [
     "Grid",

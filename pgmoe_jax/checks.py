@@ -128,6 +128,10 @@ def prepare_output_dir(path: str, what: str) -> str:
     OutputError: ``path`` or one of its parents is a file, the filesystem
       is read-only, or writing fails for another reason (named).
   """
+  from pgmoe_jax import paths  # pylint: disable=g-import-not-at-top
+  if paths.is_remote(path):
+    # An object store: folders are prefixes; what fails, fails on write.
+    return os.fspath(path)
   path = os.path.abspath(path)
   try:
     os.makedirs(path, exist_ok=True)

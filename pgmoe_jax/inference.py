@@ -23,7 +23,6 @@ Nothing here runs at import.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 import warnings
 
@@ -33,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from pgmoe_jax import models
+from pgmoe_jax import paths
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
 from pgmoe_jax.symmetry import symmetrized
@@ -158,13 +158,14 @@ def load_model(workdir: str, which: str = "best",
   if which not in WHICH:
     raise ValueError(f"Unknown which={which!r}; use one of "
                      f"{', '.join(WHICH)}.")
-  if not os.path.isdir(workdir):
+  if not paths.resolve(workdir).is_dir():
     raise ValueError(f"No such workdir: {workdir}.")
   config = workdir_lib.load_config(workdir)
   setup = resolve_model(config)
   dtype, grid, model = setup.dtype, setup.grid, setup.model
   directory = checkpoint.checkpoint_dir(workdir)
-  if not os.path.isdir(directory) or not os.listdir(directory):
+  if not paths.resolve(directory).is_dir() or not any(
+      paths.resolve(directory).iterdir()):
     raise ValueError(f"{workdir} has no checkpoint (nothing in {directory}); "
                      "the run saved none yet.")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -3,8 +3,8 @@
 Layers, bottom to top (a module may import its own layer and those below):
 
   0 core        grid, checks, hamiltonian, kinetic, variational, metrics,
-                symmetry, timing, locks, memory, sharding, version (and the
-                package __init__)
+                symmetry, timing, locks, memory, sharding, paths, version
+                (and the package __init__)
   1 solvers     the SciPy reference and the JAX LOBPCG
   2 potentials  families, samplers, the unlabelled stream
   3 data        spec, generation, reading
@@ -25,7 +25,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "pgmoe_jax")
 CORE = ("grid", "checks", "hamiltonian", "kinetic", "variational", "metrics",
-        "symmetry", "timing", "locks", "memory", "sharding", "version")
+        "symmetry", "timing", "locks", "memory", "sharding", "paths",
+        "version")
 LAYERS = ("core", "solvers", "potentials", "data", "models", "evaluation",
           "training", "inference", "workflows")
 # Names the package __init__ exports lazily, and where they live.

@@ -209,8 +209,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
     datasets, tmp_path, monkeypatch):
   make_loss_fn = losses.make_loss_fn
 
-  def nan_from_step_23(run, apply_fn):
-    loss_fn = make_loss_fn(run, apply_fn)
+  def nan_from_step_23(run, apply_fn, batch_sharding=None):
+    loss_fn = make_loss_fn(run, apply_fn, batch_sharding)
 
     def patched(params, batch, key, step):
       loss, metrics = loss_fn(params, batch, key, step)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgmoe_jax import checks
+from pgmoe_jax import paths
 from pgmoe_jax.data import files
 from pgmoe_jax.data.spec import DatasetSpec
 from pgmoe_jax.grid import Grid
@@ -285,6 +286,11 @@ def open_dataset(path: str, *, grid: Grid | None = None,
       file), or a grid mismatch.
   """
   path = os.fspath(path)
+  if paths.is_remote(path):
+    raise ValueError(
+        f"{path}: datasets are memory-mapped, so they must be on a local or "
+        "mounted filesystem; copy the folder to local disk first (for "
+        "instance with gsutil -m cp -r) and open that.")
   meta = files.read_meta(path)
   files.check_spec_seal(path, meta)
   if meta.get("format_version") != files.FORMAT_VERSION:

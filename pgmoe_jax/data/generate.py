@@ -24,6 +24,7 @@ import numpy as np
 
 from pgmoe_jax import checks
 from pgmoe_jax import locks
+from pgmoe_jax import paths
 from pgmoe_jax import solvers
 from pgmoe_jax.data import files
 from pgmoe_jax.data.spec import DatasetSpec
@@ -250,6 +251,10 @@ def generate(path: str, spec: DatasetSpec, *, workers: int = 1,
   check_fits(8.0 * 8 * min(spec.shard_size, spec.num_samples) * spec.grid.size,
              f"a shard of {spec.shard_size} samples on {spec.grid}",
              "use a smaller --shard_size or grid", host=True)
+  if paths.is_remote(path):
+    raise ValueError(
+        f"--out {path}: datasets are written and memory-mapped on a local or "
+        "mounted filesystem; generate locally and copy the folder.")
   path = checks.prepare_output_dir(path, "--out")
   with locks.exclusive(path, "dataset folder"):
     return _generate(path, spec, workers, chunk_size, overwrite, max_shards,

@@ -23,10 +23,13 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax import checks
+from pgmoe_jax import paths
 from pgmoe_jax.evaluation.scorer import EvalResult
 from pgmoe_jax.evaluation.scorer import Predictor
 from pgmoe_jax.evaluation.scorer import check_grid
 from pgmoe_jax.evaluation.scorer import predict_batch
+from pgmoe_jax.paths import PathLike
 from pgmoe_jax.variational import normalize_unchecked
 
 # Summary keys in table order, with the column headers of markdown_table.
@@ -120,11 +123,12 @@ def new_figure(**kwargs):
   return fig
 
 
-def save_figure(fig, path: str) -> None:
-  """Saves a figure as PNG, creating parent directories."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fig.savefig(path, dpi=100)
+def save_figure(fig, path: PathLike) -> None:
+  """Saves a figure as PNG, creating parent directories (local or gs://)."""
+  path = paths.resolve(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("wb") as f:
+    fig.savefig(f, dpi=100, format="png")
 
 
 def _picks(result: EvalResult) -> list[tuple[str, int]]:
@@ -244,8 +248,7 @@ def read_metrics(metrics_jsonl_path: str) -> list[dict[str, Any]]:
     ValueError: if the file is missing or holds no records.
   """
   try:
-    with open(metrics_jsonl_path) as f:
-      lines = f.readlines()
+    lines = paths.resolve(metrics_jsonl_path).read_text().splitlines()
   except FileNotFoundError:
     raise ValueError(f"No metrics file at {metrics_jsonl_path}; training "
                      "writes it to <workdir>/metrics.jsonl.") from None
@@ -315,7 +318,7 @@ def plot_training_curves(metrics_jsonl_path: str, path: str) -> None:
     ax.legend(fontsize=8)
   for ax in axes[len(keys):]:
     ax.set_visible(False)
-  fig.suptitle(os.path.abspath(metrics_jsonl_path))
+  fig.suptitle(os.fspath(paths.resolve(metrics_jsonl_path)))
   save_figure(fig, path)
 
 
@@ -340,15 +343,12 @@ def write_report(out: str, results: Mapping[str, EvalResult], *,
   Returns:
     The two paths.
   """
-  os.makedirs(out, exist_ok=True)
+  folder = paths.resolve(out)
+  folder.mkdir(parents=True, exist_ok=True)
   table = markdown_table(results, model_name)
-  md = os.path.join(out, "results.md")
-  with open(md, "w") as f:
-    f.write(f"{title}\n\n{table}\n{note}\n")
-  js = os.path.join(out, "results.json")
-  with open(js, "w") as f:
-    json.dump(dict(record, summaries={name: r.summary()
-                                      for name, r in results.items()}),
-              f, indent=1)
-    f.write("\n")
-  return md, js
+  md, js = folder / "results.md", folder / "results.json"
+  with checks.writing("the evaluation report", os.fspath(folder)):
+    md.write_text(f"{title}\n\n{table}\n{note}\n")
+    js.write_text(json.dumps(dict(record, summaries={
+        name: r.summary() for name, r in results.items()}), indent=1) + "\n")
+  return os.fspath(md), os.fspath(js)

@@ -50,6 +50,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from pgmoe_jax import paths
 from pgmoe_jax.training.integrity import CheckpointDamagedError
 from pgmoe_jax.training.integrity import all_finite
 from pgmoe_jax.training.integrity import discard_failed_reads
@@ -102,7 +103,7 @@ class Checkpoints:
                best_metric: str | None = None, read_only: bool = False):
     if not isinstance(keep, int) or keep < 1:
       raise ValueError(f"keep must be a positive integer, got {keep!r}.")
-    self.directory = os.path.abspath(directory)
+    self.directory = os.fspath(paths.resolve(directory))
     self.best_metric = best_metric
     best_fn = None
     policies = [checkpoint_managers.LatestN(n=keep)]
@@ -214,11 +215,11 @@ class Checkpoints:
     if step not in self._manager.all_steps():
       raise ValueError(f"No checkpoint step {step} in {self.directory}; "
                        f"saved steps: {self.steps()}.")
-    where = os.path.join(self.directory, str(step))
+    where = paths.resolve(self.directory) / str(step)
     items = {"params": ocp.args.StandardRestore(_abstract(params))}
     if opt_state is not None:
       items["opt_state"] = ocp.args.StandardRestore(_abstract(opt_state))
-    has_sums = os.path.isdir(os.path.join(where, "checksums"))
+    has_sums = (where / "checksums").is_dir()
     if has_sums:
       items["checksums"] = ocp.args.JsonRestore()
     try:
@@ -295,12 +296,12 @@ class Checkpoints:
     Returns:
       Where it now lies: ``<workdir>/damaged_checkpoints/<step>-<time>``.
     """
-    target = os.path.join(os.path.abspath(workdir), DAMAGED_DIR,
-                          f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.replace(os.path.join(self.directory, str(step)), target)
+    target = (paths.resolve(workdir) / DAMAGED_DIR
+              / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (paths.resolve(self.directory) / str(step)).rename(target)
     self.reload()
-    return target
+    return os.fspath(target)
 
   def reload(self) -> None:
     """Rereads the saved steps from disk (after another process moved some).

@@ -42,6 +42,7 @@ from pgmoe_jax import checks
 from pgmoe_jax import data as data_lib
 from pgmoe_jax import locks
 from pgmoe_jax import models
+from pgmoe_jax import paths
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
@@ -155,8 +156,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   primary = jax.process_index() == 0
   if primary:
     workdir = checks.prepare_output_dir(workdir, "workdir")
-  workdir = os.path.abspath(workdir)
-  with (locks.exclusive(workdir, "workdir") if primary
+  workdir = os.fspath(paths.resolve(workdir))
+  # flock needs a local filesystem; an object store has no lock to take.
+  with (locks.exclusive(workdir, "workdir")
+        if primary and not paths.is_remote(workdir)
         else contextlib.nullcontext()):
     _sync("pgmoe_jax: workdir ready")
     return _train(run, workdir, mesh, train_ds, val_ds, progress)

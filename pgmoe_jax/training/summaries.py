@@ -20,9 +20,12 @@ import json
 import os
 from typing import Any, Mapping
 
+from absl import logging
 import jax
 
 from pgmoe_jax import checks
+from pgmoe_jax import paths
+from pgmoe_jax.paths import PathLike
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -38,23 +41,19 @@ def tensorboard_available() -> bool:
   return True
 
 
-def truncate(path: str, last_step: int) -> None:
+def truncate(path: PathLike, last_step: int) -> None:
   """Drops the records of ``path`` after ``last_step`` (atomically)."""
-  if not os.path.exists(path):
+  path = paths.resolve(path)
+  if not path.exists():
     return
-  with open(path) as f:
-    lines = f.readlines()
   keep = []
-  for line in lines:
+  for line in path.read_text().splitlines(keepends=True):
     try:
       if json.loads(line)["step"] <= last_step:
         keep.append(line if line.endswith("\n") else line + "\n")
     except (json.JSONDecodeError, KeyError, TypeError):
       pass  # a partial last line of a killed run
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
+  paths.write_atomic(path, "".join(keep).encode())
 
 
 class MetricsLog:
@@ -68,24 +67,35 @@ class MetricsLog:
       tensorboardX is installed.
   """
 
-  def __init__(self, workdir: str, start_step: int,
+  def __init__(self, workdir: PathLike, start_step: int,
                tensorboard: bool | None = None):
-    self.path = os.path.join(workdir, METRICS_FILE)
+    folder = paths.resolve(workdir)
+    self.path = folder / METRICS_FILE
     self._primary = jax.process_index() == 0
     self._writers: dict[str, Any] = {}
     self._start = int(start_step)
     if tensorboard is None:
       tensorboard = tensorboard_available()
-    self._tb_dir = (os.path.join(workdir, TENSORBOARD_DIR) if tensorboard
+    self._tb_dir = (os.fspath(folder / TENSORBOARD_DIR) if tensorboard
                     and self._primary else None)
     if self._primary:
+      folder.mkdir(parents=True, exist_ok=True)
       truncate(self.path, start_step)
 
   def _writer(self, split: str):
     if split not in self._writers:
       import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._writers[split] = tensorboardX.SummaryWriter(
-          os.path.join(self._tb_dir, split), purge_step=self._start or None)
+      try:
+        self._writers[split] = tensorboardX.SummaryWriter(
+            os.path.join(self._tb_dir, split),
+            purge_step=self._start or None)
+      except Exception as e:  # pylint: disable=broad-except
+        # tensorboardX writes to object stores only with extra packages;
+        # metrics.jsonl is the record that always works.
+        logging.warning("No TensorBoard events in %s (%s); metrics.jsonl "
+                        "has every record.", self._tb_dir, e)
+        self._tb_dir = None
+        return None
     return self._writers[split]
 
   def write(self, step: int, split: str,
@@ -93,14 +103,13 @@ class MetricsLog:
     """Appends one record (scalars) for ``step`` and ``split``."""
     if not self._primary:
       return
-    with checks.writing(METRICS_FILE, os.path.dirname(self.path),
+    with checks.writing(METRICS_FILE, os.fspath(self.path.parent),
                         "The checkpoints saved before are intact; free the "
                         "space and rerun the same command to resume."):
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": int(step), "split": split, **record})
-                + "\n")
-    if self._tb_dir is not None:
-      writer = self._writer(split)
+      paths.append_line(self.path, json.dumps(
+          {"step": int(step), "split": split, **record}) + "\n")
+    writer = self._writer(split) if self._tb_dir is not None else None
+    if writer is not None:
       for key, value in record.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
           writer.add_scalar(key, value, int(step))

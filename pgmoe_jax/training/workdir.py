@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import ml_collections
 
 from pgmoe_jax import checks
+from pgmoe_jax import paths
+from pgmoe_jax.paths import PathLike
 
 CONFIG_FILE = "config.json"
 CONFIG_SEAL = "config.sha256"
@@ -26,9 +28,10 @@ MODEL_SECTIONS = ("model", "grid", "dtype")
 CHECKPOINT_DIR = "checkpoints"
 
 
-def checkpoint_dir(workdir: str) -> str:
-  """The absolute checkpoint directory of a workdir (orbax needs absolute)."""
-  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+def checkpoint_dir(workdir: PathLike) -> str:
+  """The absolute checkpoint directory of a workdir (orbax needs absolute;
+  a ``gs://`` URL is used as it is)."""
+  return os.fspath(paths.resolve(workdir) / CHECKPOINT_DIR)
 
 
 def config_to_dict(config: ml_collections.ConfigDict | Mapping) -> dict:
@@ -61,7 +64,7 @@ def _digest(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
+def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
   """Reads ``<workdir>/config.json`` and checks its seal.
 
   Raises:
@@ -69,10 +72,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     ConfigEditedError: the file was edited after training wrote it.
       Workdirs written before the seal existed are read unchecked.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = paths.resolve(workdir) / CONFIG_FILE
   try:
-    with open(path, "rb") as f:
-      raw = f.read()
+    raw = path.read_bytes()
     data = json.loads(raw)
   except FileNotFoundError:
     raise ValueError(
@@ -81,10 +83,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     ) from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path} is not valid JSON ({e}).") from None
-  seal_path = os.path.join(workdir, CONFIG_SEAL)
-  if os.path.exists(seal_path):
-    with open(seal_path) as f:
-      seal = f.read().strip()
+  seal_path = paths.resolve(workdir) / CONFIG_SEAL
+  if seal_path.exists():
+    seal = seal_path.read_text().strip()
     if seal != _digest(raw):
       raise ConfigEditedError(
           f"{path} was edited after training wrote it (it no longer matches "
@@ -99,36 +100,34 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(data)
 
 
-def _write_config(workdir: str, config_dict: dict) -> None:
+def _write_config(workdir: PathLike, config_dict: dict) -> None:
   """Writes config.json and its seal (each atomically)."""
   raw = (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode()
+  folder = paths.resolve(workdir)
   for name, data in ((CONFIG_FILE, raw),
                      (CONFIG_SEAL, (_digest(raw) + "\n").encode())):
-    path = os.path.join(workdir, name)
-    with checks.writing(name, workdir):
-      with open(path + ".tmp", "wb") as f:
-        f.write(data)
-      os.replace(path + ".tmp", path)
+    with checks.writing(name, os.fspath(folder)):
+      paths.write_atomic(folder / name, data)
 
 
-def accept_config_edit(workdir: str) -> None:
+def accept_config_edit(workdir: PathLike) -> None:
   """Records a deliberate edit of ``<workdir>/config.json`` (new seal).
 
   Raises:
     ValueError: the file is missing or not valid JSON.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = paths.resolve(workdir) / CONFIG_FILE
   try:
-    with open(path, "rb") as f:
-      raw = f.read()
+    raw = path.read_bytes()
     json.loads(raw)
   except (OSError, ValueError) as e:
     raise ValueError(f"Cannot accept {path}: {e}") from None
-  with open(os.path.join(workdir, CONFIG_SEAL), "w") as f:
-    f.write(_digest(raw) + "\n")
+  paths.write_atomic(path.parent / CONFIG_SEAL,
+                     (_digest(raw) + "\n").encode())
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+def save_config(config: ml_collections.ConfigDict,
+                workdir: PathLike) -> list[str]:
   """Writes the config to ``<workdir>/config.json`` unless it would mismatch.
 
   A workdir belongs to one model: if its ``config.json`` differs in the
@@ -149,9 +148,9 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
       checkpoints but no ``config.json``.
   """
   new = config_to_dict(config)
-  path = os.path.join(workdir, CONFIG_FILE)
+  folder = paths.resolve(workdir)
   changed = []
-  if os.path.exists(path):
+  if (folder / CONFIG_FILE).exists():
     old = config_to_dict(load_config(workdir))
     clash = _differences({k: old.get(k) for k in MODEL_SECTIONS},
                          {k: new.get(k) for k in MODEL_SECTIONS})
@@ -161,15 +160,11 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
           f"{CONFIG_FILE} differs in {'; '.join(clash)}. Use a new --workdir "
           "(or delete this one); nothing was overwritten.")
     changed = _differences(old, new)
-  elif os.path.isdir(checkpoint_dir(workdir)) and os.listdir(
-      checkpoint_dir(workdir)):
+  elif (folder / CHECKPOINT_DIR).is_dir() and any(
+      (folder / CHECKPOINT_DIR).iterdir()):
     raise ValueError(
         f"workdir {workdir} holds checkpoints but no {CONFIG_FILE}, so "
         "they cannot be checked against this config. Use a new --workdir.")
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, new)
+  folder.mkdir(parents=True, exist_ok=True)
+  _write_config(folder, new)
   return changed
-
-
-# --------------------------------------------------------------------------
-# Checkpoints.

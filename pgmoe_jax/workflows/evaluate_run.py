@@ -30,6 +30,7 @@ import jax
 
 from pgmoe_jax import checks
 from pgmoe_jax import data
+from pgmoe_jax import paths
 from pgmoe_jax.evaluation import report
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.inference import load_model
@@ -54,10 +55,10 @@ class RunEvaluation:
   figures: list[str]
 
 
-def open_datasets(paths: Sequence[str]) -> dict[str, data.Dataset]:
+def open_datasets(dataset_paths: Sequence[str]) -> dict[str, data.Dataset]:
   """Opens every dataset (failing fast), named by split, made unique."""
   datasets: dict[str, data.Dataset] = {}
-  for path in paths:
+  for path in dataset_paths:
     dataset = data.open_dataset(path)
     name = dataset.name or os.path.basename(os.path.normpath(path))
     if name in datasets:
@@ -70,7 +71,7 @@ def open_datasets(paths: Sequence[str]) -> dict[str, data.Dataset]:
 
 
 def _model_name(workdir: str, predictor) -> str:
-  name = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
+  name = paths.resolve(workdir).name
   config = getattr(predictor, "config", None)
   model = getattr(getattr(config, "model", None), "name", None)
   return f"{name} ({model})" if isinstance(model, str) else name
@@ -114,21 +115,21 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
     raise ValueError("Evaluation scores predictions under the exact H in "
                      "float64: call jax.config.update('jax_enable_x64', True) "
                      "first.")
-  if not os.path.isdir(workdir):
+  if not paths.resolve(workdir).is_dir():
     raise ValueError(f"--workdir {workdir} is not a directory; pass a "
                      "training run's workdir (it holds config.json and "
                      "checkpoints/).")
-  paths = [p for p in data_paths if p]
-  if not paths:
+  dataset_paths = [p for p in data_paths if p]
+  if not dataset_paths:
     raise ValueError("--data names no dataset directory.")
-  datasets = open_datasets(paths)
+  datasets = open_datasets(dataset_paths)
   predictor = load_model(workdir, which=which, symmetrize=symmetrize)
   for name, dataset in datasets.items():
     scorer.check_grid(predictor, dataset.grid,
                       f"dataset {dataset.path} ({name})")
 
-  out = out or os.path.join(workdir,
-                            "eval_symmetrized" if symmetrize else "eval")
+  out = out or os.fspath(paths.resolve(workdir) / (
+      "eval_symmetrized" if symmetrize else "eval"))
   primary = jax.process_index() == 0
   if primary:
     out = checks.prepare_output_dir(out, "--out")
@@ -157,13 +158,15 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
          f"{shown['infidelity_p90']}  dE median "
          f"{shown['energy_error_mha_median']} mHa")
     if figures and primary:
-      figure = os.path.join(out, f"samples_{_file_name(name)}.png")
+      figure = os.fspath(paths.resolve(out)
+                         / f"samples_{_file_name(name)}.png")
       report.plot_samples(predictor, dataset, result, figure)
       drawn.append(figure)
   if figures and primary:
-    curves = os.path.join(out, "training_curves.png")
+    curves = os.fspath(paths.resolve(out) / "training_curves.png")
     try:
-      report.plot_training_curves(os.path.join(workdir, METRICS_FILE), curves)
+      report.plot_training_curves(paths.resolve(workdir) / METRICS_FILE,
+                                  curves)
       drawn.append(curves)
     except ValueError as e:
       echo(f"no training curves: {e}")
@@ -177,7 +180,7 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
           "restricts the p90 to samples with E1 - E0 >= "
           f"{scorer.GAP_THRESHOLD_HA} Ha.")
   record = {
-      "model": model_name, "workdir": os.path.abspath(workdir),
+      "model": model_name, "workdir": os.fspath(paths.resolve(workdir)),
       "which": which, "step": step, "symmetrize": symmetrize,
       "num_params": int(predictor.num_params),
       "backend": jax.default_backend(), "device": device.device_kind,
@@ -190,7 +193,7 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
                          "", "", [])
   md, js = report.write_report(
       out, results, model_name=model_name,
-      title=(f"# Evaluation of {os.path.abspath(workdir)}\n\n"
+      title=(f"# Evaluation of {paths.resolve(workdir)}\n\n"
              f"Checkpoint: {which} (step {step})."),
       note=note, record=record)
   return RunEvaluation(results, report.markdown_table(results, model_name),
