@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -226,15 +227,15 @@ def test_other_package_version_complete_is_used_unfinished_refused(tmp_path):
   path = str(tmp_path / "train")
   data.generate(path, spec(num_samples=8, shard_size=4))
   meta_file = os.path.join(path, "meta.json")
-  meta = json.load(open(meta_file))
+  meta = json.loads(pathlib.Path(meta_file).read_text())
   meta["package_version"] = "0.1.0"
-  json.dump(meta, open(meta_file, "w"))
+  pathlib.Path(meta_file).write_text(json.dumps(meta))
   before = read_all(path)
   data.generate(path, spec(num_samples=8, shard_size=4))  # nothing to do
   assert read_all(path) == before
   meta["complete"] = False
   meta["shards"] = meta["shards"][:1]
-  json.dump(meta, open(meta_file, "w"))
+  pathlib.Path(meta_file).write_text(json.dumps(meta))
   with pytest.raises(ValueError, match="differs in: package_version"):
     data.generate(path, spec(num_samples=8, shard_size=4))
 
@@ -257,7 +258,7 @@ def test_bad_specs_and_grid_mismatch(reference):
 
 
 def test_spec_round_trips_through_json(reference):
-  meta = json.load(open(os.path.join(reference, "meta.json")))
+  meta = json.loads(pathlib.Path(reference, "meta.json").read_text())
   assert data.DatasetSpec.from_json(meta["spec"]).to_json() == meta["spec"]
   assert meta["spec"]["ranges"]["depth"] == [1.0, 10.0]
   assert all(len(s["sha256"]) == 6 for s in meta["shards"])

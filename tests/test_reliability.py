@@ -8,6 +8,7 @@ solver's wrong answer (item 1) is tested in test_solvers.py.
 import importlib
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -256,23 +257,23 @@ def test_edited_dataset_spec_is_reported(tmp_path):
   data.generate(path, data.DatasetSpec("gaussian_wells", Grid((12, 12), 10.0),
                                        4))
   meta_file = os.path.join(path, "meta.json")
-  meta = json.load(open(meta_file))
+  meta = json.loads(pathlib.Path(meta_file).read_text())
   for field, value in (("seed", 7), ("tol", 1e-3)):
     edited = json.loads(json.dumps(meta))
     edited["spec"][field] = value
-    json.dump(edited, open(meta_file, "w"))
+    pathlib.Path(meta_file).write_text(json.dumps(edited))
     with pytest.raises(ValueError, match=r"meta.json was edited"):
       data.open_dataset(path)
-  json.dump(meta, open(meta_file, "w"))
+  pathlib.Path(meta_file).write_text(json.dumps(meta))
   assert len(data.open_dataset(path)) == 4
 
 
 def test_edited_config_json_is_reported_and_can_be_accepted(trained):
   workdir_lib = importlib.import_module("pgmoe_jax.training.workdir")
   path = os.path.join(trained, "config.json")
-  config = json.load(open(path))
+  config = json.loads(pathlib.Path(path).read_text())
   config["model"]["input_clip"] = 7.0  # keeps every parameter shape
-  json.dump(config, open(path, "w"), indent=2, sort_keys=True)
+  pathlib.Path(path).write_text(json.dumps(config, indent=2, sort_keys=True))
   with pytest.raises(ValueError, match=r"config.json was edited.*"
                      r"accept_config_edit"):
     inference.load_model(trained)
@@ -315,7 +316,8 @@ def test_full_disk_is_named(tmp_path):
   with pytest.raises(checks.OutputError, match=r"shard 1.*disk is full.*"
                      "rerun the same command to resume"):
     data.generate(str(path), spec)
-  assert len(json.load(open(path / "meta.json"))["shards"]) == 1
+  meta = json.loads((path / "meta.json").read_text())
+  assert len(meta["shards"]) == 1
   os.remove(path / "shard-00001.potential.npy.tmp")
   assert data.generate(str(path), spec)["complete"]
 
