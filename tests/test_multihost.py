@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -127,7 +128,9 @@ def test_two_processes_equal_one_supervised(labelled, tmp_path):
 
 def test_two_processes_equal_one_label_free(tmp_path):
   train(tmp_path / "p2x2", *COMMON, processes=2, devices=2)
+  train(tmp_path / "p1x4", *COMMON, devices=4)
   train(tmp_path / "p1x1", *COMMON)
+  assert_same(tmp_path / "p2x2", tmp_path / "p1x4", 1e-9)
   assert_same(tmp_path / "p2x2", tmp_path / "p1x1", 1e-9)
 
 
@@ -258,3 +261,37 @@ def test_sigkill_of_every_process_loses_only_the_last_steps(tmp_path,
   assert all(code != 0 for code in finish(procs))
   train(workdir, *LONG, processes=2, devices=2)
   assert_same(workdir, uninterrupted, 1e-9)
+
+
+def test_the_compiled_loss_streams_per_device_rows():
+  code = textwrap.dedent("""
+      import jax
+      jax.config.update("jax_num_cpu_devices", 2)
+      import numpy as np
+      from jax.sharding import Mesh, NamedSharding, PartitionSpec
+      from experiments.configs import test as test_config
+      from pgmoe_jax.training import config as config_lib, losses
+      mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+      batch = NamedSharding(mesh, PartitionSpec("batch"))
+      config = test_config.get_config()
+      config.loss.unlabelled_batch_size = 64
+      run = config_lib.resolve(config)
+      model, key = run.model, jax.random.key(0)
+      params = jax.jit(model.init, out_shardings=NamedSharding(
+          mesh, PartitionSpec()))(key, np.zeros((1, 16, 16), np.float32))
+      for sharding in (None, batch):
+        loss = losses.make_loss_fn(
+            run, lambda p, v: model.apply({"params": p}, v), sharding)
+        text = jax.jit(loss).lower(params["params"], {}, key,
+                                   0).compile().as_text()
+        print("f32[32,16,16]" in text, "f32[64,16,16]" in text)
+      """)
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=120,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  # Without the batch sharding every device draws the whole batch of 64;
+  # with it, each draws its 32 rows (and nothing holds all 64).
+  assert out.stdout.split() == ["False", "True", "True", "False"]
