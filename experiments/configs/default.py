@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Potential family the unlabelled potentials are streamed from
   # (semi_supervised and label_free modes): a name in
   # pgmoe_jax.potentials.FAMILIES ("gaussian_wells", "harmonic",
-  # "double_well", "box_well", "random_smooth").
+  # "double_well", "box_well", "random_smooth"), or a user family
+  # "package.module:function" (importable on PYTHONPATH).
   data.family = "gaussian_wells"
   # Overrides of the family's (low, high) ranges for the stream, e.g.
   # depth=(1.0, 10.0) (Hartree) or num_wells=(1, 4); empty: the family's
@@ -106,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   # gate network: out of distribution the physics envelope dominates; 0: off.
   model.correction_bound = 5.0
 
-  # The objective (pgmoe_jax.losses).
+  # The objective (pgmoe_jax.training.losses).
   config.loss = loss = ml_collections.ConfigDict()
   # "supervised" (labelled batches), "semi_supervised" (labelled batches plus
   # the energy of streamed potentials) or "label_free" (energy of streamed
@@ -133,7 +134,7 @@ def get_config() -> ml_collections.ConfigDict:
   loss.augment = True
 
   # The optimiser: clip by global norm, then AdamW with linear warmup and
-  # cosine decay (pgmoe_jax.train.make_optimizer).
+  # cosine decay (pgmoe_jax.training.step.make_optimizer).
   config.optim = optim = ml_collections.ConfigDict()
   # Peak learning rate, reached at the end of the warmup.
   optim.learning_rate = 1e-3
@@ -147,7 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Clip gradients to this global norm; 0 for no clipping.
   optim.grad_clip = 1.0
 
-  # The loop (pgmoe_jax.train.train_and_evaluate).
+  # The loop (pgmoe_jax.training.loop.train_and_evaluate).
   config.train = train = ml_collections.ConfigDict()
   # Total optimiser steps; rerunning with a larger value continues a run.
   train.num_steps = 20_000
