@@ -61,8 +61,8 @@ from pgmoe_jax.training.summaries import MetricsLog
 from pgmoe_jax.training import workdir as workdir_lib
 
 BATCH_AXIS = "batch"
-_RESUME_ADVICE = ("The checkpoints saved before are intact; free the space "
-                  "and rerun the same command to resume.")
+RESUME_ADVICE = ("The checkpoints saved before are intact; free the space "
+                 "and rerun the same command to resume.")
 
 Progress = Callable[[int, int], None]
 
@@ -83,7 +83,7 @@ def _open(path: str, grid: Grid, what: str) -> data_lib.Dataset:
   return ds
 
 
-def _open_datasets(run: config_lib.Run, num_devices: int):
+def open_datasets(run: config_lib.Run, num_devices: int):
   """``(train, val)`` datasets (``None`` where unused), checked."""
   config = run.config
   for name, used in (("batch_size", run.uses_labels),
@@ -105,8 +105,8 @@ def _open_datasets(run: config_lib.Run, num_devices: int):
   return train_ds, val_ds
 
 
-def _train_batches(ds: data_lib.Dataset, batch_size: int, seed: int,
-                   start_step: int, dtype, sharding) -> Iterator[dict]:
+def train_batches(ds: data_lib.Dataset, batch_size: int, seed: int,
+                  start_step: int, dtype, sharding) -> Iterator[dict]:
   """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
   steps_per_epoch = len(ds) // batch_size
   if steps_per_epoch < 1:
@@ -150,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   run = config_lib.resolve(config)
   mesh = make_mesh()
-  train_ds, val_ds = _open_datasets(run, mesh.size)
+  train_ds, val_ds = open_datasets(run, mesh.size)
   # Everything is checked: from here on the workdir is written, by this
   # run alone (process 0 holds the lock and writes the files).
   primary = jax.process_index() == 0
@@ -209,7 +209,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
   log = None
   stack = contextlib.ExitStack()
   try:
-    state, start = _restore_or_keep(ckpts, state, workdir)
+    state, start = restore_or_keep(ckpts, state, workdir)
     log = MetricsLog(workdir, start)
     if start >= num_steps:
       logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
@@ -225,8 +225,8 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
     score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid),
                        out_shardings=replicated)
     np_dtype = np.dtype(config.dtype)
-    batches = (_train_batches(train_ds, config.train.batch_size, config.seed,
-                              start, np_dtype, batch_sharding)
+    batches = (train_batches(train_ds, config.train.batch_size, config.seed,
+                             start, np_dtype, batch_sharding)
                if run.uses_labels else itertools.repeat({}))
 
     pending: list[dict] = []
@@ -251,7 +251,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
         _check_finite(state, pending, done, ckpts)
       if is_log:
         now = time.perf_counter()
-        record = _summarise(pending, (done - last_log) / max(
+        record = summarise(pending, (done - last_log) / max(
             now - clock - other_seconds, 1e-9))
         log.write(done, "train", record)
         logging.info("step %d/%d train: %s", done, num_steps,
@@ -269,7 +269,7 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
         logging.info("step %d/%d val: %s", done, num_steps, _format(val))
       if is_ckpt:
         with checks.writing(f"checkpoint step {done}", ckpts.directory,
-                            _RESUME_ADVICE):
+                            RESUME_ADVICE):
           ckpts.save(done, state.params, state.opt_state,
                      None if val is None else {
                          f"val/{k}": v for k, v in val.items()})
@@ -277,10 +277,10 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
       if progress is not None:
         progress(done, num_steps)
       if preempted and not is_last:
-        with checks.writing("checkpoints", ckpts.directory, _RESUME_ADVICE):
+        with checks.writing("checkpoints", ckpts.directory, RESUME_ADVICE):
           ckpts.wait()
         raise Preempted(done, ckpts.directory)
-    with checks.writing("checkpoints", ckpts.directory, _RESUME_ADVICE):
+    with checks.writing("checkpoints", ckpts.directory, RESUME_ADVICE):
       ckpts.wait()
     logging.info("Finished at step %d; checkpoints %s in %s", num_steps,
                  ckpts.steps(), ckpts.directory)
@@ -297,8 +297,8 @@ def _format(metrics) -> str:
                    for k, v in metrics.items())
 
 
-def _restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
-                     workdir: str) -> tuple[TrainState, int]:
+def restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
+                    workdir: str) -> tuple[TrainState, int]:
   """The newest intact checkpoint restored onto ``state``'s placement, or
   ``state`` itself if there is none; and the step.
 
@@ -327,7 +327,7 @@ def _restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
   return state.replace(step=step, params=params, opt_state=opt_state), start
 
 
-def _summarise(pending: list[dict], steps_per_sec: float) -> dict[str, float]:
+def summarise(pending: list[dict], steps_per_sec: float) -> dict[str, float]:
   """Means of the steps' metrics since the last log; ``lr`` of the last."""
   values = fetch(pending)
   record = {k: float(np.mean([m[k] for m in values]))

@@ -67,18 +67,22 @@ def augment(key: jax.Array, batch: Mapping[str, jax.Array],
   return out
 
 
-def energy_weight(config, step) -> jax.Array:
-  """The energy-loss weight at ``step`` under ``config.loss.schedule``."""
+def energy_weight(config, step, weight=None) -> jax.Array:
+  """The energy-loss weight at ``step`` under ``config.loss.schedule``.
+
+  ``weight`` (possibly traced) replaces ``config.loss.energy_weight``.
+  """
   loss = config.loss
-  w = float(loss.energy_weight)
+  w = float(loss.energy_weight) if weight is None else weight
   if loss.schedule == "constant":
-    return jnp.asarray(w, jnp.float32)
+    return jnp.asarray(w, jnp.float32) if weight is None else w
   t = jnp.clip(jnp.asarray(step, jnp.float32) / max(int(loss.anneal_steps), 1),
                0.0, 1.0)
   return w * 0.5 * (1.0 - jnp.cos(math.pi * t))
 
 
-def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None):
+def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
+                 hparams: Mapping[str, jax.Array] | None = None):
   """Builds ``loss_fn(params, batch, key, step) -> (loss, metrics)``.
 
   Args:
@@ -88,6 +92,10 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None):
       the batch axis with it, so each device draws only its part of the
       global batch (JAX's partitionable PRNG makes the values the same for
       any device count): N devices stream N times the potentials per second.
+    hparams: per-member ``loss.energy_weight`` and ``loss.supervised_weight``
+      (possibly traced: a vmapped population,
+      :mod:`pgmoe_jax.training.population`); the config's otherwise. With
+      them the energy term is always built (a member's weight may be 0).
 
   Returns:
     A pure function; ``batch`` is a labelled batch (``{}`` in label-free
@@ -101,12 +109,23 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None):
   loss_cfg = config.loss
   supervised_fn = (infidelity if loss_cfg.supervised == "infidelity"
                    else normalized_mse)
+  if hparams is None:
+    w_config = float(loss_cfg.energy_weight)
+    w_supervised = loss_cfg.supervised_weight
+    energy_term = loss_cfg.energy_weight > 0
+  else:
+    w_config = hparams["loss.energy_weight"]
+    w_supervised = hparams["loss.supervised_weight"]
+    energy_term = True
 
   def loss_fn(params, batch, key, step):
     key_aug, key_stream = jax.random.split(key)
     # Label-free training has nothing to anneal against: full weight always.
-    w_energy = (energy_weight(config, step) if loss_cfg.mode != "label_free"
-                else jnp.asarray(float(loss_cfg.energy_weight), jnp.float32))
+    w_energy = (energy_weight(config, step, None if hparams is None
+                              else w_config)
+                if loss_cfg.mode != "label_free"
+                else jnp.asarray(w_config, jnp.float32) if hparams is None
+                else w_config)
     metrics = {"energy_weight": w_energy}
     total = 0.0
     if loss_cfg.mode != "label_free":
@@ -118,8 +137,8 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None):
                                    grid))
       e_err = jnp.mean(rayleigh_quotient(psi, v.astype(psi.dtype), grid)
                        - batch["E0"].astype(psi.dtype))
-      total = loss_cfg.supervised_weight * sup
-      if loss_cfg.energy_weight > 0:
+      total = w_supervised * sup
+      if energy_term:
         total = total + w_energy * e_err
       metrics.update(
           supervised=sup, energy_error_mha=e_err * MHA_PER_HA,

@@ -58,19 +58,36 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       end_value=optim.learning_rate * optim.end_learning_rate_factor)
 
 
-def make_optimizer(
-    config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def grad_clip_norm(value: float) -> float:
+  """``optim.grad_clip`` as a norm: 0 clips at infinity (no clipping)."""
+  return float(value) if value > 0 else float("inf")
+
+
+def make_optimizer(config: ml_collections.ConfigDict, *,
+                   schedule: optax.Schedule | None = None,
+                   weight_decay: Any = None,
+                   grad_clip: Any = None) -> optax.GradientTransformation:
   """``clip_by_global_norm(grad_clip)`` then AdamW on :func:`make_schedule`.
 
   ``grad_clip = 0`` clips at infinity rather than dropping the transform, so
   the optimiser state has the same structure either way and a run can be
   resumed with the other setting.
+
+  The keyword arguments replace the config's values, possibly with traced
+  ones (a vmapped population, :mod:`pgmoe_jax.training.population`):
+  ``grad_clip`` is then already a norm (:func:`grad_clip_norm`). The
+  state's structure is the same either way, so a population member's state
+  is an ordinary run's.
   """
   optim = config.optim
-  clip = optim.grad_clip if optim.grad_clip > 0 else float("inf")
+  if grad_clip is None:
+    grad_clip = grad_clip_norm(optim.grad_clip)
+  if weight_decay is None:
+    weight_decay = optim.weight_decay
   return optax.chain(
-      optax.clip_by_global_norm(clip),
-      optax.adamw(make_schedule(config), weight_decay=optim.weight_decay))
+      optax.clip_by_global_norm(grad_clip),
+      optax.adamw(make_schedule(config) if schedule is None else schedule,
+                  weight_decay=weight_decay))
 
 
 def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,

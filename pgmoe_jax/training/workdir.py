@@ -41,17 +41,21 @@ def config_to_dict(config: ml_collections.ConfigDict | Mapping) -> dict:
   return json.loads(json.dumps(config))
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, Mapping) and tree:
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+  """``{"optim.learning_rate": 1e-3, ...}``: a config (or its JSON dict)
+  as dotted keys and JSON values (tuples as lists)."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config_to_dict(config)
+  if isinstance(config, Mapping) and config:
     out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, f"{prefix}{key}."))
+    for key, value in config.items():
+      out.update(flatten_config(value, f"{prefix}{key}."))
     return out
-  return {prefix[:-1]: tree}
+  return {prefix[:-1]: config}
 
 
 def _differences(old: Mapping, new: Mapping) -> list[str]:
-  old, new = _flatten(old), _flatten(new)
+  old, new = flatten_config(old), flatten_config(new)
   return [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
