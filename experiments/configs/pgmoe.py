@@ -3,8 +3,8 @@
     python -m experiments.train --config=experiments/configs/pgmoe.py \
         --workdir=runs/pgmoe [--config.model.tiles=8 ...]
 
-``sweep()`` lists the structural variants worth comparing (tiles, shared or
-separate experts, gate).
+``experiments/sweeps/pgmoe_shapes.py`` sweeps its structural variants
+(tiles, shared or separate experts, gate).
 """
 
 import ml_collections
@@ -20,12 +20,3 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.mode = "semi_supervised"
   config.loss.unlabelled_batch_size = 32
   return config
-
-
-def sweep() -> list[dict]:
-  """Flat override dicts, one run each (``--config.<key>=<value>``)."""
-  return [{"model.tiles": tiles, "model.shared_expert": shared,
-           "model.gate": gate}
-          for tiles in (2, 4, 8)
-          for shared in (True, False)
-          for gate in ("envelope", "both")]

@@ -8,6 +8,12 @@
   :func:`~pgmoe_jax.workflows.studies.ablation` (``experiments.reproduce``).
 * :mod:`~pgmoe_jax.workflows.grid_runs`: the grid of training runs
   (models x losses x label counts) with its tables and figures.
+* :mod:`~pgmoe_jax.workflows.sweep`: hyperparameter sweeps as ordinary
+  training runs (trials, names, overrides, commands, status);
+  :mod:`~pgmoe_jax.workflows.sweep_runner` runs them locally
+  (:mod:`~pgmoe_jax.workflows.sweep_slots`: each one's share of the
+  machine) and :mod:`~pgmoe_jax.workflows.leaderboard` ranks them
+  (``experiments.sweep``).
 
 This is the top layer: it may import every other part of the package.
 """

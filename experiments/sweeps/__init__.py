@@ -1,0 +1,1 @@
+"""Sweep files, each defining ``get_sweep()`` (see experiments/sweep.py)."""
