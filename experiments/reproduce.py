@@ -12,8 +12,10 @@ callable from Python, with the details in its docstring):
   against other starts (``studies.warm_start``).
 * ``grid``: the grid of runs (dense and PG-MoE, supervised and with the
   energy loss, and PG-MoE label-free) at the labelled sizes
-  ``--train_sizes``, resumable (``grid_runs.run_grid``); the base recipes
-  are ``experiments/configs/default.py`` and ``dense.py``:
+  ``--train_sizes``, resumable (``grid_runs.run_grid``): a sweep whose
+  trials are ``experiments.train`` runs of the base recipes
+  ``experiments/configs/default.py`` and ``dense.py`` with a few overrides,
+  ``--parallel`` at once, their output in ``<out>/logs/``:
 
         python -m experiments.reproduce --parts=grid --grid=32 \
             --train_sizes=100,300,1000,3000 --steps=20000 \
@@ -35,8 +37,6 @@ from absl import flags
 import jax
 
 from experiments import cli
-from experiments.configs import default
-from experiments.configs import dense
 from pgmoe_jax.workflows import grid_runs
 from pgmoe_jax.workflows import studies
 
@@ -64,9 +64,18 @@ _VARIANTS = flags.DEFINE_list("variants", list(grid_runs.VARIANTS),
 _COARSE = flags.DEFINE_integer(
     "coarse", 0, "grid: points per axis of PG-MoE's coarse envelope; 0 "
     "takes half the grid. Must divide --grid.")
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", 1, "grid: runs trained at once (each an experiments.train "
+    "process; the figures do not depend on it).", lower_bound=1)
 _EVAL_SPLITS = flags.DEFINE_list(
     "eval_splits", ["test_interp", "test_extrap", "ood_harmonic",
                     "ood_random_smooth"], "grid: evaluation splits.")
+
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "configs")
+_BASE_CONFIGS = {"pgmoe": os.path.join(_CONFIGS, "default.py"),
+                 "dense": os.path.join(_CONFIGS, "dense.py")}
 
 
 def _grid() -> None:
@@ -74,10 +83,10 @@ def _grid() -> None:
       grid_size=_GRID.value,
       train_sizes=[int(s) for s in _TRAIN_SIZES.value], steps=_STEPS.value,
       num_eval=_NUM_EVAL.value, data_root=_DATA_ROOT.value, out=_OUT.value,
-      base_configs={"pgmoe": default.get_config, "dense": dense.get_config},
+      base_configs=_BASE_CONFIGS,
       variants=_VARIANTS.value, coarse=_COARSE.value,
       eval_splits=_EVAL_SPLITS.value, workers=os.cpu_count() or 1,
-      echo=lambda line: print(line, flush=True))
+      parallel=_PARALLEL.value, echo=lambda line: print(line, flush=True))
   print(f"\n## Grid of runs ({_OUT.value}/results.md)\n\n{table}")
 
 
@@ -102,7 +111,7 @@ def main(argv):
   for name in _PARTS.value:
     try:
       PARTS[name]()
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
       raise SystemExit(f"reproduce: error: {e}") from None
 
 

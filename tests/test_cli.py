@@ -5,11 +5,17 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from experiments import cli
 from pgmoe_jax import data
+from pgmoe_jax import inference
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.training import train_and_evaluate
+from pgmoe_jax.workflows import grid_runs
+from pgmoe_jax.workflows import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,16 +172,32 @@ def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
   assert len(rows) == 3 and rows[0].startswith("variant,train_size,split")
   assert (tmp_path / "out" / "error_vs_size.png").stat().st_size > 5000
+  # Each run was an experiments.train trial of the sweep runner, the same
+  # run as training its config in-process.
+  log = (tmp_path / "out" / "logs" / "pgmoe_energy_n16.log").read_text()
+  assert "experiments.train" in log and "--config.model.coarse=4" in log
+  run_dir = tmp_path / "out" / "runs" / "pgmoe_energy_n16"
+  base = sweep.load_config_file(os.path.join(ROOT, "experiments", "configs",
+                                             "default.py"))
+  overrides = grid_runs.run_overrides("pgmoe_energy", 16, Grid((16, 16), 20.0),
+                                      str(tmp_path / "data"), 20, base, 4)
+  alone = train_and_evaluate(sweep.apply_overrides(base, overrides),
+                             str(tmp_path / "alone"))
+  trained = inference.load_model(str(run_dir), which="latest")
+  for a, b in zip(jax.tree.leaves(trained.params),
+                  jax.tree.leaves(alone.params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # A rerun trains nothing: the finished runs are skipped.
-  done = tmp_path / "out" / "runs" / "pgmoe_energy_n16" / "done.json"
-  before = done.stat().st_mtime_ns
+  before = (run_dir / "metrics.jsonl").stat().st_mtime_ns
   assert run_module(*args).returncode == 0
-  assert done.stat().st_mtime_ns == before
+  assert (run_dir / "metrics.jsonl").stat().st_mtime_ns == before
+  assert (tmp_path / "out" / "logs" / "pgmoe_energy_n16.log").read_text(
+      ) == log
   # Warm start from the tiny model: every start converges to the reference
   # energies, and the exact state in float32 needs far fewer iterations than
   # the cold start (the ceiling any float32 predictor could reach).
   out = run_module("experiments.reproduce", "--parts=warm_start", "--num=4",
-                   f"--workdir={done.parent}",
+                   f"--workdir={run_dir}",
                    f"--data={tmp_path / 'data' / 'test_interp'}")
   assert out.returncode == 0, out.stderr
   rows, history = {}, {}
@@ -201,7 +223,7 @@ def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   # prediction (20 steps do not make it a better one); a dense run is refused
   # by name.
   out = run_module("experiments.reproduce", "--parts=ablation",
-                   f"--workdir={done.parent}",
+                   f"--workdir={run_dir}",
                    f"--data={tmp_path / 'data' / 'test_interp'}")
   assert out.returncode == 0, out.stderr
   rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
@@ -210,7 +232,7 @@ def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   gate = float(rows["gate alone (experts off)"][2].replace(",", ""))
   assert full > 0 and gate > 0 and full != gate
   out = run_module("experiments.reproduce", "--parts=ablation",
-                   f"--workdir={done.parent.parent / 'dense_sup_n16'}",
+                   f"--workdir={run_dir.parent / 'dense_sup_n16'}",
                    f"--data={tmp_path / 'data' / 'test_interp'}")
   assert out.returncode != 0 and "holds a dense model" in out.stderr
 

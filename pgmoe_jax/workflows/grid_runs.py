@@ -6,27 +6,33 @@ energy loss added, and PG-MoE label-free (energy only, potentials streamed),
 at the labelled training sizes given; evaluates every run on the evaluation
 splits; and writes ``<out>/results.csv``, ``<out>/results.md``,
 ``<out>/error_vs_size.png`` and ``<out>/params_vs_error.png``. Data are
-generated under ``data_root`` (standard splits) if missing; each run trains
-in ``<out>/runs/<variant>_n<size>`` and resumes if killed (finished runs,
-marked by ``done.json``, are skipped). PG-MoE keeps 8x8 tiles at every grid
-size, and its coarse envelope is at half the grid's resolution unless
-``coarse`` says otherwise.
+generated under ``data_root`` (standard splits) if missing. PG-MoE keeps
+8x8 tiles at every grid size, and its coarse envelope is at half the grid's
+resolution unless ``coarse`` says otherwise.
+
+The runs are a sweep (:mod:`pgmoe_jax.workflows.sweep`): each is a trial,
+the overrides of :func:`run_overrides` on its base config file, trained as
+an ordinary ``experiments.train`` command (with ``--jax_enable_x64``, as
+the reproduction has always run) by the local runner in
+``<out>/runs/<variant>_n<size>``, its output in ``<out>/logs/``. Finished
+runs (a checkpoint at the last step) are skipped and killed ones resume;
+``parallel`` runs train at once.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
 from pgmoe_jax import data
-from pgmoe_jax import timing
 from pgmoe_jax.evaluation import report
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.inference import load_model
-from pgmoe_jax.training import train_and_evaluate
+from pgmoe_jax.workflows import leaderboard
+from pgmoe_jax.workflows import sweep
+from pgmoe_jax.workflows import sweep_runner
 
 VARIANTS = ("dense_sup", "dense_energy", "pgmoe_sup", "pgmoe_energy",
             "pgmoe_label_free")
@@ -35,10 +41,14 @@ SUMMARY_KEYS = ("num_params", "infidelity_median", "infidelity_p90",
                 "frac_chemical_accuracy", "predictions_per_s")
 
 
-def run_config(variant: str, size: int, grid: Grid, root: str, steps: int,
-               base_configs: Mapping[str, Callable[[], Any]],
-               coarse: int = 0):
-  """The config of one run: a base recipe with a few changes.
+def model_family(variant: str) -> str:
+  """``"dense"`` or ``"pgmoe"``: the base config a variant starts from."""
+  return "dense" if variant.startswith("dense") else "pgmoe"
+
+
+def run_overrides(variant: str, size: int, grid: Grid, root: str,
+                  steps: int, base, coarse: int = 0) -> dict[str, Any]:
+  """The config overrides of one run: a base recipe with a few changes.
 
   Args:
     variant: one of :data:`VARIANTS`.
@@ -46,34 +56,28 @@ def run_config(variant: str, size: int, grid: Grid, root: str, steps: int,
     grid: the grid.
     root: the standard splits' directory.
     steps: training steps.
-    base_configs: ``{"pgmoe": get_config, "dense": get_config}`` returning
-      the base recipes (``experiments/configs/default.py`` and ``dense.py``
-      for RESULTS.md).
+    base: the variant's base config (``experiments/configs/default.py``
+      for PG-MoE, ``dense.py`` for the dense network, in RESULTS.md).
     coarse: PG-MoE's coarse envelope points per axis; 0: half the grid.
   """
-  config = base_configs["dense" if variant.startswith("dense")
-                        else "pgmoe"]()
-  if not variant.startswith("dense"):
-    config.model.tiles = max(grid.shape[0] // 8, 1)
-    config.model.coarse = coarse or grid.shape[0] // 2
-  config.grid.shape = grid.shape
-  config.grid.length = grid.length[0]
-  config.data.train = f"{root}/train"
-  config.data.val = f"{root}/val"
-  config.data.num_train = size
-  config.train.num_steps = steps
-  config.optim.warmup_steps = min(config.optim.warmup_steps, steps // 10)
-  config.train.batch_size = min(config.train.batch_size, size)
-  config.loss.schedule = "constant"
+  overrides = {
+      "grid.shape": tuple(grid.shape), "grid.length": float(grid.length[0]),
+      "data.train": f"{root}/train", "data.val": f"{root}/val",
+      "data.num_train": size, "train.num_steps": steps,
+      "optim.warmup_steps": min(base.optim.warmup_steps, steps // 10),
+      "train.batch_size": min(base.train.batch_size, size),
+      "loss.schedule": "constant"}
+  if model_family(variant) == "pgmoe":
+    overrides["model.tiles"] = max(grid.shape[0] // 8, 1)
+    overrides["model.coarse"] = coarse or grid.shape[0] // 2
   if variant.endswith("_sup"):
-    config.loss.energy_weight = 0.0
+    overrides["loss.energy_weight"] = 0.0
   elif variant.endswith("_energy"):
-    config.loss.energy_weight = 1.0
+    overrides["loss.energy_weight"] = 1.0
   else:  # label-free: no labels at all
-    config.loss.mode = "label_free"
-    config.loss.energy_weight = 1.0
-    config.data.train = ""
-  return config
+    overrides.update({"loss.mode": "label_free", "loss.energy_weight": 1.0,
+                      "data.train": ""})
+  return overrides
 
 
 def _plot(rows, out: str, split: str) -> None:
@@ -108,21 +112,31 @@ def _plot(rows, out: str, split: str) -> None:
 
 def run_grid(*, grid_size: int, train_sizes: Sequence[int], steps: int,
              num_eval: int, data_root: str, out: str,
-             base_configs: Mapping[str, Callable[[], Any]],
+             base_configs: Mapping[str, str],
              variants: Sequence[str] = VARIANTS, coarse: int = 0,
              eval_splits: Sequence[str] = ("test_interp", "test_extrap",
                                            "ood_harmonic",
                                            "ood_random_smooth"),
-             workers: int = 1,
+             workers: int = 1, parallel: int = 1,
              echo: Callable[[str], None] = print) -> tuple[list[dict], str]:
   """Trains and evaluates the grid of runs (see the module docstring).
+
+  Args:
+    base_configs: ``{"pgmoe": path, "dense": path}``: the base config files
+      (``experiments/configs/default.py`` and ``dense.py`` for RESULTS.md),
+      as ``experiments.train --config`` takes them, from the working
+      directory the runs start in.
+    workers: processes generating the data.
+    parallel: runs trained at once.
 
   Returns:
     ``(rows, table)``: one row per run and split, and the Markdown table.
 
   Raises:
-    ValueError: an unknown variant or split, or a coarse size that does not
-      divide the grid.
+    ValueError: an unknown variant or split, a coarse size that does not
+      divide the grid, or a run whose config does not resolve (before any
+      run starts).
+    RuntimeError: a run failed (its log's last lines were echoed).
   """
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
@@ -141,33 +155,44 @@ def run_grid(*, grid_size: int, train_sizes: Sequence[int], steps: int,
   evals = {name: data.open_dataset(f"{data_root}/{name}", grid=grid)
            for name in eval_splits}
   os.makedirs(out, exist_ok=True)
-  rows = []
+  bases = {family: sweep.load_config_file(path)
+           for family, path in base_configs.items()}
+  trials, jobs = [], []
   for variant in variants:
+    family = model_family(variant)
+    group = []
     for size in (sizes[:1] if variant.endswith("label_free") else sizes):
       label = variant if variant.endswith("label_free") else (
           f"{variant}_n{size}")
-      workdir = os.path.join(out, "runs", label)
-      done_file = os.path.join(workdir, "done.json")
-      if not os.path.exists(done_file):
-        config = run_config(variant, size, grid, data_root, steps,
-                            base_configs, coarse)
-        _, seconds = timing.timed(lambda: train_and_evaluate(config,
-                                                             workdir))
-        with open(done_file, "w") as f:
-          json.dump({"train_seconds": seconds}, f)
-      with open(done_file) as f:
-        seconds = json.load(f)["train_seconds"]
-      model = load_model(workdir)
-      for split, ds in evals.items():
-        summary = scorer.evaluate_predictor(model, ds,
-                                            num_reference=4).summary()
-        rows.append({"variant": variant, "train_size": (
-            0 if variant.endswith("label_free") else size),
-                     "split": split, "train_seconds": round(seconds, 1),
-                     **{k: summary[k] for k in SUMMARY_KEYS}})
-      echo(f"{label}: " + ", ".join(
-          f"{r['split']} dE {r['energy_error_mha_median']:.3g} mHa"
-          for r in rows[-len(evals):]))
+      group.append(sweep.Trial(label, run_overrides(
+          variant, size, grid, data_root, steps, bases[family], coarse),
+                               os.path.join(out, "runs", label)))
+    configs = sweep.check_trials(bases[family], group)
+    jobs += sweep.trial_jobs(group, configs, base_configs[family],
+                             extra_flags=("--jax_enable_x64",))
+    trials += [(variant, t) for t in group]
+  summary = sweep_runner.run_local(jobs, parallel, echo=echo)
+  unfinished = [*summary.failed, *summary.skipped_failed, *summary.retry]
+  if unfinished:
+    raise RuntimeError(
+        f"Run(s) {', '.join(unfinished)} did not finish; their logs are in "
+        f"{os.path.join(out, 'logs')} (rerun to resume).")
+  rows = []
+  for variant, trial in trials:
+    seconds = leaderboard.train_seconds(
+        leaderboard.read_records(trial.workdir))
+    model = load_model(trial.workdir)
+    for split, ds in evals.items():
+      summary_ = scorer.evaluate_predictor(model, ds,
+                                           num_reference=4).summary()
+      rows.append({"variant": variant, "train_size": (
+          0 if variant.endswith("label_free") else trial.overrides[
+              "data.num_train"]),
+                   "split": split, "train_seconds": seconds,
+                   **{k: summary_[k] for k in SUMMARY_KEYS}})
+    echo(f"{trial.name}: " + ", ".join(
+        f"{r['split']} dE {r['energy_error_mha_median']:.3g} mHa"
+        for r in rows[-len(evals):]))
   with open(os.path.join(out, "results.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()

@@ -28,7 +28,7 @@ import io
 import json
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
@@ -143,6 +143,20 @@ def _num_params(config, cache: dict) -> int | None:
   return cache[key]
 
 
+def train_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
+  """Seconds in training steps: the sum over a run's train records of the
+  steps since the last record over their ``steps_per_sec`` (evaluation and
+  saving are not counted; works for runs of any launcher); ``None``
+  without train records."""
+  train = [r for r in records if r.get("split") == "train"]
+  seconds, last = 0.0, 0
+  for r in train:
+    if _number(r.get("steps_per_sec")) and r["steps_per_sec"] > 0:
+      seconds += (r.get("step", last) - last) / r["steps_per_sec"]
+    last = r.get("step", last)
+  return round(seconds, 2) if train else None
+
+
 def trial_row(trial: sweep_lib.Trial, keys: Sequence[str], metric: str,
               mode: str = "min",
               config: ml_collections.ConfigDict | None = None,
@@ -169,12 +183,7 @@ def trial_row(trial: sweep_lib.Trial, keys: Sequence[str], metric: str,
   row["best_step"] = None if best is None else best.get("step")
   row[f"final_{key}"] = scored[-1][key] if scored else None
   train = [r for r in records if r.get("split") == "train"]
-  seconds, last = 0.0, 0
-  for r in train:
-    if _number(r.get("steps_per_sec")) and r["steps_per_sec"] > 0:
-      seconds += (r.get("step", last) - last) / r["steps_per_sec"]
-    last = r.get("step", last)
-  row["train_seconds"] = round(seconds, 2) if train else None
+  row["train_seconds"] = train_seconds(records)
   marker = sweep_runner.read_json(
       sweep_runner.marker_path(trial.log_dir, trial.name))
   row["wall_seconds"] = None if marker is None or (
