@@ -15,11 +15,8 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   under a batch sharding, for 1 process x 1 and 2 devices and 2 processes
   x 1 device (real processes, jax.distributed on loopback), and what each
   device computes in the compiled program.
-* ``population``: member-steps per second of K members of the quick-start
-  PG-MoE trained in one vmapped program
-  (:mod:`pgmoe_jax.training.population`), K = 1 ... 32, against K runs one
-  after another (the single run's steps per second, whatever K), on random
-  labelled batches of 64 (float32; the loss and the update, no data I/O).
+* ``population`` and ``predict``: the models' training and prediction
+  speed (``experiments/bench_models.py`` says what each measures).
 * ``datagen``: samples/s of dataset generation (2-D 64x64) with worker
   processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop; and
   the loader's batches/s against what a (proxy) training step consumes.
@@ -43,6 +40,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg as sla
 
+from experiments import bench_models
 from experiments import cli
 from pgmoe_jax import Grid
 from pgmoe_jax import data
@@ -56,7 +54,7 @@ from pgmoe_jax.timing import timed
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, datagen, "
-                          "multihost, population.")
+                          "multihost, population, predict.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
@@ -336,86 +334,10 @@ def bench_multihost(quick: bool, repeats: int) -> None:
         "slice every chip draws its own share.")
 
 
-def bench_population(quick: bool, repeats: int) -> None:
-  """Member-steps/s of one vmapped population against sequential runs."""
-  # pylint: disable=g-import-not-at-top
-  from experiments.configs import quickstart
-  from experiments.configs import test as test_config
-  from pgmoe_jax.training import config as config_lib
-  from pgmoe_jax.training import losses
-  from pgmoe_jax.training import population
-  from pgmoe_jax.training import step as step_lib
-  # pylint: enable=g-import-not-at-top
-  base = (test_config if quick else quickstart).get_config()
-  base.loss.mode = "supervised"
-  base.data.train = "unused"  # random batches below, no dataset
-  sizes = (1, 2, 4) if quick else (1, 2, 4, 8, 16, 32)
-  num_steps = 5 if quick else 20
-  run = config_lib.resolve(base)
-  grid, model, batch_size = run.grid, run.model, base.train.batch_size
-  print(f"\n## population: member-steps/s, {len(sizes)} population sizes "
-        f"of {base.model.name} on {grid} (batch {batch_size}, float32), "
-        f"best of {repeats} x {num_steps} steps\n")
-
-  def apply_fn(params, v):
-    return model.apply({"params": params}, v)
-
-  def batch_of(key, k):
-    v = potentials.sample("gaussian_wells", key, grid, (k, batch_size),
-                          dtype=np.float32)
-    psi0 = jnp.exp(-v)  # any positive state: the step's cost is the same
-    return {"potential": v, "psi0": psi0,
-            "E0": jnp.zeros(v.shape[:2], jnp.float32)}
-
-  example = np.zeros((1,) + grid.shape, np.float32)
-  single = jax.jit(step_lib.make_train_step(
-      losses.make_loss_fn(run, apply_fn), step_lib.make_optimizer(base),
-      step_lib.make_schedule(base)))
-  state = step_lib.create_train_state(jax.random.key(0), base, model, example)
-  batch = jax.tree.map(lambda x: x[0], batch_of(jax.random.key(1), 1))
-  key = jax.random.key(2)
-
-  def run_single(state=state):
-    for _ in range(num_steps):
-      state, metrics = single(state, batch, key)
-    return metrics
-
-  sequential = num_steps / best_time(run_single, repeats)
-  print("| members K | member-steps/s | vs K runs one after another | "
-        "steps/s of the population |")
-  print("|---:|---:|---:|---:|")
-  for k in sizes:
-    configs = []
-    for seed in range(k):
-      config = base.copy_and_resolve_references()
-      config.seed = seed
-      config.optim.learning_rate = base.optim.learning_rate * (1 + seed / k)
-      configs.append(config)
-    pop_step = jax.jit(population.make_population_step(run, apply_fn,
-                                                       configs))
-    states = jax.tree.map(lambda *xs: jnp.stack(xs), *[
-        step_lib.create_train_state(jax.random.key(s), c, model, example)
-        for s, c in enumerate(configs)])
-    hparams = population.member_hyperparameters(configs, jnp.float32)
-    batches = batch_of(jax.random.key(1), k)
-    keys = jax.random.split(jax.random.key(2), k)
-
-    def run_population(states=states, pop_step=pop_step, batches=batches,
-                       keys=keys, hparams=hparams):
-      for _ in range(num_steps):
-        states, metrics = pop_step(states, batches, keys, hparams)
-      return metrics
-
-    rate = num_steps / best_time(run_population, repeats)
-    print(f"| {k} | {k * rate:,.0f} | {k * rate / sequential:.2f}x | "
-          f"{rate:,.1f} |")
-  print(f"\nSequential: one run at {sequential:,.1f} steps/s, so K runs one "
-        "after another make that many member-steps/s whatever K.")
-
-
 BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
               "datagen": bench_datagen, "multihost": bench_multihost,
-              "population": bench_population}
+              "population": bench_models.bench_population,
+              "predict": bench_models.bench_predict}
 
 
 def main(argv):

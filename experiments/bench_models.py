@@ -1,0 +1,136 @@
+r"""Benchmarks of the models' speed (``python -m experiments.benchmark``).
+
+* ``population``: member-steps per second of K members of the quick-start
+  PG-MoE trained in one vmapped program
+  (:mod:`pgmoe_jax.training.population`), K = 1 ... 32, against K runs one
+  after another (the single run's steps per second, whatever K: the first
+  figure printed is the quick start's training steps per second, the pure
+  step on random labelled batches of 64, float32, no data I/O).
+* ``predict``: PG-MoE predictions per second (the quick-start model shape:
+  8x8 tiles, envelope at half resolution; untrained, the speed does not
+  depend on the weights; float32, batches of 256) against the JAX LOBPCG's
+  ground states per second (float64, the datasets' reference, one batch of
+  the same potentials on the default device) at 32, 64 and 128 points per
+  axis.
+
+Figures depend on the machine; compare within one run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.configs import quickstart
+from experiments.configs import test as test_config
+from pgmoe_jax import potentials
+from pgmoe_jax import solvers
+from pgmoe_jax.grid import Grid
+from pgmoe_jax.models import build_model
+from pgmoe_jax.timing import best_time
+from pgmoe_jax.timing import timed
+from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import losses
+from pgmoe_jax.training import population
+from pgmoe_jax.training import step as step_lib
+
+
+def bench_population(quick: bool, repeats: int) -> None:
+  """Member-steps/s of one vmapped population against sequential runs."""
+  base = (test_config if quick else quickstart).get_config()
+  base.loss.mode = "supervised"
+  base.data.train = "unused"  # random batches below, no dataset
+  sizes = (1, 2, 4) if quick else (1, 2, 4, 8, 16, 32)
+  num_steps = 5 if quick else 20
+  run = config_lib.resolve(base)
+  grid, model, batch_size = run.grid, run.model, base.train.batch_size
+  print(f"\n## population: member-steps/s, {len(sizes)} population sizes "
+        f"of {base.model.name} on {grid} (batch {batch_size}, float32), "
+        f"best of {repeats} x {num_steps} steps\n")
+
+  def apply_fn(params, v):
+    return model.apply({"params": params}, v)
+
+  def batch_of(key, k):
+    v = potentials.sample("gaussian_wells", key, grid, (k, batch_size),
+                          dtype=np.float32)
+    psi0 = jnp.exp(-v)  # any positive state: the step's cost is the same
+    return {"potential": v, "psi0": psi0,
+            "E0": jnp.zeros(v.shape[:2], jnp.float32)}
+
+  example = np.zeros((1,) + grid.shape, np.float32)
+  single = jax.jit(step_lib.make_train_step(
+      losses.make_loss_fn(run, apply_fn), step_lib.make_optimizer(base),
+      step_lib.make_schedule(base)))
+  state = step_lib.create_train_state(jax.random.key(0), base, model, example)
+  batch = jax.tree.map(lambda x: x[0], batch_of(jax.random.key(1), 1))
+  key = jax.random.key(2)
+
+  def run_single(state=state):
+    for _ in range(num_steps):
+      state, metrics = single(state, batch, key)
+    return metrics
+
+  sequential = num_steps / best_time(run_single, repeats)
+  print("| members K | member-steps/s | vs K runs one after another | "
+        "steps/s of the population |")
+  print("|---:|---:|---:|---:|")
+  for k in sizes:
+    configs = []
+    for seed in range(k):
+      config = base.copy_and_resolve_references()
+      config.seed = seed
+      config.optim.learning_rate = base.optim.learning_rate * (1 + seed / k)
+      configs.append(config)
+    pop_step = jax.jit(population.make_population_step(run, apply_fn,
+                                                       configs))
+    states = jax.tree.map(lambda *xs: jnp.stack(xs), *[
+        step_lib.create_train_state(jax.random.key(s), c, model, example)
+        for s, c in enumerate(configs)])
+    hparams = population.member_hyperparameters(configs, jnp.float32)
+    batches = batch_of(jax.random.key(1), k)
+    keys = jax.random.split(jax.random.key(2), k)
+
+    def run_population(states=states, pop_step=pop_step, batches=batches,
+                       keys=keys, hparams=hparams):
+      for _ in range(num_steps):
+        states, metrics = pop_step(states, batches, keys, hparams)
+      return metrics
+
+    rate = num_steps / best_time(run_population, repeats)
+    print(f"| {k} | {k * rate:,.0f} | {k * rate / sequential:.2f}x | "
+          f"{rate:,.1f} |")
+  print(f"\nSequential: one run at {sequential:,.1f} steps/s, so K runs one "
+        "after another make that many member-steps/s whatever K.")
+
+
+def bench_predict(quick: bool, repeats: int) -> None:
+  """PG-MoE predictions/s against JAX LOBPCG solves/s per grid size."""
+  sizes, batch = ((16, 32), 16) if quick else ((32, 64, 128), 256)
+  device = jax.devices()[0]
+  print(f"\n## predict: PG-MoE predictions/s (float32, batch {batch}) "
+        f"against JAX LOBPCG ground states/s (float64, one batch of "
+        f"{batch}), on {device.platform} ({device.device_kind})\n")
+  print("| n per axis | PG-MoE params | predictions/s | LOBPCG solves/s | "
+        "LOBPCG iterations | speed-up |")
+  print("|---:|---:|---:|---:|---:|---:|")
+  base = quickstart.get_config()
+  for n in sizes:
+    grid = Grid((n, n), 20.0)
+    v = potentials.sample("gaussian_wells", jax.random.key(n), grid, batch)
+    config = base.model.copy_and_resolve_references()
+    config.tiles, config.coarse = max(n // 8, 1), n // 2
+    model = build_model(config, grid)
+    v32 = jnp.asarray(v, jnp.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), v32[:1])
+    apply = jax.jit(model.apply)
+    predict_s = best_time(lambda: apply(variables, v32), repeats)
+    v64 = np.asarray(v, np.float64)
+    timed(lambda: solvers.solve(v64, grid, method="lobpcg").energies)
+    result, solve_s = timed(lambda: solvers.solve(v64, grid,
+                                                  method="lobpcg"))
+    params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    print(f"| {n} | {params:,} | {batch / predict_s:,.0f} | "
+          f"{batch / solve_s:,.1f} | {int(np.max(result.iterations))} | "
+          f"{solve_s / predict_s:,.0f}x |")
