@@ -165,6 +165,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _train(run, workdir, mesh, train_ds, val_ds, progress)
 
 
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the run's ``config.json`` (and its seal), logging what changed
+  when a run continues with an edited config."""
+  changed = workdir_lib.save_config(config, workdir)
+  if changed:
+    logging.info("Continuing %s with a changed config: %s", workdir,
+                 "; ".join(changed))
+
+
+def make_apply_fn(model):
+  """``apply_fn(params, V) -> psi`` of a flax model."""
+  def apply_fn(params, v):
+    return model.apply({"params": params}, v)
+  return apply_fn
+
+
 def _sync(name: str) -> None:
   """A barrier across processes (nothing to wait for in a single one)."""
   if jax.process_count() > 1:
@@ -181,14 +197,8 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
   batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
 
   if jax.process_index() == 0:
-    changed = workdir_lib.save_config(config, workdir)
-    if changed:
-      logging.info("Continuing %s with a changed config: %s", workdir,
-                   "; ".join(changed))
-
-  def apply_fn(params, v):
-    return model.apply({"params": params}, v)
-
+    save_config(config, workdir)
+  apply_fn = make_apply_fn(model)
   schedule = make_schedule(config)
   optimizer = make_optimizer(config)
   train_step = make_train_step(

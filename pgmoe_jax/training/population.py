@@ -230,14 +230,8 @@ def _train(runs, workdirs, datasets, mesh, progress) -> list[TrainState]:
   num_steps = config.train.num_steps
   members = range(len(runs))
   for c, w in zip(configs, workdirs):
-    changed = workdir_lib.save_config(c, w)
-    if changed:
-      logging.info("Continuing %s with a changed config: %s", w,
-                   "; ".join(changed))
-
-  def apply_fn(params, v):
-    return model.apply({"params": params}, v)
-
+    loop.save_config(c, w)
+  apply_fn = loop.make_apply_fn(model)
   example = np.zeros((1,) + grid.shape, run.dtype)
   keys = [jax.random.split(jax.random.key(c.seed)) for c in configs]
   states = [create_train_state(k[0], c, model, example)
