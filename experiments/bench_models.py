@@ -73,9 +73,10 @@ def bench_population(quick: bool, repeats: int) -> None:
     return metrics
 
   sequential = num_steps / best_time(run_single, repeats)
+  single_flops = _flops(single, state, batch, key)
   print("| members K | member-steps/s | vs K runs one after another | "
-        "steps/s of the population |")
-  print("|---:|---:|---:|---:|")
+        "steps/s of the population | GFLOP per step | GFLOP/s |")
+  print("|---:|---:|---:|---:|---:|---:|")
   for k in sizes:
     configs = []
     for seed in range(k):
@@ -99,10 +100,24 @@ def bench_population(quick: bool, repeats: int) -> None:
       return metrics
 
     rate = num_steps / best_time(run_population, repeats)
+    flops = _flops(pop_step, states, batches, keys, hparams)
     print(f"| {k} | {k * rate:,.0f} | {k * rate / sequential:.2f}x | "
-          f"{rate:,.1f} |")
-  print(f"\nSequential: one run at {sequential:,.1f} steps/s, so K runs one "
-        "after another make that many member-steps/s whatever K.")
+          f"{rate:,.1f} | {flops / 1e9:.3g} | {flops * rate / 1e9:,.1f} |")
+  print(f"\nSequential: one run at {sequential:,.1f} steps/s "
+        f"({single_flops / 1e9:.3g} GFLOP per step, "
+        f"{single_flops * sequential / 1e9:,.1f} GFLOP/s), so K runs one "
+        "after another make that many member-steps/s whatever K. GFLOP per "
+        "step is XLA's count for the compiled step: when GFLOP/s stops "
+        "growing with K the device is busy, and only a wider one (an "
+        "accelerator) makes more members cheaper.")
+
+
+def _flops(jitted, *args) -> float:
+  """XLA's floating-point operation count of ``jitted(*args)``."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
 
 
 def bench_predict(quick: bool, repeats: int) -> None:
