@@ -41,7 +41,7 @@ def bench_population(quick: bool, repeats: int) -> None:
   base = (test_config if quick else quickstart).get_config()
   base.loss.mode = "supervised"
   base.data.train = "unused"  # random batches below, no dataset
-  sizes = (1, 2, 4) if quick else (1, 2, 4, 8, 16, 32)
+  sizes = (1, 2) if quick else (1, 2, 4, 8, 16, 32)
   num_steps = 5 if quick else 20
   run = config_lib.resolve(base)
   grid, model, batch_size = run.grid, run.model, base.train.batch_size
@@ -122,7 +122,7 @@ def _flops(jitted, *args) -> float:
 
 def bench_predict(quick: bool, repeats: int) -> None:
   """PG-MoE predictions/s against JAX LOBPCG solves/s per grid size."""
-  sizes, batch = ((16, 32), 16) if quick else ((32, 64, 128), 256)
+  sizes, batch = ((16,), 16) if quick else ((32, 64, 128), 256)
   device = jax.devices()[0]
   print(f"\n## predict: PG-MoE predictions/s (float32, batch {batch}) "
         f"against JAX LOBPCG ground states/s (float64, one batch of "

@@ -52,8 +52,8 @@ def test_benchmark_quick_prints_tables():
   # The stream is drawn where it is used: half the batch per device.
   assert "| 2 x 1 |" in out.stdout and "32 of 64 rows (sharded)" in out.stdout
   # Populations of 1, 2 and 4 members; predictions against LOBPCG.
-  assert "## population" in out.stdout and "| 4 |" in out.stdout
-  assert "## predict" in out.stdout and "| 32 | 27,456 |" in out.stdout
+  assert "## population" in out.stdout and "| 2 |" in out.stdout
+  assert "## predict" in out.stdout and "| 16 | 27,360 |" in out.stdout
 
 
 def test_benchmark_unknown_name_lists_known():

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import test as test_config
 from pgmoe_jax import inference
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import population
@@ -146,18 +145,3 @@ def test_a_failing_member_stops_alone(datasets, tmp_path,  # noqa: F811
   assert list(e.value.failures) == [dirs[0]]
   assert inference.load_model(dirs[1], which="latest").step == 30
   assert inference.load_model(dirs[0], which="latest").step == 10
-
-
-def test_label_free_population(tmp_path):
-  configs = []
-  for seed in (0, 1):
-    config = test_config.get_config()
-    config.dtype = "float64"
-    config.seed = seed
-    config.train.num_steps = 10
-    configs.append(config)
-  pop = population.train_population(
-      configs, [str(tmp_path / f"p{s}") for s in (0, 1)])
-  for seed, state in enumerate(pop):
-    single = train_and_evaluate(configs[seed], str(tmp_path / f"a{seed}"))
-    assert_trees_close(state.params, single.params, rtol=1e-9, atol=1e-12)
