@@ -64,7 +64,8 @@ def group(trials: Sequence[sweep_lib.Trial],
     if len(trials) == 1:
       reason = "it is the sweep's only trial"
     else:
-      other = largest[0] if largest[0] is not trial else trials[1]
+      other = largest[0] if largest[0] is not trial else next(
+          t for t in trials if t is not trial)
       try:
         population_lib.check_population([configs[other.name],
                                          configs[trial.name]])
