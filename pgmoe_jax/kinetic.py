@@ -122,10 +122,17 @@ def kinetic_modes(grid: Grid, count: int) -> np.ndarray:
   return np.stack(modes)
 
 
-def _transform(x: jax.Array, mats, grid: Grid) -> jax.Array:
-  """Applies ``mats[a]`` along each trailing grid axis ``a`` (x @ Q_a)."""
+def apply_transform(x: jax.Array, mats, grid: Grid) -> jax.Array:
+  """Applies ``mats[a]`` along each trailing grid axis ``a`` (x @ Q_a).
+
+  With ``Q_a`` from :func:`kinetic_eigenbasis` this is the sine (or
+  Fourier) transform into K's eigenbasis; at ``Precision.HIGHEST``, so
+  accelerators do not round the float32 operands to bfloat16 or TF32.
+  """
   for axis, q in zip(grid.axes, mats):
-    x = jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [0])), -1, axis)
+    x = jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [0]),
+                                   precision=jax.lax.Precision.HIGHEST),
+                     -1, axis)
   return x
 
 
@@ -142,7 +149,7 @@ def make_kinetic_inverse(grid: Grid, dtype):
   lam = jnp.asarray(kinetic_eigenvalues(grid), dtype)
 
   def apply(r, c):
-    r_hat = _transform(r, q, grid)
-    return _transform(r_hat / (lam + c), qt, grid)
+    r_hat = apply_transform(r, q, grid)
+    return apply_transform(r_hat / (lam + c), qt, grid)
 
   return apply

@@ -17,6 +17,7 @@ from pgmoe_jax import inference
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import loop
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import step as step_lib
 from pgmoe_jax.training import train_and_evaluate
@@ -146,6 +147,29 @@ def test_extended_and_killed_runs_resume_exactly(run100, datasets, tmp_path):
   # The killed run's records after step 45 were dropped, not duplicated.
   steps = [(r["split"], r["step"]) for r in read_records(workdir)]
   assert steps == [(r["split"], r["step"]) for r in read_records(run100[0])]
+
+
+def test_device_resident_batches_equal_the_streamed_ones(datasets):
+  # A small training set lives on the device and each step gathers its rows
+  # there; those must be exactly the streamed batches, resumed mid-epoch too.
+  ds = data.open_dataset(datasets[0])
+  rows = loop.resident_training_set(ds, np.float32, None)
+  assert set(rows) == {"potential", "psi0", "E0", "E1", "index"}
+  for start in (0, 13):
+    streamed = loop.train_batches(ds, 16, 3, start, np.float32, None)
+    indices = loop.resident_batch_indices(ds, 16, 3, start)
+    for _ in range(6):  # past an epoch boundary (4 batches per epoch)
+      batch, idx = next(streamed), next(indices)
+      for key, value in batch.items():
+        np.testing.assert_array_equal(np.asarray(rows[key][idx]),
+                                      np.asarray(value))
+
+
+def test_run_with_streamed_batches_equals_the_resident_run(
+    run100, datasets, tmp_path, monkeypatch):
+  monkeypatch.setattr(loop, "RESIDENT_BYTES", 0)
+  state = train_and_evaluate(supervised_config(datasets), str(tmp_path))
+  assert_trees_close(state.params, run100[1].params, rtol=1e-6, atol=1e-7)
 
 
 def test_train_step_on_four_devices_matches_one(run100, datasets, tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,8 +136,9 @@ class Dataset:
     self.index = arrays["index"]
 
   @classmethod
-  def from_arrays(cls, grid: Grid, potentials, psi0, E0, *, E1=None,  # pylint: disable=invalid-name
-                  name: str = "data", check: bool = True) -> "Dataset":
+  def from_arrays(  # pylint: disable=invalid-name
+      cls, grid: Grid, potentials, psi0, E0, *, E1=None,
+      name: str = "data", check: bool = True) -> "Dataset":
     """A dataset of labelled ground states a user already has.
 
     Args:
@@ -246,6 +246,28 @@ class Dataset:
       ``{"potential", "psi0", "E0"[, "E1"], "index"}``: ``(b, *grid.shape)``
       and ``(b,)`` arrays.
     """
+    for idx, size in self.batch_indices(batch_size, seed=seed, epoch=epoch,
+                                        shuffle=shuffle,
+                                        drop_remainder=drop_remainder):
+      # This process reads only its own rows of the global batch.
+      idx = idx[local_rows(sharding, len(idx))]
+      batch = {"potential": self.potentials[idx].astype(dtype),
+               "psi0": self.psi0[idx].astype(dtype),
+               "E0": self.E0[idx].astype(dtype),
+               "index": self.index[idx]}
+      if self.E1 is not None:
+        batch["E1"] = self.E1[idx].astype(dtype)
+      yield put_batch(batch, sharding, size)
+
+  def batch_indices(self, batch_size: int, *, seed: int = 0, epoch: int = 0,
+                    shuffle: bool = True, drop_remainder: bool = True
+                    ) -> Iterator[tuple[np.ndarray, int]]:
+    """The sample indices of each batch of one epoch (see :meth:`batches`).
+
+    Yields:
+      ``(indices, size)``: the sorted global indices of a batch, and its
+      size.
+    """
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
       raise ValueError(f"batch_size must be a positive integer, got "
                        f"{batch_size!r}.")
@@ -255,15 +277,7 @@ class Dataset:
             else len(order))
     for start in range(0, stop, batch_size):
       idx = np.sort(order[start:start + batch_size])
-      # This process reads only its own rows of the global batch.
-      idx = idx[local_rows(sharding, len(idx))]
-      batch = {"potential": self.potentials[idx].astype(dtype),
-               "psi0": self.psi0[idx].astype(dtype),
-               "E0": self.E0[idx].astype(dtype),
-               "index": self.index[idx]}
-      if self.E1 is not None:
-        batch["E1"] = self.E1[idx].astype(dtype)
-      yield put_batch(batch, sharding, min(batch_size, stop - start))
+      yield idx, len(idx)
 
 
 def open_dataset(path: str, *, grid: Grid | None = None,

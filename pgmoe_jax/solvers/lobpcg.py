@@ -37,6 +37,11 @@ class _LoopState(NamedTuple):
   residual_norms: jax.Array
 
 
+def _mm(a, b):
+  """``a @ b`` at full precision (no bfloat16 or TF32 passes on TPU/GPU)."""
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def _drop_threshold(dtype) -> float:
   # A candidate direction, scaled to unit norm, whose part orthogonal to the
   # basis so far is shorter than this is numerically inside it: it is
@@ -67,7 +72,7 @@ def _orthonormalize(basis, candidates, threshold):
     norm = jnp.linalg.norm(c)
     v = c / jnp.where(norm > 0, norm, 1.0)
     for _ in range(2):
-      v = v - (q @ v) @ q
+      v = v - _mm(_mm(q, v), q)
     left = jnp.linalg.norm(v)
     keep = left > threshold
     v = jnp.where(keep, v / jnp.where(keep, left, 1.0), 0.0)
@@ -86,7 +91,7 @@ def _rayleigh_ritz(q, hq, kept, m):
   Returns:
     ``(theta (m,), coef (rows of q, m))``: the new block is ``coef.T @ q``.
   """
-  a = q @ hq.T
+  a = _mm(q, hq.T)
   a = 0.5 * (a + a.T)
   lift = 2.0 * jnp.sum(jnp.abs(a)) + 1.0
   a = a + jnp.diag(jnp.where(kept, 0.0, lift))
@@ -118,21 +123,44 @@ angle` (floored by K's lowest positive
     It cuts harmonic-oscillator iterations from ~140 to ~22.
   """
   kinetic_inverse = kinetic.make_kinetic_inverse(grid, dtype)
-  lam = kinetic.kinetic_eigenvalues(grid).ravel()
-  floor = float(np.min(lam[lam > 1e-12 * lam.max()]))
+  floor = kinetic_floor(grid)
   column = (-1,) + (1,) * grid.ndim
 
   def apply(r, x, theta, potential):
     density = x * x / jnp.sum(x * x, axis=1, keepdims=True)
     kinetic = theta - jnp.sum(density * potential.reshape(1, -1), axis=1)
-    c = _SHIFT_PER_KINETIC_ENERGY * jnp.maximum(kinetic, floor)
-    c = c.reshape(column)
-    above = jax.nn.relu(potential[None] - theta.reshape(column))
-    scale = jnp.sqrt(c / (c + above))
+    c, scale = shift_and_damping(kinetic, theta.reshape(column),
+                                 potential[None], floor, column)
     r = r.reshape(-1, *grid.shape)
     return (scale * kinetic_inverse(scale * r, c)).reshape(x.shape)
 
   return apply
+
+
+def kinetic_floor(grid: Grid) -> float:
+  """K's lowest positive eigenvalue: the floor of the preconditioner shift."""
+  lam = kinetic.kinetic_eigenvalues(grid).ravel()
+  return float(np.min(lam[lam > 1e-12 * lam.max()]))
+
+
+def shift_and_damping(kinetic_energy, theta, potential, floor, column):
+  """The preconditioner's ``c`` and ``S`` (see :func:`make_preconditioner`).
+
+  Args:
+    kinetic_energy: per column, ``theta - <x|V|x>`` (flat, one per column).
+    theta: the Rayleigh quotients, shaped to broadcast against ``potential``.
+    potential: the potentials, broadcast against the columns.
+    floor: :func:`kinetic_floor`.
+    column: the shape ``c`` takes to broadcast over a column's grid.
+
+  Returns:
+    ``(c, S)``: the shift (shape ``column``) and the damping of forbidden
+    regions.
+  """
+  c = _SHIFT_PER_KINETIC_ENERGY * jnp.maximum(kinetic_energy, floor)
+  c = c.reshape(column)
+  above = jax.nn.relu(potential - theta)
+  return c, jnp.sqrt(c / (c + above))
 
 
 def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
@@ -172,7 +200,7 @@ def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
                             threshold)
   hx = h(x)
   theta, coef = _rayleigh_ritz(x, hx, kept, m)
-  x, hx = coef.T @ x, coef.T @ hx
+  x, hx = _mm(coef.T, x), _mm(coef.T, hx)
   kept = jnp.linalg.norm(x, axis=1) > 0.5
   r, rn = residual_norms(x, hx, theta, kept)
 
@@ -192,10 +220,10 @@ def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
     kept = jnp.concatenate([jnp.linalg.norm(state.x, axis=1) > 0.5,
                             extra_kept])
     theta, coef = _rayleigh_ritz(q, hq, kept, m)
-    x, hx = coef.T @ q, coef.T @ hq
+    x, hx = _mm(coef.T, q), _mm(coef.T, hq)
     # The new search direction: the step's part in [W, P], orthogonal to the
     # old X (it is orthogonalised against the new X next time).
-    p = coef[m:].T @ q[m:]
+    p = _mm(coef[m:].T, q[m:])
     r, rn = residual_norms(x, hx, theta, jnp.linalg.norm(x, axis=1) > 0.5)
     return _LoopState(state.iteration + 1, x, hx, p, theta, r, rn)
 
