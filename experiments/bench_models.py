@@ -12,6 +12,13 @@ r"""Benchmarks of the models' speed (``python -m experiments.benchmark``).
   ground states per second (float64, the datasets' reference, one batch of
   the same potentials on the default device) at 32, 64 and 128 points per
   axis.
+* ``gate``: the physics gate's accuracy-speed front. For each coarse
+  solver (the reference LOBPCG with a 2-vector block, the fixed-cost
+  batched single-vector LOBPCG, k iterations) and coarse grid (a quarter
+  and half of the fine grid per axis): gate calls per second (batch 256,
+  float32) and the median energy error of the envelope alone (interpolated
+  to the fine grid, no experts; mHa against the fine grid's E0 from the
+  reference solver in float64) on 32 potentials of each family.
 
 Figures depend on the machine; compare within one run.
 """
@@ -118,6 +125,48 @@ def _flops(jitted, *args) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   return float((cost or {}).get("flops", float("nan")))
+
+
+def bench_gate(quick: bool, repeats: int) -> None:
+  """The physics gate's speed and the accuracy of its envelope alone."""
+  from pgmoe_jax import variational  # pylint: disable=g-import-not-at-top
+  n, batch, count = (16, 16, 4) if quick else (64, 256, 32)
+  grid = Grid((n, n), 20.0)
+  families = ("gaussian_wells",) if quick else tuple(potentials.FAMILIES)
+  labelled = {}
+  for i, family in enumerate(families):
+    v = np.asarray(potentials.sample(family, jax.random.key(100 + i), grid,
+                                     count, dtype=jnp.float64))
+    labelled[family] = (v, solvers.solve(v, grid, method="lobpcg").energies[
+        :, 0])
+  v_speed = jnp.asarray(potentials.sample(
+      "gaussian_wells", jax.random.key(0), grid, batch), jnp.float32)
+  device = jax.devices()[0]
+  print(f"\n## gate: the physics envelope alone on {grid}, float32, on "
+        f"{device.platform} ({device.device_kind}); gate calls/s for "
+        f"batches of {batch}; envelope dE = median E[envelope] - E0 (mHa) "
+        f"over {count} potentials per family\n")
+  print("| coarse | solver | iterations | envelopes/s | "
+        + " | ".join(f"dE {f}" for f in families) + " |")
+  print("|---:|---|---:|---:|" + "---:|" * len(families))
+  settings = [(n // 4, "lobpcg", 6), (n // 2, "lobpcg", 6)]
+  settings += [(c, "fixed", k) for c in (n // 4, n // 2)
+               for k in ((2, 6) if quick else (2, 4, 6, 8))]
+  for coarse, solver, iters in settings:
+    model = build_model(dict(name="pgmoe", tiles=max(n // 8, 1),
+                             coarse=coarse, envelope_iters=iters,
+                             envelope_solver=solver), grid)
+    variables = jax.jit(model.init)(jax.random.key(0), v_speed[:1])
+    gate = jax.jit(lambda v, m=model, p=variables: m.apply(
+        p, v, use_experts=False))
+    rate = batch / best_time(lambda g=gate: g(v_speed), repeats)
+    errors = []
+    for v, e0 in labelled.values():
+      psi = gate(jnp.asarray(v, jnp.float32))
+      e = variational.energy(np.asarray(psi, np.float64), v, grid)
+      errors.append(1e3 * float(np.median(np.asarray(e) - e0)))
+    print(f"| {coarse} | {solver} | {iters} | {rate:,.0f} | "
+          + " | ".join(f"{x:.3g}" for x in errors) + " |")
 
 
 def bench_predict(quick: bool, repeats: int) -> None:

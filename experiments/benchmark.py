@@ -15,8 +15,9 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   under a batch sharding, for 1 process x 1 and 2 devices and 2 processes
   x 1 device (real processes, jax.distributed on loopback), and what each
   device computes in the compiled program.
-* ``population`` and ``predict``: the models' training and prediction
-  speed (``experiments/bench_models.py`` says what each measures).
+* ``population``, ``predict`` and ``gate``: the models' training and
+  prediction speed and the physics gate's accuracy-speed front
+  (``experiments/bench_models.py`` says what each measures).
 * ``datagen``: samples/s of dataset generation (2-D 64x64) with worker
   processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop; and
   the loader's batches/s against what a (proxy) training step consumes.
@@ -54,7 +55,7 @@ from pgmoe_jax.timing import timed
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, datagen, "
-                          "multihost, population, predict.")
+                          "multihost, population, predict, gate.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
@@ -337,7 +338,8 @@ def bench_multihost(quick: bool, repeats: int) -> None:
 BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
               "datagen": bench_datagen, "multihost": bench_multihost,
               "population": bench_models.bench_population,
-              "predict": bench_models.bench_predict}
+              "predict": bench_models.bench_predict,
+              "gate": bench_models.bench_gate}
 
 
 def main(argv):

@@ -44,7 +44,7 @@ def test_demo_solves_every_family_and_solvers_agree():
 def test_benchmark_quick_prints_tables():
   out = run_module("experiments.benchmark",
                    "--what=matvec,solvers,datagen,multihost,population,"
-                   "predict", "--quick", "--repeats=1")
+                   "predict,gate", "--quick", "--repeats=1")
   assert out.returncode == 0, out.stderr
   assert "## matvec" in out.stdout and "## solvers" in out.stdout
   assert "## datagen" in out.stdout and "Loader:" in out.stdout
@@ -54,6 +54,9 @@ def test_benchmark_quick_prints_tables():
   # Populations of 1, 2 and 4 members; predictions against LOBPCG.
   assert "## population" in out.stdout and "| 2 |" in out.stdout
   assert "## predict" in out.stdout and "| 16 | 27,360 |" in out.stdout
+  # The gate's front: both solvers, with the envelope's energy error.
+  assert "## gate" in out.stdout and "| 8 | fixed | 6 |" in out.stdout
+  assert "| 8 | lobpcg | 6 |" in out.stdout
 
 
 def test_benchmark_unknown_name_lists_known():
