@@ -8,6 +8,8 @@ The public surface::
     E0, psi0 = ground_state(V, grid)         # reference solver
     model = load_model(workdir)              # .predict(V) -> psi, .grid,
                                              # .num_params
+    model = load_pretrained("universal_32")  # a model shipped with the
+                                             # package (pretrained.available())
 
 Importing the package loads only the physics core (grid, stencil, energy
 functional, metrics: JAX and NumPy). Everything else loads on first use:
@@ -32,11 +34,13 @@ _LAZY = {
     "ground_state": "pgmoe_jax.solvers",
     "solve": "pgmoe_jax.solvers",
     "load_model": "pgmoe_jax.inference",
+    "load_pretrained": "pgmoe_jax.pretrained",
 }
-_SUBMODULES = ("checks", "data", "evaluation", "grid", "hamiltonian",
-               "inference", "kinetic", "locks", "memory", "metrics", "models",
-               "paths", "potentials", "sharding", "solvers", "symmetry",
-               "timing", "training", "variational", "workflows")
+_SUBMODULES = ("bounds", "checks", "data", "evaluation", "grid",
+               "hamiltonian", "inference", "kinetic", "locks", "memory",
+               "metrics", "models", "paths", "potentials", "pretrained",
+               "sharding", "solvers", "symmetry", "timing", "training",
+               "variational", "workflows")
 
 __all__ = [
     "Grid",
@@ -46,6 +50,7 @@ __all__ = [
     "ground_state",
     "infidelity",
     "load_model",
+    "load_pretrained",
     "normalize",
     "residual",
     "solve",

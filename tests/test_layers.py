@@ -11,7 +11,7 @@ Layers, bottom to top (a module may import its own layer and those below):
   4 models      gates, experts, tiling, PG-MoE, dense
   5 evaluation  the one scorer (training uses it) and reports
   6 training    config, losses, step, loop, checkpoints, summaries
-  7 inference   load_model
+  7 inference   load_model; pretrained (the shipped models)
   8 workflows   end-to-end jobs behind experiments/
 """
 
@@ -26,12 +26,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "pgmoe_jax")
 CORE = ("grid", "checks", "hamiltonian", "kinetic", "variational", "metrics",
         "symmetry", "timing", "locks", "memory", "sharding", "paths",
-        "version")
+        "version", "bounds")
 LAYERS = ("core", "solvers", "potentials", "data", "models", "evaluation",
           "training", "inference", "workflows")
 # Names the package __init__ exports lazily, and where they live.
 LAZY_NAMES = {"ground_state": "solvers", "solve": "solvers",
-              "load_model": "inference"}
+              "load_model": "inference", "load_pretrained": "pretrained"}
+# Packages that sit on another's layer.
+SAME_LAYER = {"pretrained": "inference"}
 HEAVY = ("optax", "orbax", "matplotlib", "flax", "scipy", "tensorboardX")
 
 
@@ -40,7 +42,7 @@ def layer_of(module: str) -> int:
   parts = module.split(".")
   if len(parts) == 1 or parts[1] in CORE:
     return 0
-  return LAYERS.index(parts[1])
+  return LAYERS.index(SAME_LAYER.get(parts[1], parts[1]))
 
 
 def library_modules():
@@ -123,6 +125,9 @@ def loaded_after(statement: str) -> tuple[set[str], set[str]]:
      {"optax", "matplotlib", "tensorboardX"}),
     ("from pgmoe_jax import load_model", "inference",
      {"optax", "matplotlib", "tensorboardX"}),
+    ("from pgmoe_jax import load_pretrained", "inference",
+     {"optax", "matplotlib", "tensorboardX"}),
+    ("import pgmoe_jax.bounds", "core", set(HEAVY)),
 ])
 def test_each_layer_loads_only_what_is_below_it(statement, top_layer,
                                                 forbidden):
