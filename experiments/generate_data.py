@@ -4,13 +4,19 @@ r"""Generate a dataset of labelled ground states (or a standard set of splits).
         --length=20 --num=2000 --seed=0 --out=data/gw32/train
     python -m experiments.generate_data --standard_splits --grid=32 \
         --num=2000 --num_eval=200 --out=data/quickstart
+    python -m experiments.generate_data --universal_splits --grid=64 \
+        --num_eval=200 --out=data/universal64
 
 The first writes one split (its name defaults to the last part of --out and
 seeds its potentials). The second writes train, val, test_interp,
 test_extrap (deeper and more wells) and ood_<family> for the other families
-under --out. Rerunning the same command resumes an interrupted run and
-leaves a complete one untouched; a directory holding a different dataset is
-refused unless --overwrite. See pgmoe_jax/data/__init__.py for the format.
+under --out. The third writes the universal model's labelled evaluation
+splits (data.family_splits): test_<component> for every component of the
+universal mixture (pgmoe_jax.potentials.UNIVERSAL), with that component's
+ranges, and val_mixture and test_mixture from the mixture itself.
+Rerunning the same command resumes an interrupted run and leaves a complete
+one untouched; a directory holding a different dataset is refused unless
+--overwrite. See pgmoe_jax/data/__init__.py for the format.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ _LENGTH = flags.DEFINE_string("length", "20", "Box length(s) in bohr.")
 _BOUNDARY = flags.DEFINE_enum("boundary", "dirichlet",
                               ["dirichlet", "periodic"], "Boundary condition.")
 _NUM = flags.DEFINE_integer("num", None, "Samples (train samples with "
-                            "--standard_splits).")
+                            "--standard_splits); required except with "
+                            "--universal_splits.")
 _NUM_EVAL = flags.DEFINE_integer("num_eval", 200, "Samples per evaluation "
-                                 "split with --standard_splits.")
+                                 "split with --standard_splits or "
+                                 "--universal_splits.")
 _SEED = flags.DEFINE_integer("seed", 0, "Root PRNG seed.")
 _SPLIT = flags.DEFINE_string("split", None, "Split name (enters the seed); "
                              "default: the last part of --out.")
@@ -57,12 +65,17 @@ _CHUNK_SIZE = flags.DEFINE_integer(
     "whole shard on an accelerator.")
 _STANDARD = flags.DEFINE_bool("standard_splits", False,
                               "Write the standard set of splits under --out.")
+_UNIVERSAL = flags.DEFINE_bool(
+    "universal_splits", False, "Write the universal mixture's evaluation "
+    "splits under --out: test_<component> per component, val_mixture, "
+    "test_mixture (--num_eval samples each; --family, --num and --ranges do "
+    "not apply).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace a different dataset in --out.")
 _MAX_SHARDS = flags.DEFINE_integer(
     "max_shards", None, "Stop after this many new shards (rerun to continue).")
 
-flags.mark_flags_as_required(["out", "num"])
+flags.mark_flags_as_required(["out"])
 
 
 def _ranges() -> dict:
@@ -89,7 +102,21 @@ def main(argv):
     common = dict(solver=_SOLVER.value, num_states=_NUM_STATES.value,
                   tol=_TOL.value, shard_size=_SHARD_SIZE.value)
     out = os.path.normpath(_OUT.value)
-    if _STANDARD.value:
+    if _STANDARD.value and _UNIVERSAL.value:
+      raise ValueError("--standard_splits and --universal_splits write "
+                       "different sets: pass one of them.")
+    if _NUM.value is None and not _UNIVERSAL.value:
+      raise ValueError("--num is required (except with --universal_splits).")
+    if _UNIVERSAL.value:
+      if (_RANGES.value or _NUM.value is not None
+          or flags.FLAGS["family"].present):
+        raise ValueError("--family, --ranges and --num do not apply to "
+                         "--universal_splits (--num_eval samples per split, "
+                         "the universal ranges: see data.family_splits).")
+      specs = data.family_splits(grid, _NUM_EVAL.value, seed=_SEED.value,
+                                 **common)
+      jobs = [(os.path.join(out, name), spec) for name, spec in specs.items()]
+    elif _STANDARD.value:
       if _RANGES.value:
         raise ValueError("--ranges does not apply to --standard_splits (its "
                          "ranges are fixed: see data.standard_splits).")

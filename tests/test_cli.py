@@ -12,6 +12,7 @@ import pytest
 from experiments import cli
 from pgmoe_jax import data
 from pgmoe_jax import inference
+from pgmoe_jax import potentials
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.training import train_and_evaluate
 from pgmoe_jax.workflows import grid_runs
@@ -34,8 +35,8 @@ def test_demo_solves_every_family_and_solvers_agree():
   rows = [line.split() for line in out.stdout.splitlines()
           if line.split() and line.split()[0] in (
               "box_well", "double_well", "gaussian_wells", "harmonic",
-              "random_smooth")]
-  assert len(rows) == 5
+              "random_smooth", "woods_saxon")]
+  assert len(rows) == 6
   for row in rows:
     gap, residual, d_e0 = float(row[3]), float(row[4]), float(row[8])
     assert gap > 0 and residual < 1e-7 and d_e0 < 1e-8
@@ -121,6 +122,20 @@ def test_generate_data_killed_and_rerun_gives_identical_bytes(tmp_path):
   out = run_module(*GENERATE, f"--out={killed}")
   assert out.returncode == 0, out.stderr
   assert read_tree(killed) == read_tree(whole)
+
+
+def test_generate_data_universal_splits(tmp_path):
+  out = run_module("experiments.generate_data", "--universal_splits",
+                   "--grid=6", "--num_eval=1", "--workers=1",
+                   f"--out={tmp_path}")
+  assert out.returncode == 0, out.stderr
+  expected = {f"test_{name}" for name in potentials.UNIVERSAL} | {
+      "val_mixture", "test_mixture"}
+  assert set(os.listdir(tmp_path)) == expected
+  assert out.stdout.count("1 samples, 0 failed, complete") == len(expected)
+  out = run_module("experiments.generate_data", "--universal_splits",
+                   "--num=3", f"--out={tmp_path / 'x'}")
+  assert "--num do not apply to --universal_splits" in out.stderr
 
 
 def test_generate_data_refuses_other_dataset_and_bad_flags(tmp_path):

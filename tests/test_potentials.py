@@ -7,6 +7,7 @@ every primitive separately and costs 2-4x more.
 """
 
 import functools
+import hashlib
 import math
 
 import jax
@@ -18,7 +19,7 @@ from pgmoe_jax import potentials
 from pgmoe_jax.grid import Grid
 
 NAMES = ("box_well", "double_well", "gaussian_wells", "harmonic",
-         "random_smooth")
+         "random_smooth", "woods_saxon")
 
 GRID_1D = Grid(64, 20.0)
 GRID_2D = Grid((12, 16), (20.0, 24.0))
@@ -338,6 +339,96 @@ def test_random_smooth_walls_uncorrelated_unless_periodic():
   assert wall_correlation("periodic") > 0.8
 
 
+def test_random_smooth_window_fades_the_walls():
+  grid = Grid((32, 32), 20.0)
+  x, y = grid.mesh()
+  r = np.hypot(x, y)
+  plain = np_v("random_smooth", grid, 40, seed=19, depth=(2.0, 8.0))
+  v = np_v("random_smooth", grid, 40, seed=19, depth=(2.0, 8.0), window=3.0)
+  flat = v.reshape(40, -1)
+  # Still [-A, 0], with the same depths A as without the window.
+  np.testing.assert_allclose(flat.min(axis=1),
+                             plain.reshape(40, -1).min(axis=1), rtol=1e-14)
+  np.testing.assert_array_equal(flat.max(axis=1), 0.0)
+  # g = plain / A times the window, rescaled: V / plain is the window up to
+  # one factor per sample, >= 1 (the rescaling deepens it back to A).
+  inside = plain < -1e-3
+  ratio = np.where(inside, v / np.where(inside, plain, 1), np.nan)
+  window = np.exp(-r**2 / (2 * 3.0**2))
+  factor = ratio / window
+  spread = np.nanmax(factor, axis=(1, 2)) / np.nanmin(factor, axis=(1, 2))
+  np.testing.assert_allclose(spread, 1.0, rtol=1e-9)
+  # The walls: within 1 bohr of them the valleys are at most
+  # exp(-9^2 / 18) ~ 1% of the field (times the rescaling).
+  near = (np.abs(x) > 9) | (np.abs(y) > 9)
+  assert np.abs(v[:, near]).max() < 0.2 * np.abs(plain[:, near]).max()
+  with pytest.raises(ValueError, match="window"):
+    potentials.random_smooth(key(), grid, window=0.0)
+
+
+# ---------------------------------------------------------------------------
+# woods_saxon.
+
+
+def test_woods_saxon_round_formula():
+  x, y = GRID_2D.mesh()
+  v = np_v("woods_saxon", GRID_2D, depth=(5.0, 5.0), radius=(3.0, 3.0),
+           diffuseness=(0.5, 0.5), centre_fraction=0.0)
+  r = np.hypot(x, y)
+  np.testing.assert_allclose(v, -5.0 / (1 + np.exp((r - 3.0) / 0.5)),
+                             rtol=1e-12, atol=1e-14)
+
+
+def test_woods_saxon_flat_bottom_ellipses():
+  grid = Grid((40, 40), 20.0)
+  x, y = grid.mesh()
+  v = np_v("woods_saxon", grid, 30, seed=20, depth=(2.0, 9.0),
+           radius=(2.0, 5.0), diffuseness=(0.3, 0.3))
+  depths = -v.reshape(30, -1).min(axis=1)
+  assert np.all((depths <= 9.0) & (depths > 2.0 * 0.99))
+  assert depths.max() - depths.min() > 3.0
+  assert v.max() < 0.0
+  for sample, depth in zip(v, depths):
+    # Flat bottom: a sizeable region within 1% of the depth; the surface
+    # (between 10% and 90%) is a thin shell around it.
+    bottom = sample < -0.99 * depth
+    surface = (sample < -0.1 * depth) & (sample > -0.9 * depth)
+    assert bottom.sum() >= 4
+    # Independent semi-axes: the extents of the bottom along x and y differ
+    # in general, and the outline is elliptical, not rectangular.
+    assert surface.sum() < 2 * bottom.sum() + 60
+  extent_x = (v < -0.5 * depths[:, None, None]).any(axis=2).sum(axis=1)
+  extent_y = (v < -0.5 * depths[:, None, None]).any(axis=1).sum(axis=1)
+  assert np.abs(extent_x - extent_y).max() >= 4
+
+
+# ---------------------------------------------------------------------------
+# Defaults unchanged: stored datasets' bytes depend on them.
+
+# SHA-256 (first 16 hex digits) of make_sampler(name, GRID_2D, float64), the
+# path of stored datasets, on fold_in(key(3), i), i < 4, computed before
+# random_smooth took its window option (2026-12-02, JAX 0.10 on CPU).
+# Recompute only for a deliberate change of a family's draws (it changes
+# every stored dataset), or after a JAX/XLA upgrade that changes rounding
+# (say so in the commit).
+DEFAULT_CHECKSUMS = {
+    "box_well": "5ae9d1fc6e61612f",
+    "double_well": "1423af194f7c39e9",
+    "gaussian_wells": "48c0967343b7523a",
+    "harmonic": "3b162326e95aadf6",
+    "random_smooth": "af2d123d6d8a945d",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_CHECKSUMS))
+def test_default_draws_are_bitwise_unchanged(name):
+  keys = jax.vmap(lambda i: jax.random.fold_in(key(3), i))(
+      jnp.arange(4, dtype=jnp.uint32))
+  v = np.asarray(potentials.make_sampler(name, GRID_2D, "float64")(keys))
+  digest = hashlib.sha256(v.tobytes()).hexdigest()[:16]
+  assert digest == DEFAULT_CHECKSUMS[name]
+
+
 # ---------------------------------------------------------------------------
 # Registry, sample() and argument checking.
 
@@ -355,8 +446,9 @@ def test_get_family_unknown():
     potentials.get_family("foo")
   assert str(info.value) == (
       "Unknown potential family 'foo'; known families: box_well, "
-      "double_well, gaussian_wells, harmonic, random_smooth, or a user "
-      "family given as 'package.module:function'.")
+      "double_well, gaussian_wells, harmonic, random_smooth, woods_saxon, "
+      "the mixture of them 'mixture', or a user family given as "
+      "'package.module:function'.")
 
 
 def test_sample_matches_family_and_rejects_bad_keyword():
@@ -390,6 +482,9 @@ def test_sample_matches_family_and_rejects_bad_keyword():
     ("random_smooth", {"correlation_length": (0.0, 1.0)},
      "correlation_length"),
     ("random_smooth", {"depth": 5.0}, "depth"),
+    ("random_smooth", {"window": -1.0}, "window"),
+    ("woods_saxon", {"radius": (0.0, 1.0)}, "radius"),
+    ("woods_saxon", {"diffuseness": (2.0, 1.0)}, "diffuseness"),
 ])
 def test_bad_ranges_raise(name, kwargs, bad):
   with pytest.raises(ValueError) as info:

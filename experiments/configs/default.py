@@ -51,14 +51,104 @@ def get_config() -> ml_collections.ConfigDict:
   # Potential family the unlabelled potentials are streamed from
   # (semi_supervised and label_free modes): a name in
   # pgmoe_jax.potentials.FAMILIES ("gaussian_wells", "harmonic",
-  # "double_well", "box_well", "random_smooth"), or a user family
+  # "double_well", "box_well", "woods_saxon", "random_smooth"), "mixture"
+  # (a weighted mixture of them, configured by data.mixture; the universal
+  # model's stream, experiments/configs/universal.py), or a user family
   # "package.module:function" (importable on PYTHONPATH).
   data.family = "gaussian_wells"
   # Overrides of the family's (low, high) ranges for the stream, e.g.
   # depth=(1.0, 10.0) (Hartree) or num_wells=(1, 4); empty: the family's
   # defaults (the ranges the default datasets are drawn with). Set in a
   # config file: the locked config takes no new keys from the command line.
+  # Must stay empty with data.family = "mixture" (see data.mixture).
   data.ranges = ml_collections.ConfigDict()
+  # The stream of data.family = "mixture" (ignored for other families):
+  # pgmoe_jax.potentials.mixture. Each potential is a component family
+  # drawn with probability proportional to its weight, plus, with
+  # probability sum_probability, a second independent component draw, plus
+  # a constant uniform in offset. These fields restate the universal
+  # defaults (pgmoe_jax.potentials.UNIVERSAL, SUM_PROBABILITY, OFFSET;
+  # tests/test_mixture.py checks that they agree), so config.json records
+  # every range a run trained on. Every field can be set from the command
+  # line, e.g. --config.data.mixture.components.harmonic.weight=0 or
+  # --config.data.mixture.components.box_well.depth="(1.0, 10.0)".
+  data.mixture = mixture = ml_collections.ConfigDict()
+  # Probability in [0, 1] that a potential is the sum of two component
+  # draws (a well in a trap, a double well with bumps...).
+  mixture.sum_probability = 0.25
+  # (low, high) of the constant added to every potential, Hartree: the zero
+  # of energy is arbitrary (it shifts E0 and leaves psi0 as it is).
+  mixture.offset = (-10.0, 10.0)
+  # The components, name -> fields: "weight" (relative, >= 0, not all 0; 0
+  # leaves the component out), "family" (only where it differs from the
+  # name) and the family's ranges (pgmoe_jax.potentials.families documents
+  # each; lengths in bohr, energies in Hartree). A typo in a name or range
+  # stops the run with an error that names it.
+  mixture.components = components = ml_collections.ConfigDict()
+  # Sums of 1-8 Gaussian wells (gaussian_wells).
+  components.gaussian_wells = c = ml_collections.ConfigDict()
+  # Relative probability of the component.
+  c.weight = 1.0
+  # Inclusive range of the number of wells.
+  c.num_wells = (1, 8)
+  # Depth of each well (or of the well, the barrier), Hartree.
+  c.depth = (0.5, 10.0)
+  # Standard deviation of each well, bohr.
+  c.width = (0.6, 3.0)
+  # Centres lie in [-f L, f L] per axis, f = centre_fraction.
+  c.centre_fraction = 0.3
+  # Anisotropic harmonic traps (harmonic).
+  components.harmonic = c = ml_collections.ConfigDict()
+  c.weight = 1.0
+  # Angular frequency per axis, Hartree.
+  c.omega = (0.3, 2.0)
+  c.centre_fraction = 0.1
+  # Tilted quartic double wells (double_well).
+  components.double_well = c = ml_collections.ConfigDict()
+  c.weight = 1.0
+  c.depth = (0.5, 8.0)
+  # Distance between the two minima, bohr.
+  c.separation = (3.0, 8.0)
+  # Dimensionless tilt of one well below the other.
+  c.asymmetry = (-0.5, 0.5)
+  c.omega = (0.5, 2.0)
+  # Ceiling on V, Hartree (a scalar).
+  c.cap = 30.0
+  # Nearly symmetric double wells: near-degenerate tunnel doublets.
+  components.double_well_symmetric = c = ml_collections.ConfigDict()
+  c.weight = 1.0
+  # The family a component draws from, when it differs from its name.
+  c.family = "double_well"
+  c.depth = (1.0, 8.0)
+  c.separation = (3.0, 8.0)
+  c.asymmetry = (-0.002, 0.002)
+  c.omega = (0.5, 2.0)
+  c.cap = 30.0
+  # Sharp-edged flat-bottomed rectangular wells (box_well).
+  components.box_well = c = ml_collections.ConfigDict()
+  c.weight = 1.0
+  c.depth = (2.0, 20.0)
+  # Half-width of the box per axis, bohr.
+  c.half_width = (0.75, 5.0)
+  c.centre_fraction = 0.125
+  # Smooth-edged flat-bottomed elliptical wells (woods_saxon).
+  components.woods_saxon = c = ml_collections.ConfigDict()
+  c.weight = 1.0
+  c.depth = (2.0, 20.0)
+  # Semi-axis per axis, bohr.
+  c.radius = (1.0, 5.0)
+  # Width of the Fermi-function edge, bohr.
+  c.diffuseness = (0.3, 1.5)
+  c.centre_fraction = 0.125
+  # Windowed Gaussian random landscapes (random_smooth).
+  components.random_smooth = c = ml_collections.ConfigDict()
+  c.weight = 1.0
+  c.depth = (0.5, 20.0)
+  # Covariance length of the random field, bohr.
+  c.correlation_length = (0.7, 4.0)
+  # Width of the Gaussian window that fades the field towards the walls,
+  # bohr (a scalar).
+  c.window = 5.0
 
   # The model: "name" picks it, every other field is passed to it and must
   # be one of that model's fields (pgmoe_jax.models.build_model).
@@ -93,6 +183,13 @@ def get_config() -> ml_collections.ConfigDict:
   # k > 0 for k iterations of the matrix-free LOBPCG (6 reach the eigh
   # envelope's accuracy at 16x16 for a fraction of the cost).
   model.envelope_iters = 6
+  # The iterative coarse solver (envelope_iters > 0): "fixed", a batched
+  # single-vector LOBPCG built for throughput (pgmoe_jax.solvers.fixed_iters:
+  # no vmap, no while loop, matmuls only in the preconditioner's sine
+  # transforms), or "lobpcg", the vmapped reference LOBPCG with a 2-vector
+  # block (the only solver before 0.3, and what a config.json without this
+  # field means).
+  model.envelope_solver = "fixed"
   # Hidden layer widths of the gate network (gate "mlp" or "both").
   model.gate_hidden = (64,)
   # Potentials are divided by this (Hartree) before entering the networks.

@@ -18,7 +18,8 @@ Plain ``.npy`` files, loaded memory-mapped with ``allow_pickle=False``.
 Datasets are memory-mapped, so they live on a local or mounted filesystem.
 
 * :mod:`~pgmoe_jax.data.spec`: :class:`DatasetSpec` (everything that fixes
-  the bytes), :func:`standard_splits`, the per-sample keys.
+  the bytes), :func:`standard_splits`, :func:`family_splits` (the
+  mixture's evaluation splits), the per-sample keys.
 * :mod:`~pgmoe_jax.data.generate`: :func:`generate` (resumable, validated,
   worker processes) and :func:`check_samples`.
 * :mod:`~pgmoe_jax.data.dataset`: :func:`open_dataset`, :class:`Dataset`
@@ -37,12 +38,13 @@ from pgmoe_jax.data.generate import generate
 from pgmoe_jax.data.spec import DatasetSpec
 from pgmoe_jax.data.spec import EXTRAP_RANGES
 from pgmoe_jax.data.spec import OOD_FAMILIES
+from pgmoe_jax.data.spec import family_splits
 from pgmoe_jax.data.spec import make_split_sampler
 from pgmoe_jax.data.spec import split_key
 from pgmoe_jax.data.spec import standard_splits
 
 __all__ = [
     "Dataset", "DatasetSpec", "EXTRAP_RANGES", "OOD_FAMILIES", "ShardedArray",
-    "check_samples", "generate", "make_split_sampler", "open_dataset",
-    "split_key", "standard_splits",
+    "check_samples", "family_splits", "generate", "make_split_sampler",
+    "open_dataset", "split_key", "standard_splits",
 ]

@@ -22,6 +22,9 @@ import numpy as np
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.potentials._args import freeze
+from pgmoe_jax.potentials._args import thaw
+from pgmoe_jax.potentials.mixtures import check_components
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,16 +147,11 @@ class DatasetSpec:
     return out
 
 
-def _freeze(value):
-  if isinstance(value, (list, tuple)):
-    return tuple(_freeze(v) for v in value)
-  return value
-
-
-def _thaw(value):
-  if isinstance(value, tuple):
-    return [_thaw(v) for v in value]
-  return value
+# Range values are frozen (lists to tuples, mappings such as the mixture's
+# components to FrozenMapping) so specs are hashable, and thawed back to
+# JSON lists and objects by to_json.
+_freeze = freeze
+_thaw = thaw
 
 
 # Extrapolation beyond the default gaussian_wells training ranges (depth
@@ -196,6 +194,61 @@ def standard_splits(family: str, grid: Grid, num_train: int, num_eval: int, *,
     if other != family:
       specs[f"ood_{other}"] = DatasetSpec(other, grid, num_eval, seed,
                                           f"ood_{other}", **common)
+  return specs
+
+
+def family_splits(grid: Grid, num: int, *, seed: int = 0,
+                  components: Mapping[str, Mapping[str, Any]] | None = None,
+                  sum_probability: float | None = None,
+                  offset: tuple[float, float] | None = None,
+                  **common) -> dict[str, DatasetSpec]:
+  """Labelled evaluation splits of a mixture: one per component, and its own.
+
+  ``test_<component>`` draws from each component's family with that
+  component's ranges (its weight plays no part); ``val_mixture`` and
+  ``test_mixture`` draw from the mixture itself (sums and offsets
+  included), for picking checkpoints and for the overall score. The names
+  differ from :func:`standard_splits`' and enter the keys, so these splits
+  share no samples with the standard ones for the same seed.
+
+  Args:
+    grid: the grid.
+    num: samples in each split.
+    seed: the root seed.
+    components: the mixture's components (see
+      :func:`pgmoe_jax.potentials.mixture`); ``None`` for
+      :data:`pgmoe_jax.potentials.UNIVERSAL`.
+    sum_probability: the mixture's; ``None`` for the universal one.
+    offset: the mixture's offset range (Hartree); ``None`` for the
+      universal one.
+    **common: further :class:`DatasetSpec` fields (solver, tol, shard_size,
+      num_states).
+
+  Returns:
+    Split name -> spec: ``test_<component>`` for every component (weight 0
+    included), then ``val_mixture`` and ``test_mixture``. The mixture specs
+    record every range, so the splits do not change if the universal
+    defaults do.
+
+  Raises:
+    ValueError: bad components (as :func:`pgmoe_jax.potentials.mixture`
+      raises), or as :class:`DatasetSpec` raises.
+  """
+  if components is None:
+    components = potentials.UNIVERSAL
+  if sum_probability is None:
+    sum_probability = potentials.SUM_PROBABILITY
+  mixture = {"components": components, "sum_probability": sum_probability,
+             "offset": potentials.OFFSET if offset is None else offset}
+  specs = {}
+  for name, family, _, ranges in check_components(
+      freeze(mixture["components"])):
+    split = f"test_{name}"
+    specs[split] = DatasetSpec(family, grid, num, seed, split, ranges,
+                               **common)
+  for split in ("val_mixture", "test_mixture"):
+    specs[split] = DatasetSpec("mixture", grid, num, seed, split, mixture,
+                               **common)
   return specs
 
 

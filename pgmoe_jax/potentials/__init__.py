@@ -28,15 +28,18 @@ Contract (every family in :data:`FAMILIES` follows it)::
 * The functions are pure: no global state, no I/O, and no Python control flow
   that depends on sampled values, so they trace once per static signature.
 
-Five families ship in :mod:`pgmoe_jax.potentials.families` and are listed in
-:data:`FAMILIES`. :func:`get_family` looks one up by name, or imports a
-user's own family given as ``"package.module:function"`` (any callable that
-follows the contract), so users need not edit the package; every place that
-takes a family name (``experiments.generate_data --family``, the config's
-``data.family``) goes through it. :func:`sample` does the look-up and the
-call in one step; :func:`make_sampler` and :func:`make_potential_stream`
-turn a family into jitted per-key samplers and the endless unlabelled
-stream of label-free training.
+Six families ship in :mod:`pgmoe_jax.potentials.families` and are listed in
+:data:`FAMILIES`; :func:`~pgmoe_jax.potentials.mixtures.mixture` (named
+``"mixture"``, in :data:`COMPOSITE_FAMILIES`) draws from a weighted mixture
+of them, with sums of two draws and random offsets, over the broad ranges
+of :data:`UNIVERSAL` by default. :func:`get_family` looks one up by name,
+or imports a user's own family given as ``"package.module:function"`` (any
+callable that follows the contract), so users need not edit the package;
+every place that takes a family name (``experiments.generate_data
+--family``, the config's ``data.family``) goes through it. :func:`sample`
+does the look-up and the call in one step; :func:`make_sampler` and
+:func:`make_potential_stream` turn a family into jitted per-key samplers
+and the endless unlabelled stream of label-free training.
 """
 
 
@@ -53,25 +56,42 @@ from jax.typing import DTypeLike
 import numpy as np
 
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.potentials._args import FrozenMapping
+from pgmoe_jax.potentials._args import freeze
+from pgmoe_jax.potentials._args import thaw
 from pgmoe_jax.potentials.families import box_well
 from pgmoe_jax.potentials.families import double_well
 from pgmoe_jax.potentials.families import gaussian_wells
 from pgmoe_jax.potentials.families import harmonic
 from pgmoe_jax.potentials.families import random_smooth
+from pgmoe_jax.potentials.families import woods_saxon
+from pgmoe_jax.potentials.mixtures import OFFSET
+from pgmoe_jax.potentials.mixtures import SUM_PROBABILITY
+from pgmoe_jax.potentials.mixtures import UNIVERSAL
+from pgmoe_jax.potentials.mixtures import mixture
 
 __all__ = [
+    "COMPOSITE_FAMILIES",
     "FAMILIES",
+    "FrozenMapping",
+    "OFFSET",
     "PotentialFamily",
+    "SUM_PROBABILITY",
+    "UNIVERSAL",
     "box_well",
     "double_well",
+    "freeze",
     "gaussian_wells",
     "get_family",
     "harmonic",
     "make_potential_stream",
     "make_sampler",
+    "mixture",
     "random_smooth",
     "range_names",
     "sample",
+    "thaw",
+    "woods_saxon",
 ]
 
 
@@ -105,6 +125,12 @@ FAMILIES: Mapping[str, PotentialFamily] = types.MappingProxyType({
     "gaussian_wells": gaussian_wells,
     "harmonic": harmonic,
     "random_smooth": random_smooth,
+    "woods_saxon": woods_saxon,
+})
+
+# Families built from the others (not components of a mixture themselves).
+COMPOSITE_FAMILIES: Mapping[str, PotentialFamily] = types.MappingProxyType({
+    "mixture": mixture,
 })
 
 
@@ -129,8 +155,9 @@ def get_family(name: str) -> PotentialFamily:
   """Looks up a potential family by name.
 
   Args:
-    name: a key of :data:`FAMILIES`, e.g. ``"gaussian_wells"``, or a user
-      family ``"package.module:function"`` following the module's contract.
+    name: a key of :data:`FAMILIES`, e.g. ``"gaussian_wells"``, or of
+      :data:`COMPOSITE_FAMILIES` (``"mixture"``), or a user family
+      ``"package.module:function"`` following the module's contract.
 
   Returns:
     The family function.
@@ -141,11 +168,14 @@ def get_family(name: str) -> PotentialFamily:
   """
   if isinstance(name, str) and ":" in name:
     return _import_family(name)
+  if isinstance(name, str) and name in COMPOSITE_FAMILIES:
+    return COMPOSITE_FAMILIES[name]
   if not isinstance(name, str) or name not in FAMILIES:
     raise ValueError(
         f"Unknown potential family {name!r}; known families: "
-        f"{', '.join(sorted(FAMILIES))}, or a user family given as "
-        "'package.module:function'.")
+        f"{', '.join(sorted(FAMILIES))}, the mixture of them "
+        f"{', '.join(map(repr, sorted(COMPOSITE_FAMILIES)))}, or a user "
+        "family given as 'package.module:function'.")
   return FAMILIES[name]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -109,3 +109,58 @@ def check_scalar(where: str, name: str, value: Any, *, minimum: float,
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
     raise ValueError(f"{where}: {name}={value!r} must be {bound}.")
   return x
+
+
+class FrozenMapping(Mapping):
+  """An immutable, hashable mapping with sorted keys: a static argument.
+
+  Nested mappings and sequences are frozen too (into ``FrozenMapping`` s and
+  tuples, :func:`freeze`), so the whole value can be a static argument under
+  ``jax.jit`` or a field of a frozen dataclass (``DatasetSpec.ranges``).
+  It compares equal to any mapping with equal (frozen) items.
+  """
+
+  __slots__ = ("_items", "_dict")
+
+  def __init__(self, mapping: Mapping[str, Any] | None = None):
+    items = dict(mapping or {})
+    self._items = tuple(sorted((k, freeze(v)) for k, v in items.items()))
+    self._dict = dict(self._items)
+
+  def __getitem__(self, name: str) -> Any:
+    return self._dict[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._dict)
+
+  def __len__(self) -> int:
+    return len(self._dict)
+
+  def __hash__(self) -> int:
+    return hash(self._items)
+
+  def __eq__(self, other: Any) -> bool:
+    if not isinstance(other, Mapping):
+      return NotImplemented
+    return self._dict == {k: freeze(v) for k, v in other.items()}
+
+  def __repr__(self) -> str:
+    return f"FrozenMapping({self._dict!r})"
+
+
+def freeze(value: Any) -> Any:
+  """Mappings to :class:`FrozenMapping`, lists and tuples to tuples, deeply."""
+  if isinstance(value, Mapping):
+    return value if isinstance(value, FrozenMapping) else FrozenMapping(value)
+  if isinstance(value, (list, tuple)):
+    return tuple(freeze(v) for v in value)
+  return value
+
+
+def thaw(value: Any) -> Any:
+  """The JSON form of a frozen value: mappings to dicts, tuples to lists."""
+  if isinstance(value, Mapping):
+    return {k: thaw(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [thaw(v) for v in value]
+  return value

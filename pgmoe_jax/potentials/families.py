@@ -312,6 +312,7 @@ def random_smooth(key: jax.Array, grid: Grid,
                   batch_shape: int | Sequence[int] = (), *,
                   depth: tuple[float, float] = (1.0, 10.0),
                   correlation_length: tuple[float, float] = (1.0, 3.0),
+                  window: float = math.inf,
                   dtype: DTypeLike | None = None) -> jax.Array:
   r"""Smoothed Gaussian random fields, rescaled to span ``[-A, 0]``.
 
@@ -327,6 +328,17 @@ def random_smooth(key: jax.Array, grid: Grid,
   with ``A`` (Hartree) uniform in ``depth``, so ``min V = -A`` and
   ``max V = 0`` exactly.
 
+  A finite ``window`` ``W`` (bohr) confines the landscape to the middle of
+  the box: the rescaled field is multiplied by ``exp(-|r|^2 / (2 W^2))``
+  (``r`` from the box centre) and rescaled again so that ``min V = -A``,
+
+  .. math:: g = \frac{f - \max f}{\max f - \min f} e^{-|r|^2 / (2 W^2)},
+     \qquad V = A g / |\min g|,
+
+  so valleys fade towards the walls (``V -> 0`` there) and the ground state
+  keeps away from them, as for an isolated system; ``max V = 0`` still.
+  The default, ``inf``, is the plain field above (the same draws, bitwise).
+
   Boundaries: on a periodic grid the field is periodic, as the box is. On a
   Dirichlet grid the noise is drawn on a larger box, each axis extended by at
   least ``4 * correlation_length[1]`` (rounded up to an FFT-friendly size),
@@ -340,6 +352,8 @@ def random_smooth(key: jax.Array, grid: Grid,
     batch_shape: leading batch shape; an int ``k`` means ``(k,)``.
     depth: range of the depth A in Hartree, low > 0.
     correlation_length: range of the covariance length l in bohr, low > 0.
+    window: the width W of the Gaussian window in bohr, > 0; ``math.inf``
+      (the default) for none.
     dtype: floating dtype of the result; ``None`` for JAX's default float. The
       FFT runs in at least float32.
 
@@ -360,6 +374,8 @@ def random_smooth(key: jax.Array, grid: Grid,
   depth = check_range(where, "depth", depth, minimum=0, strict=True)
   correlation_length = check_range(where, "correlation_length",
                                    correlation_length, minimum=0, strict=True)
+  window = check_scalar(where, "window", window, minimum=0, strict=True,
+                        allow_inf=True)
   # jnp.fft has no half-precision kernels.
   work = jnp.promote_types(dtype, jnp.float32)
 
@@ -401,4 +417,84 @@ def random_smooth(key: jax.Array, grid: Grid,
   amplitude = over_grid(uniform_in(u[..., 1], depth), grid)
   # Dividing before scaling makes the extremes exact: (min - max) / (max -
   # min) rounds to exactly -1 and (max - max) to 0.
-  return (amplitude * ((field - f_max) / span)).astype(dtype)
+  if math.isinf(window):
+    return (amplitude * ((field - f_max) / span)).astype(dtype)
+  r_sq = sum(x**2 for x in axis_coordinates(grid, work))
+  shape = (field - f_max) / span * jnp.exp(-r_sq / (2 * window**2))
+  # As above: g / |min g| is -1 at the minimum. A constant field (g = 0
+  # everywhere) stays 0.
+  low = jnp.min(shape, axis=axes, keepdims=True)
+  scale = jnp.where(low < 0, -low, 1)
+  return (amplitude * (shape / scale)).astype(dtype)
+
+
+def woods_saxon(key: jax.Array, grid: Grid,
+                batch_shape: int | Sequence[int] = (), *,
+                depth: tuple[float, float] = (1.0, 10.0),
+                radius: tuple[float, float] = (1.0, 4.0),
+                diffuseness: tuple[float, float] = (0.3, 1.0),
+                centre_fraction: float = 0.125,
+                dtype: DTypeLike | None = None) -> jax.Array:
+  r"""Flat-bottomed wells with smooth (Fermi-function) edges: Woods-Saxon.
+
+  .. math::
+
+     V(r) = -\frac{A}{1 + \exp\bigl((\rho - 1) R / a\bigr)}, \qquad
+     \rho = \Bigl(\sum_a \bigl((x_a - c_a) / R_a\bigr)^2\Bigr)^{1/2},
+
+  an ellipse (ellipsoid in 3-D) with an independent semi-axis ``R_a`` (bohr)
+  per axis, uniform in ``radius``, and ``R = (\prod_a R_a)^{1/d}``; the
+  depth ``A`` (Hartree) is uniform in ``depth``, the surface diffuseness
+  ``a`` (bohr) uniform in ``diffuseness`` and the centre coordinates ``c_a``
+  uniform in ``[-f L_a, f L_a]``, ``f = centre_fraction``. For a round well
+  (equal ``R_a``) the exponent is ``(|r - c| - R) / a``: V falls from 88% to
+  12% of the depth over ``4 a`` across the edge at ``|r - c| = R``, so the
+  bottom is flat where ``R >> a`` and the well tends to a sharp
+  (``box_well``-like) one as ``a -> 0``. ``-A < V < 0``.
+
+  Args:
+    key: a JAX PRNG key.
+    grid: the grid, d = 1, 2 or 3.
+    batch_shape: leading batch shape; an int ``k`` means ``(k,)``.
+    depth: range of the well depth A in Hartree, low > 0.
+    radius: range of each semi-axis R_a in bohr, low > 0.
+    diffuseness: range of the edge width a in bohr, low > 0.
+    centre_fraction: half-extent of the centre box as a fraction of the box
+      length per axis, >= 0.
+    dtype: floating dtype of the result; ``None`` for JAX's default float.
+
+  Returns:
+    V of shape ``(*batch_shape, *grid.shape)`` in Hartree.
+
+  Raises:
+    TypeError: if ``grid`` is not a :class:`Grid` or ``batch_shape`` is not an
+      int or a tuple of ints.
+    ValueError: for a malformed or out-of-bounds range, or a non-float dtype.
+  """
+  where = "woods_saxon"
+  check_grid(where, grid)
+  batch = as_batch_shape(where, batch_shape)
+  dtype = as_dtype(where, dtype)
+  check_size(where, batch, grid, dtype)
+  depth = check_range(where, "depth", depth, minimum=0, strict=True)
+  radius = check_range(where, "radius", radius, minimum=0, strict=True)
+  diffuseness = check_range(where, "diffuseness", diffuseness, minimum=0,
+                            strict=True)
+  centre_fraction = check_scalar(where, "centre_fraction", centre_fraction,
+                                 minimum=0, strict=False)
+
+  d = grid.ndim
+  u = jax.random.uniform(key, batch + (2 + 2 * d,), dtype)
+  amplitude = over_grid(uniform_in(u[..., 0], depth), grid)
+  a = over_grid(uniform_in(u[..., 1], diffuseness), grid)
+  semi = uniform_in(u[..., 2:2 + d], radius)
+  centre = centres(u[..., 2 + d:], grid, centre_fraction)
+  rho_sq = jnp.zeros((), dtype)
+  for ax, x in enumerate(axis_coordinates(grid, dtype)):
+    diff = (x - over_grid(centre[..., ax], grid)) / over_grid(semi[..., ax],
+                                                              grid)
+    rho_sq = rho_sq + diff**2
+  mean_radius = over_grid(jnp.exp(jnp.mean(jnp.log(semi), axis=-1)), grid)
+  exponent = (jnp.sqrt(rho_sq) - 1) * mean_radius / a
+  # The logistic sigmoid saturates cleanly: no overflow far outside.
+  return -amplitude * jax.nn.sigmoid(-exponent)

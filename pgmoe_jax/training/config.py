@@ -155,12 +155,41 @@ def _check_training(config, uses_labels: bool) -> None:
                      f"known: {', '.join(names)}.")
 
 
+def _plain(section) -> dict[str, Any]:
+  """A config section (ConfigDict, or a dict from config.json) as a dict."""
+  section = section or {}
+  return section.to_dict() if hasattr(section, "to_dict") else dict(section)
+
+
 def stream_ranges(config) -> dict[str, Any]:
-  """``config.data.ranges`` as plain keyword arguments."""
-  ranges = config.data.get("ranges", None) or {}
-  if hasattr(ranges, "to_dict"):
-    ranges = ranges.to_dict()
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in ranges.items()}
+  """The stream family's keyword arguments.
+
+  ``config.data.ranges`` for a single family; for a composite family
+  (``data.family = "mixture"``) the fields of ``config.data.mixture``
+  (``components``, ``sum_probability``, ``offset``). Lists (config.json)
+  become tuples and mappings :class:`~pgmoe_jax.potentials.FrozenMapping` s.
+
+  Raises:
+    ValueError: ``data.ranges`` set for a mixture (its ranges live in
+      ``data.mixture``), or a ``data.mixture`` field the mixture does not
+      take.
+  """
+  data = config.data
+  ranges = _plain(data.get("ranges", None))
+  if data.family not in potentials.COMPOSITE_FAMILIES:
+    return {k: potentials.freeze(v) for k, v in ranges.items()}
+  if ranges:
+    raise ValueError(
+        f"data.ranges={ranges} does not apply to data.family="
+        f"{data.family!r}: set the components' ranges, their weights, "
+        "sum_probability and offset in data.mixture.")
+  kwargs = _plain(data.get("mixture", None))
+  valid = potentials.range_names(potentials.get_family(data.family))
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise ValueError(f"Unknown data.mixture field(s) {', '.join(unknown)}; "
+                     f"valid: {', '.join(valid)}.")
+  return {k: potentials.freeze(v) for k, v in kwargs.items()}
 
 
 def resolve(config: ml_collections.ConfigDict) -> Run:
@@ -183,8 +212,12 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
           int(config.loss.unlabelled_batch_size), dtype=setup.dtype,
           **stream_ranges(config))
     except (TypeError, ValueError) as e:
-      raise ValueError(f"data.family={config.data.family!r} with "
-                       f"data.ranges={stream_ranges(config)}: {e}") from None
+      if config.data.family in potentials.COMPOSITE_FAMILIES:
+        section = "data.mixture"
+      else:
+        section = f"data.ranges={_plain(config.data.get('ranges', None))}"
+      raise ValueError(f"data.family={config.data.family!r} with {section}: "
+                       f"{e}") from None
   _check_memory(config, setup)
   return Run(config, setup.grid, setup.dtype, setup.model, uses_labels,
              stream)
