@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 CARD = "MODEL_CARD.md"
@@ -75,3 +76,45 @@ def resolve(model: str, **kwargs):
                      f"of a shipped model ({', '.join(available()) or 'none'})"
                      ".")
   return load_pretrained(model, **kwargs)
+
+
+def export(workdir: str, destination: str, card: str, *,
+           which: str = "best") -> str:
+  """Writes a trained workdir as a shippable model folder; returns its path.
+
+  ``destination`` gets ``config.json`` and its seal, the chosen checkpoint
+  step (parameters, their checksums and validation metrics; not the
+  optimiser state, which predicting does not need) and ``card`` as
+  ``MODEL_CARD.md``. The result is an ordinary workdir that
+  :func:`pgmoe_jax.inference.load_model` reads, and it is checked by
+  loading it before this returns.
+
+  Raises:
+    ValueError: ``destination`` exists (nothing is replaced), an empty card,
+      or a workdir without a usable checkpoint.
+  """
+  from pgmoe_jax import inference  # pylint: disable=g-import-not-at-top
+  if os.path.exists(destination):
+    raise ValueError(f"{destination} exists; remove it first to replace "
+                     "the model (nothing was written).")
+  if not card.strip():
+    raise ValueError("The model card is empty: say how the model was "
+                     "trained, how it scores and where it holds.")
+  step = inference.load_model(workdir, which=which).step
+  source = os.path.join(workdir, "checkpoints", str(step))
+  temporary = destination + ".partial"
+  shutil.rmtree(temporary, ignore_errors=True)
+  os.makedirs(os.path.join(temporary, "checkpoints"))
+  for name in ("config.json", "config.sha256"):
+    if os.path.exists(os.path.join(workdir, name)):
+      shutil.copy2(os.path.join(workdir, name), temporary)
+  shutil.copytree(source, os.path.join(temporary, "checkpoints", str(step)),
+                  ignore=shutil.ignore_patterns("opt_state"))
+  with open(os.path.join(temporary, CARD), "w", encoding="utf-8") as f:
+    f.write(card)
+  loaded = inference.load_model(temporary)
+  if loaded.step != step:
+    raise ValueError(f"The exported model loads step {loaded.step}, not "
+                     f"{step}.")
+  os.replace(temporary, destination)
+  return destination
