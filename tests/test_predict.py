@@ -325,3 +325,31 @@ def test_command_refuses_to_replace_its_output(setup, tmp_path):
       f"predict: error: --out={target} exists; pass --overwrite "
       "(overwrite=True) to replace it.")
   assert target.read_bytes() == b"earlier results"
+
+
+def test_bounds_checked_against_labels(setup, tmp_path):
+  workdir, model, _, v, e0 = setup
+  results = predict_lib.predict(model, v)
+  check = predict_lib.check_against_labels(results, e0)
+  assert check["num"] == 6 and check["upper_holds"] == 1.0
+  np.testing.assert_allclose(check["median_error_mha"],
+                             1e3 * np.median(results["energy"] - e0))
+  # A lower bound above E0 is counted as failing, not as holding.
+  broken = dict(results, lower_estimate=e0 + 0.01)
+  assert predict_lib.check_against_labels(broken, e0)["estimate_holds"] == 0
+  with pytest.raises(ValueError, match="shape"):
+    predict_lib.check_against_labels(results, e0[:3])
+  # The command on a labelled split prints one row per split.
+  from pgmoe_jax import data  # pylint: disable=g-import-not-at-top
+  split = str(tmp_path / "test_wells")
+  data.generate(split, data.DatasetSpec("gaussian_wells", model.grid, 4,
+                                        split="test_wells"))
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.check_bounds",
+       f"--model={workdir}", f"--data={split}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  row = [line for line in out.stdout.splitlines()
+         if line.startswith("| test_wells |")]
+  assert len(row) == 1 and "| 4 | 100% |" in row[0], out.stdout

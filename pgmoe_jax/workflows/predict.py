@@ -367,6 +367,46 @@ def summarize(results: dict[str, np.ndarray]) -> dict[str, float]:
   return out
 
 
+def check_against_labels(results: dict[str, np.ndarray],
+                         e0) -> dict[str, float]:
+  """How the bounds of :func:`predict` fare against exact ground energies.
+
+  Args:
+    results: what :func:`predict` returned for N potentials.
+    e0: ``(N,)`` their exact E0 (a labelled dataset's, float64).
+
+  Returns:
+    ``num``; ``upper_holds`` (fraction with ``E[psi] >= E0``, 1 by the
+    variational principle up to float64 rounding, 1e-10 Ha);
+    ``median_error_mha`` (``E[psi] - E0``); for ``kind`` in rigorous and
+    estimate: ``{kind}_given`` (fraction with a bound), ``{kind}_holds``
+    (fraction of those with ``lower <= E0``), ``{kind}_median_gap_mha``
+    (``E[psi] - lower``, how wide the bracket is) and
+    ``{kind}_median_slack_mha`` (``E0 - lower``, how far below E0 it
+    sits).
+  """
+  e = np.asarray(results["energy"], np.float64)
+  e0 = np.asarray(e0, np.float64)
+  if e0.shape != e.shape:
+    raise ValueError(f"e0 has shape {e0.shape}, the results {e.shape}.")
+  out = dict(num=len(e), upper_holds=float(np.mean(e >= e0 - 1e-10)),
+             median_error_mha=float(np.median(e - e0)) * 1e3)
+  for kind in ("rigorous", "estimate"):
+    lower = np.asarray(results[f"lower_{kind}"], np.float64)
+    given = ~np.isnan(lower)
+    out[f"{kind}_given"] = float(given.mean())
+    if given.any():
+      out[f"{kind}_holds"] = float(np.mean(lower[given] <= e0[given] + 1e-10))
+      out[f"{kind}_median_gap_mha"] = float(
+          np.median(e[given] - lower[given])) * 1e3
+      out[f"{kind}_median_slack_mha"] = float(
+          np.median(e0[given] - lower[given])) * 1e3
+    else:
+      for field in ("holds", "median_gap_mha", "median_slack_mha"):
+        out[f"{kind}_{field}"] = math.nan
+  return out
+
+
 def format_summary(summary: dict[str, float]) -> str:
   """A few lines for the terminal."""
   s = summary
