@@ -31,6 +31,7 @@ from pgmoe_jax.evaluation.scorer import check_grid
 from pgmoe_jax.evaluation.scorer import predict_batch
 from pgmoe_jax.paths import PathLike
 from pgmoe_jax.variational import normalize_unchecked
+from pgmoe_jax.variational import rayleigh_quotient
 
 # Summary keys in table order, with the column headers of markdown_table.
 COLUMNS = (
@@ -235,6 +236,56 @@ def plot_samples(predictor: Predictor, dataset, result: EvalResult,
            if grid.ndim == 3 else "")
   fig.suptitle(f"{result.split}: best, median and worst of {len(result)} "
                f"samples by infidelity, {grid}{plane}")
+  save_figure(fig, path)
+
+
+def plot_comparison(predictors: Mapping[str, Predictor], datasets,
+                    path: str, *, seed: int = 0) -> None:
+  """One 2-D sample per dataset: V, the exact state and each model's.
+
+  The sample of each dataset is drawn with ``seed`` (the same for every
+  model); each model's panel is titled with its energy error in mHa.
+
+  Args:
+    predictors: label -> model, all on the datasets' grid.
+    datasets: labelled 2-D datasets (one row each).
+    path: the PNG to write.
+  """
+  rng = np.random.default_rng(seed)
+  names = list(predictors)
+  fig = new_figure(figsize=(3.2 * (2 + len(names)), 3.0 * len(datasets)))
+  axes = fig.subplots(len(datasets), 2 + len(names), squeeze=False)
+  for row, ds in enumerate(datasets):
+    grid = ds.grid
+    if grid.ndim != 2:
+      raise ValueError(f"plot_comparison draws 2-D grids, not {grid}.")
+    i = int(rng.integers(len(ds)))
+    v = np.asarray(ds.potentials[i:i + 1], np.float64)
+    true = np.asarray(normalize_unchecked(jnp.asarray(ds.psi0[i:i + 1]),
+                                          grid))[0]
+    e0 = float(ds.E0[i])
+    coords = grid.coordinates()
+    extent = (coords[0][0], coords[0][-1], coords[1][0], coords[1][-1])
+    where = os.path.basename(str(ds.path or ds.name).rstrip("/"))
+    panels = [(v[0], f"{where} #{int(ds.index[i])}\nV (Ha)", "viridis"),
+              (true, f"exact psi0\nE0 = {e0:.4f} Ha", "magma")]
+    for name in names:
+      predictor = predictors[name]
+      check_grid(predictor, grid, f"dataset {where}")
+      psi = np.asarray(normalize_unchecked(
+          predict_batch(predictor, v, grid, 1), grid), np.float64)
+      de = (float(rayleigh_quotient(psi, v, grid)[0]) - e0) * 1e3
+      panels.append((psi[0], f"{name}\ndE = {_number(de)} mHa", "magma"))
+    top = max(p[0].max() for p in panels[1:])
+    for ax, (image, title, cmap) in zip(axes[row], panels):
+      style = dict(cmap=cmap)
+      if cmap == "magma":
+        style.update(vmin=0.0, vmax=top)
+      ax.imshow(image.T, origin="lower", extent=extent, **style)
+      ax.set_title(title, fontsize=9)
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.suptitle("One sample per split: exact ground state and predictions")
   save_figure(fig, path)
 
 
