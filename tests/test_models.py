@@ -215,3 +215,16 @@ def test_bad_model_configs():
   with pytest.raises(ValueError, match=r"expects potentials of shape \(batch, "
                      r"16, 16\)"):
     model.init(jax.random.key(0), jnp.zeros((16, 16)))
+
+
+def test_coarse_zero_is_the_full_grid():
+  grid = Grid((16, 16), 10.0)
+  v = wells(grid, 2)
+  outputs = []
+  for coarse in (0, 16):
+    model = build_model(dict(name="pgmoe", tiles=4, coarse=coarse,
+                             envelope_iters=3, envelope_solver="fixed",
+                             expert_hidden=(8,)), grid)
+    assert model.coarse_shape == (16, 16)
+    outputs.append(model.apply(model.init(jax.random.key(0), v), v))
+  np.testing.assert_array_equal(outputs[0], outputs[1])

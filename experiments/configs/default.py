@@ -175,7 +175,9 @@ def get_config() -> ml_collections.ConfigDict:
   # training family (RESULTS in the issue-4 notes, WORKSPACE.md).
   model.gate = "envelope"
   # Coarse-grid points per axis for the gate (int >= 2); must divide
-  # grid.shape on every axis. 16 on a 32x32 grid: the coarse ground state
+  # grid.shape on every axis; 0: the full grid (the gate's solve at full
+  # resolution, a fixed number of iterations; experiments/configs/
+  # universal.py). 16 on a 32x32 grid: the coarse ground state
   # alone has a median infidelity of 0.035 (0.46 with 8).
   model.coarse = 16
   # How the coarse Hamiltonian is solved: 0 for an exact dense eigh (cost

@@ -34,4 +34,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train = ""
   config.data.val = "data/universal32/val_mixture"
   config.data.family = "mixture"
+  # The physics gate on the full grid: 4 iterations of the fixed-cost
+  # batched LOBPCG from K's lowest mode leave a median envelope error of
+  # 0.2-14 mHa per family at 32x32 (the 16x16 coarse envelope: 21-186 mHa,
+  # a resolution error no number of iterations removes); the experts learn
+  # what 4 iterations leave (experiments.benchmark --what=gate).
+  config.model.coarse = 0  # the full grid
+  config.model.envelope_iters = 4
+  config.model.envelope_solver = "fixed"
   return config

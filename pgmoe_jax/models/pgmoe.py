@@ -43,6 +43,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import common
@@ -71,6 +72,8 @@ class PGMoE(nn.Module):
     embedding_dim: size of the tile embedding (shared expert only).
     gate: ``"envelope"``, ``"mlp"`` or ``"both"``.
     coarse: coarse grid points per axis for the gate; must divide the grid.
+      0 is the full grid: the gate's physics solve runs at full resolution
+      (with ``envelope_iters > 0`` a fixed number of iterations).
     gate_hidden: hidden widths of the gate network (``"mlp"``, ``"both"``).
     potential_scale: potentials are divided by this (Hartree) for the
       networks.
@@ -117,7 +120,7 @@ class PGMoE(nn.Module):
   def __post_init__(self):
     super().__post_init__()
     tiles = tiling.per_axis(self.tiles, self.grid, "tiles")
-    coarse = tiling.per_axis(self.coarse, self.grid, "coarse")
+    coarse = self.coarse_shape
     for n, t, c in zip(self.grid.shape, tiles, coarse):
       if t < 1 or n % t:
         raise ValueError(f"PG-MoE tiles={self.tiles!r} must divide the grid "
@@ -135,6 +138,13 @@ class PGMoE(nn.Module):
       raise ValueError(f"PG-MoE halo must be >= 0, got {self.halo}.")
 
   @property
+  def coarse_shape(self) -> tuple[int, ...]:
+    """The gate's grid per axis (``coarse=0``: the full grid)."""
+    if np.ndim(self.coarse) == 0 and int(self.coarse) == 0:
+      return self.grid.shape
+    return tiling.per_axis(self.coarse, self.grid, "coarse")
+
+  @property
   def tile_shape(self) -> tuple[int, ...]:
     tiles = tiling.per_axis(self.tiles, self.grid, "tiles")
     return tuple(n // t for n, t in zip(self.grid.shape, tiles))
@@ -144,7 +154,7 @@ class PGMoE(nn.Module):
     return math.prod(tiling.per_axis(self.tiles, self.grid, "tiles"))
 
   def setup(self):
-    coarse = tiling.per_axis(self.coarse, self.grid, "coarse")
+    coarse = self.coarse_shape
     self.envelope = gates.EnvelopeGate(self.grid, coarse,
                                        int(self.envelope_iters),
                                        self.envelope_solver)
@@ -190,7 +200,7 @@ class PGMoE(nn.Module):
     common.check_potential(potential, self.grid)
     grid = self.grid
     b = potential.shape[0]
-    coarse = tiling.per_axis(self.coarse, grid, "coarse")
+    coarse = self.coarse_shape
     scale = self.potential_scale
 
     log_env, e_est = self.gate_module(potential)
