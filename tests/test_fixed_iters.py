@@ -20,10 +20,10 @@ def dense_ground_state(v, grid):
 
 @pytest.mark.parametrize("grid, family", [
     (Grid((40,), 20.0), "double_well"),
-    (Grid((16, 16), 20.0), "gaussian_wells"),
-    (Grid((16, 16), 20.0), "harmonic"),
-    (Grid((16, 16), 20.0, "periodic"), "random_smooth"),
-    (Grid((8, 8, 8), 20.0), "box_well"),
+    (Grid((12, 12), 20.0), "gaussian_wells"),
+    (Grid((12, 12), 20.0), "harmonic"),
+    (Grid((12, 12), 20.0, "periodic"), "random_smooth"),
+    (Grid((6, 6, 6), 20.0), "box_well"),
 ])
 def test_converges_to_the_exact_ground_state(grid, family):
   v = potentials.sample(family, jax.random.key(3), grid, (4,),
@@ -55,7 +55,7 @@ def test_energy_is_an_upper_bound_that_falls_with_iterations():
 
 
 def test_agrees_with_the_reference_lobpcg_and_honours_a_start():
-  grid = Grid((16, 16), 20.0)
+  grid = Grid((12, 12), 20.0)
   v = potentials.sample("double_well", jax.random.key(1), grid, (4,),
                         dtype=jnp.float64)
   start = jnp.broadcast_to(jnp.asarray(kinetic.kinetic_modes(grid, 2)),
