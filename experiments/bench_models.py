@@ -14,8 +14,8 @@ r"""Benchmarks of the models' speed (``python -m experiments.benchmark``).
   axis.
 * ``gate``: the physics gate's accuracy-speed front. For each coarse
   solver (the reference LOBPCG with a 2-vector block, the fixed-cost
-  batched single-vector LOBPCG, k iterations) and coarse grid (a quarter
-  and half of the fine grid per axis): gate calls per second (batch 256,
+  batched single-vector LOBPCG, k iterations) and coarse grid (a quarter,
+  half and all of the fine grid per axis): gate calls per second (batch 256,
   float32) and the median energy error of the envelope alone (interpolated
   to the fine grid, no experts; mHa against the fine grid's E0 from the
   reference solver in float64) on 32 potentials of each family.
@@ -153,7 +153,7 @@ def bench_gate(quick: bool, repeats: int) -> None:
     settings = [(n // 2, "lobpcg", 6), (n // 2, "fixed", 6)]
   else:
     settings = [(n // 4, "lobpcg", 6), (n // 2, "lobpcg", 6)]
-    settings += [(c, "fixed", k) for c in (n // 4, n // 2)
+    settings += [(c, "fixed", k) for c in (n // 4, n // 2, n)
                  for k in (2, 4, 6, 8)]
   for coarse, solver, iters in settings:
     model = build_model(dict(name="pgmoe", tiles=max(n // 8, 1),
