@@ -105,20 +105,27 @@ def open_datasets(run: config_lib.Run, num_devices: int):
   return train_ds, val_ds
 
 
-def train_batches(ds: data_lib.Dataset, batch_size: int, seed: int,
-                  start_step: int, dtype, sharding) -> Iterator[dict]:
-  """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+def _from_step(ds: data_lib.Dataset, batch_size: int, start_step: int,
+               epoch_stream: Callable[[int], Iterator]) -> Iterator:
+  """The items of ``epoch_stream(epoch)``, endless, from ``start_step`` on
+  (one item per step, ``len(ds) // batch_size`` per epoch)."""
   steps_per_epoch = len(ds) // batch_size
   if steps_per_epoch < 1:
     raise ValueError(f"train.batch_size={batch_size} exceeds the "
                      f"{len(ds)} training samples of {ds.path}.")
   epoch, skip = divmod(start_step, steps_per_epoch)
   for e in itertools.count(epoch):
-    stream = ds.batches(batch_size, seed=seed, epoch=e, dtype=dtype,
-                        sharding=sharding)
+    stream = epoch_stream(e)
     if e == epoch and skip:
       stream = itertools.islice(stream, skip, None)
     yield from stream
+
+
+def train_batches(ds: data_lib.Dataset, batch_size: int, seed: int,
+                  start_step: int, dtype, sharding) -> Iterator[dict]:
+  """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+  return _from_step(ds, batch_size, start_step, lambda e: ds.batches(
+      batch_size, seed=seed, epoch=e, dtype=dtype, sharding=sharding))
 
 
 # A training set this small (after the dtype cast) is copied to the devices
@@ -149,17 +156,8 @@ def resident_training_set(ds: data_lib.Dataset, dtype, sharding):
 def resident_batch_indices(ds: data_lib.Dataset, batch_size: int, seed: int,
                            start_step: int) -> Iterator[np.ndarray]:
   """The indices of :func:`train_batches`' batches, in the same order."""
-  steps_per_epoch = len(ds) // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"train.batch_size={batch_size} exceeds the "
-                     f"{len(ds)} training samples of {ds.path}.")
-  epoch, skip = divmod(start_step, steps_per_epoch)
-  for e in itertools.count(epoch):
-    stream = (idx for idx, _ in ds.batch_indices(batch_size, seed=seed,
-                                                 epoch=e))
-    if e == epoch and skip:
-      stream = itertools.islice(stream, skip, None)
-    yield from stream
+  return _from_step(ds, batch_size, start_step, lambda e: (
+      idx for idx, _ in ds.batch_indices(batch_size, seed=seed, epoch=e)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
