@@ -18,7 +18,7 @@ from pgmoe_jax import pretrained
 from pgmoe_jax.training import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = ("universal_32",)
+SHIPPED = ("universal_32", "universal_64")
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,12 @@ def test_names_and_errors():
       assert section in card, (name, section)
 
 
-def test_universal_32_predicts_ground_states():
+@pytest.mark.parametrize("name, n", [("universal_32", 32),
+                                     ("universal_64", 64)])
+def test_shipped_models_predict_ground_states(name, n):
   import pgmoe_jax  # pylint: disable=g-import-not-at-top
-  model = pgmoe_jax.load_pretrained("universal_32")
-  assert model.grid.shape == (32, 32) and model.grid.length == (20.0, 20.0)
+  model = pgmoe_jax.load_pretrained(name)
+  assert model.grid.shape == (n, n) and model.grid.length == (20.0, 20.0)
   v = np.asarray(potentials.sample("gaussian_wells", jax.random.key(11),
                                    model.grid, 8))
   psi = np.asarray(model.predict(v), np.float64)
@@ -79,8 +81,9 @@ def test_universal_32_predicts_ground_states():
   e0, _ = ground_state(v, model.grid)
   error = np.asarray(energy(psi, v, model.grid)) - e0
   assert (error >= -1e-9).all()
-  # The model card's gaussian_wells median is a few mHa; 8 samples have
-  # a median well below 50 mHa unless the weights are wrong or damaged.
+  # The model cards' gaussian_wells medians are below 1 mHa; 8 samples
+  # have a median well below 50 mHa unless the weights are wrong or
+  # damaged.
   assert np.median(error) < 0.05
 
 
