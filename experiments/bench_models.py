@@ -33,6 +33,7 @@ from experiments.configs import quickstart
 from experiments.configs import test as test_config
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
+from pgmoe_jax import variational
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import build_model
 from pgmoe_jax.timing import best_time
@@ -129,7 +130,6 @@ def _flops(jitted, *args) -> float:
 
 def bench_gate(quick: bool, repeats: int) -> None:
   """The physics gate's speed and the accuracy of its envelope alone."""
-  from pgmoe_jax import variational  # pylint: disable=g-import-not-at-top
   n, batch, count = (16, 16, 4) if quick else (64, 256, 32)
   grid = Grid((n, n), 20.0)
   families = ("gaussian_wells",) if quick else tuple(potentials.FAMILIES)

@@ -19,7 +19,7 @@ is built for a model's forward pass rather than for a reference solve:
 
 On a 2-D batch of 256 potentials on a 32x32 grid it is about 4x faster per
 call than the vmapped LOBPCG with a 2-vector block, at a slightly slower
-convergence per iteration (``experiments.bench_models --what=gate``).
+convergence per iteration (``python -m experiments.benchmark --what=gate``).
 
 Precision: the sine transforms run at ``Precision.HIGHEST`` (float32 on
 TPU and on GPUs with TF32, not bfloat16 passes), and so does everything

@@ -15,6 +15,9 @@ from ``s`` to ``s + 1``) uses the key ``fold_in(step_key, s)`` and batch
 ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` of
 ``Dataset.batches(seed=seed, epoch=...)``. Everything is a function of the
 step, so a run resumed from a checkpoint continues the same stream exactly.
+A training set under :data:`RESIDENT_BYTES` (single process) is copied to
+the device once and each step gathers the same rows there by index
+(:func:`resident_training_set`), instead of reading and transferring them.
 
 The module does no I/O at import and prints nothing: it logs with absl and
 reports progress through an optional callback.
