@@ -11,6 +11,11 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   LOBPCG (with the same sine-transform preconditioner, fixed shift), and the
   JAX LOBPCG one potential at a time and as one batch. Times exclude JAX
   compilation (a warm-up call) and include SciPy's factorisations.
+* ``sine``: K's eigenbasis transform on 2-D fields (both axes), by dense
+  per-axis sine matrices against the FFT-based DST-I, float64 and float32,
+  at 16 ... 1024 points per axis: their largest difference, the time per
+  field and which one ``kinetic.FFT_MIN_SIZE`` picks. The solver
+  benchmark's 256x256 and 512x512 rows use what it picks.
 * ``multihost``: potentials per second of the label-free stream drawn
   under a batch sharding, for 1 process x 1 and 2 devices and 2 processes
   x 1 device (real processes, jax.distributed on loopback), and what each
@@ -54,8 +59,8 @@ from pgmoe_jax.timing import best_time
 from pgmoe_jax.timing import timed
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
-                          "Benchmarks to run: matvec, solvers, datagen, "
-                          "multihost, population, predict, gate.")
+                          "Benchmarks to run: matvec, solvers, sine, "
+                          "datagen, multihost, population, predict, gate.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
@@ -116,7 +121,8 @@ def _scipy_lobpcg(potentials, grid, tol):
 
 def bench_solvers(quick: bool, repeats: int) -> None:
 
-  cases = [((32, 32), 8), ((64, 64), 8), ((128, 128), 4), ((32, 32, 32), 2)]
+  cases = [((32, 32), 8), ((64, 64), 8), ((128, 128), 4), ((32, 32, 32), 2),
+           ((256, 256), 2), ((512, 512), 1)]
   if quick:
     cases = [((16, 16), 2)]
   tol = 1e-8
@@ -151,6 +157,33 @@ def bench_solvers(quick: bool, repeats: int) -> None:
       res = "-" if residuals is None else f"{np.max(residuals):.1e}"
       print(f"| {'x'.join(map(str, shape))} | {label} | {1e3 * t:.2f} | "
             f"{np.mean(its):.1f} | {err:.1e} | {res} | {t_ref / t:.1f} |")
+
+
+def bench_sine(quick: bool, repeats: int) -> None:
+
+  sizes = [16, 32] if quick else [16, 32, 64, 128, 256, 512, 1024]
+  print("\n## sine: K's eigenbasis transform of 2-D fields (both axes), "
+        f"dense matrices against the FFT DST-I (best of {repeats})\n")
+  print("| n | fields | dtype | max abs(fft - dense) | dense us/field | "
+        "fft us/field | dense / fft | picked |")
+  print("|---|---|---|---|---|---|---|---|")
+  for n in sizes:
+    grid = Grid((n, n), 20.0)
+    count = max(1, 2**20 // (n * n))
+    picked = kinetic.transform_methods(grid)[0]
+    x64 = np.random.default_rng(n).normal(size=(count, n, n))
+    for dtype in (jnp.float64, jnp.float32):
+      x = jnp.asarray(x64, dtype)
+      dense = jax.jit(kinetic.make_eigenbasis_transforms(
+          grid, dtype, fft_min_size=None)[0])
+      fast = jax.jit(kinetic.make_eigenbasis_transforms(
+          grid, dtype, fft_min_size=1)[0])
+      err = float(jnp.max(jnp.abs(dense(x) - fast(x))))
+      t_dense = best_time(lambda: dense(x), repeats) / count
+      t_fast = best_time(lambda: fast(x), repeats) / count
+      print(f"| {n} | {count} | {jnp.dtype(dtype).name} | {err:.1e} | "
+            f"{1e6 * t_dense:.1f} | {1e6 * t_fast:.1f} | "
+            f"{t_dense / t_fast:.2f} | {picked} |")
 
 
 def _proxy_train_step(grid, batch_size):
@@ -337,6 +370,7 @@ def bench_multihost(quick: bool, repeats: int) -> None:
 
 BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
               "datagen": bench_datagen, "multihost": bench_multihost,
+              "sine": bench_sine,
               "population": bench_models.bench_population,
               "predict": bench_models.bench_predict,
               "gate": bench_models.bench_gate}

@@ -13,12 +13,16 @@ the neighbours, wrapped around the corners on a periodic axis, so that
   axes, ``eigh`` of the circulant on periodic ones.
 * :func:`kinetic_modes`: the lowest eigenvectors of ``K`` (LOBPCG's
   deterministic start).
+* :func:`sine_transform`: the same Dirichlet basis applied by an FFT
+  (``O(n log n)`` per line); :func:`make_eigenbasis_transforms` picks the
+  FFT or the dense matrix per axis by size (:data:`FFT_MIN_SIZE`).
 * :func:`make_kinetic_inverse`: ``(K + c)^{-1}`` applied by two transforms
   and a division (the LOBPCG preconditioner's core).
 * :func:`kinetic_norm`: an upper bound of ``K``'s spectrum (rounding floors).
 
 Everything is float64 NumPy built on demand (compile-time constants under
-``jit``), except :func:`make_kinetic_inverse`, which returns a JAX function.
+``jit``), except the transforms and :func:`make_kinetic_inverse`, which are
+JAX functions.
 SciPy is imported only by the sparse :func:`kinetic_matrix`.
 """
 
@@ -122,34 +126,104 @@ def kinetic_modes(grid: Grid, count: int) -> np.ndarray:
   return np.stack(modes)
 
 
+# Grid points per axis from which the Dirichlet sine transforms use the FFT
+# instead of a dense matrix. Measured on a 2-core x86_64 CPU
+# (``python -m experiments.benchmark --what=sine``): the dense matmul
+# (O(n^2) per line) is faster below ~512 points per axis, because XLA's CPU
+# FFT is slow for the odd lengths ``2 (n + 1)`` a DST-I needs (``n = 256``
+# gives 514 = 2 x 257, a prime).
+FFT_MIN_SIZE = 512
+
+
+def sine_transform(x: jax.Array, axis: int) -> jax.Array:
+  r"""The orthonormal DST-I along ``axis``: ``x @ Q`` by one real FFT.
+
+  ``Q_{jk} = sqrt(2/(n+1)) sin(pi j k / (n+1))`` (the Dirichlet eigenbasis
+  of :func:`kinetic_eigenbasis`; symmetric and orthogonal, so it is its own
+  inverse). The line is extended to its odd periodic continuation
+  ``[0, x, 0, -reversed(x)]`` of length ``2 (n + 1)``, whose DFT is
+  ``-2i`` times the sine sums: ``O(n log n)`` per line against ``O(n^2)``
+  for the matrix, equal to it to rounding. The dtype follows ``x``
+  (float32 runs a complex64 FFT; no matmul, so no precision setting).
+  """
+  x = jnp.moveaxis(x, axis, -1)
+  n = x.shape[-1]
+  zero = jnp.zeros(x.shape[:-1] + (1,), x.dtype)
+  odd = jnp.concatenate([zero, x, zero, -x[..., ::-1]], axis=-1)
+  spectrum = jnp.fft.rfft(odd, axis=-1)[..., 1:n + 1]
+  y = (-0.5 * np.sqrt(2.0 / (n + 1))) * jnp.imag(spectrum)
+  return jnp.moveaxis(y.astype(x.dtype), -1, axis)
+
+
+def transform_methods(grid: Grid, fft_min_size: int | None = FFT_MIN_SIZE
+                      ) -> tuple[str, ...]:
+  """Per axis, ``"fft"`` or ``"dense"``: how K's eigenbasis is applied.
+
+  Dirichlet axes of at least ``fft_min_size`` points use
+  :func:`sine_transform`; smaller ones, and periodic axes (whose basis is
+  ``eigh``'s, with degenerate pairs in its own order), the dense matrix.
+  ``fft_min_size=None``: dense everywhere.
+  """
+  if fft_min_size is not None and int(fft_min_size) < 1:
+    raise ValueError(f"fft_min_size={fft_min_size!r} must be a positive "
+                     "number of points, or None for dense transforms.")
+  return tuple(
+      "fft" if (fft_min_size is not None and grid.boundary == "dirichlet"
+                and n >= int(fft_min_size)) else "dense"
+      for n in grid.shape)
+
+
 def apply_transform(x: jax.Array, mats, grid: Grid) -> jax.Array:
   """Applies ``mats[a]`` along each trailing grid axis ``a`` (x @ Q_a).
 
   With ``Q_a`` from :func:`kinetic_eigenbasis` this is the sine (or
   Fourier) transform into K's eigenbasis; at ``Precision.HIGHEST``, so
   accelerators do not round the float32 operands to bfloat16 or TF32.
+  A ``None`` entry applies :func:`sine_transform` on that axis instead.
   """
   for axis, q in zip(grid.axes, mats):
+    if q is None:
+      x = sine_transform(x, axis)
+      continue
     x = jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [0]),
                                    precision=jax.lax.Precision.HIGHEST),
                      -1, axis)
   return x
 
 
-def make_kinetic_inverse(grid: Grid, dtype):
+def make_eigenbasis_transforms(grid: Grid, dtype,
+                               fft_min_size: int | None = FFT_MIN_SIZE):
+  """``(to_eigenbasis, from_eigenbasis)``: functions of ``(..., *grid.shape)``.
+
+  ``to_eigenbasis(x)`` applies ``Q_a`` along every grid axis (``x`` in
+  K's eigenbasis, whose eigenvalues are :func:`kinetic_eigenvalues`),
+  ``from_eigenbasis`` applies ``Q_a^T``; each axis by a dense matrix or the
+  FFT as :func:`transform_methods` chooses.
+  """
+  methods = transform_methods(grid, fft_min_size)
+  basis = kinetic_eigenbasis(grid)
+  forward = [None if m == "fft" else jnp.asarray(b[0], dtype)
+             for m, b in zip(methods, basis)]
+  backward = [None if m == "fft" else jnp.asarray(b[0].T, dtype)
+              for m, b in zip(methods, basis)]
+  return (lambda x: apply_transform(x, forward, grid),
+          lambda x: apply_transform(x, backward, grid))
+
+
+def make_kinetic_inverse(grid: Grid, dtype,
+                         fft_min_size: int | None = FFT_MIN_SIZE):
   r"""Returns ``apply(r, c) = (K + c)^{-1} r`` for ``r: (m, *grid.shape)``.
 
   ``c`` is a scalar or broadcasts against ``(m, 1, ..., 1)``; it must keep
   ``K + c`` positive definite. The per-axis transforms are dense matrices
-  (``O(n^(d+1))`` per field).
+  (``O(n^(d+1))`` per field) below ``fft_min_size`` points per axis and
+  FFT-based sine transforms (``O(n^d log n)``) from there
+  (:func:`transform_methods`).
   """
-  basis = kinetic_eigenbasis(grid)
-  q = [jnp.asarray(b[0], dtype) for b in basis]
-  qt = [jnp.asarray(b[0].T, dtype) for b in basis]
+  to_basis, from_basis = make_eigenbasis_transforms(grid, dtype, fft_min_size)
   lam = jnp.asarray(kinetic_eigenvalues(grid), dtype)
 
   def apply(r, c):
-    r_hat = apply_transform(r, q, grid)
-    return apply_transform(r_hat / (lam + c), qt, grid)
+    return from_basis(to_basis(r) / (lam + c))
 
   return apply

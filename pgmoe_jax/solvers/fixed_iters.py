@@ -39,9 +39,10 @@ from pgmoe_jax.grid import Grid
 from pgmoe_jax.solvers import lobpcg
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "iters"))
+@functools.partial(jax.jit, static_argnames=("grid", "iters", "fft_min_size"))
 def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
-                       start: jax.Array | None = None):
+                       start: jax.Array | None = None,
+                       fft_min_size: int | None = kinetic.FFT_MIN_SIZE):
   """The lowest eigenpair of each potential's H after ``iters`` iterations.
 
   No input checks (a hot path inside models): the caller passes a floating
@@ -53,6 +54,9 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     iters: the number of iterations (static, >= 0).
     start: ``(b, *grid.shape)`` starting vectors, or ``None`` for K's
       lowest mode (nodeless, so never orthogonal to the ground state).
+    fft_min_size: axes of at least this many points apply the
+      preconditioner's sine transforms by FFT, smaller ones by dense
+      matrices (``kinetic.transform_methods``; ``None``: dense).
 
   Returns:
     ``(energies (b,), states (b, *grid.shape))``: each energy is its state's
@@ -62,9 +66,8 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
   dtype = potentials.dtype
   b = potentials.shape[0]
   col = (b,) + (1,) * grid.ndim
-  basis = kinetic.kinetic_eigenbasis(grid)
-  forward = [jnp.asarray(m[0], dtype) for m in basis]
-  backward = [jnp.asarray(m[0].T, dtype) for m in basis]
+  to_basis, from_basis = kinetic.make_eigenbasis_transforms(grid, dtype,
+                                                            fft_min_size)
   lam = jnp.asarray(kinetic.kinetic_eigenvalues(grid), dtype)
   floor = lobpcg.kinetic_floor(grid)
   threshold = 1e3 * float(jnp.finfo(dtype).eps)
@@ -102,9 +105,7 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     c, scale = lobpcg.shift_and_damping(
         theta - dot(x * x, potentials), theta.reshape(col), potentials,
         floor, col)
-    w = scale * kinetic.apply_transform(
-        kinetic.apply_transform(scale * r, forward, grid) / (lam + c),
-        backward, grid)
+    w = scale * from_basis(to_basis(scale * r) / (lam + c))
     w, keep_w = orthonormal(w, [x])
     vectors, keeps = [x, w], [keep_w]
     if it > 0:
