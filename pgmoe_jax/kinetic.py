@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax import sharding
 from pgmoe_jax.grid import Grid
 
 
@@ -182,23 +183,34 @@ def apply_transform(x: jax.Array, mats, grid: Grid) -> jax.Array:
   A ``None`` entry applies :func:`sine_transform` on that axis instead.
   """
   for axis, q in zip(grid.axes, mats):
-    if q is None:
-      x = sine_transform(x, axis)
-      continue
-    x = jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [0]),
-                                   precision=jax.lax.Precision.HIGHEST),
-                     -1, axis)
+    x = _apply_along(x, q, axis)
   return x
 
 
+def _apply_along(x: jax.Array, q, axis: int) -> jax.Array:
+  """``x @ q`` along ``axis`` (:func:`sine_transform` where ``q`` is None)."""
+  if q is None:
+    return sine_transform(x, axis)
+  return jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [0]),
+                                    precision=jax.lax.Precision.HIGHEST),
+                      -1, axis)
+
+
 def make_eigenbasis_transforms(grid: Grid, dtype,
-                               fft_min_size: int | None = FFT_MIN_SIZE):
+                               fft_min_size: int | None = FFT_MIN_SIZE,
+                               spatial: bool = False):
   """``(to_eigenbasis, from_eigenbasis)``: functions of ``(..., *grid.shape)``.
 
   ``to_eigenbasis(x)`` applies ``Q_a`` along every grid axis (``x`` in
   K's eigenbasis, whose eigenvalues are :func:`kinetic_eigenvalues`),
   ``from_eigenbasis`` applies ``Q_a^T``; each axis by a dense matrix or the
   FFT as :func:`transform_methods` chooses.
+
+  ``spatial=True`` (for ``x (b, *grid.shape)`` whose batch is not
+  vmapped): under a mesh whose ``"space"`` axis splits the first grid axis
+  (:mod:`pgmoe_jax.sharding`), the transform along that axis runs after
+  moving the split to the second axis, so no device ever holds a whole
+  field; elsewhere the same as ``spatial=False``.
   """
   methods = transform_methods(grid, fft_min_size)
   basis = kinetic_eigenbasis(grid)
@@ -206,8 +218,21 @@ def make_eigenbasis_transforms(grid: Grid, dtype,
              for m, b in zip(methods, basis)]
   backward = [None if m == "fft" else jnp.asarray(b[0].T, dtype)
               for m, b in zip(methods, basis)]
-  return (lambda x: apply_transform(x, forward, grid),
-          lambda x: apply_transform(x, backward, grid))
+
+  def transform(x, mats):
+    if not spatial or grid.ndim < 2 or sharding.space_devices() == 1:
+      return apply_transform(x, mats, grid)
+    # The first grid axis is split across the space devices: transform the
+    # others where they lie, move the split to the second axis (an
+    # all-to-all), transform the first, and move the split back.
+    axes = grid.axes
+    for axis, q in zip(axes[1:], mats[1:]):
+      x = _apply_along(x, q, axis)
+    x = sharding.move_space_split(x, grid.ndim, 0, 1)
+    x = _apply_along(x, mats[0], axes[0])
+    return sharding.move_space_split(x, grid.ndim, 1, 0)
+
+  return (lambda x: transform(x, forward), lambda x: transform(x, backward))
 
 
 def make_kinetic_inverse(grid: Grid, dtype,

@@ -112,6 +112,34 @@ def test_tile_slicing_equals_the_index_gather(shape, tiles, halo):
       values.reshape(3, -1)[:, scatter].reshape((3,) + shape))
 
 
+@pytest.mark.parametrize("shape, tiles, halo", [
+    ((12,), (3,), 4), ((64, 64), (8, 8), 2), ((32, 32), (4, 4), 2),
+    ((16, 16), (4, 4), 0), ((8, 12, 16), (2, 3, 4), 1),
+    ((8, 8, 8), (2, 2, 2), 4), ((6, 8), (1, 2), 2),
+])
+@pytest.mark.parametrize("mode", ["constant", "edge", "wrap"])
+def test_neighbour_halos_equal_tiles_of_the_padded_grid(shape, tiles, halo,
+                                                        mode):
+  # Halos taken from the neighbouring tiles (shifts along the tile axis,
+  # which a spatially sharded grid turns into neighbour exchanges) hold
+  # exactly the points of the padded grid's tiles.
+  tile_shape = [n // t for n, t in zip(shape, tiles)]
+  x = jax.random.normal(jax.random.key(0), (3,) + shape)
+  pad = [(0, 0)] + [(halo, halo)] * len(shape)
+  kwargs = dict(constant_values=-7.5) if mode == "constant" else {}
+  padded = jnp.pad(x, pad, mode=mode, **kwargs)
+  np.testing.assert_array_equal(
+      tiling.extract_tiles_with_halos(x, tiles, tile_shape, halo, mode,
+                                      constant=-7.5),
+      tiling.extract_tiles(padded, tiles, tile_shape, halo))
+
+
+def test_neighbour_halos_need_a_halo_within_a_tile():
+  with pytest.raises(ValueError, match="halo=5"):
+    tiling.extract_tiles_with_halos(jnp.zeros((1, 8, 8)), (2, 2), (4, 4), 5,
+                                    "edge")
+
+
 @pytest.mark.parametrize("envelope_iters, solver", [
     (0, "lobpcg"), (30, "lobpcg"), (40, "fixed")])
 def test_envelope_on_the_full_grid_is_the_exact_ground_state(envelope_iters,

@@ -206,6 +206,20 @@ def get_config() -> ml_collections.ConfigDict:
   # gate network: out of distribution the physics envelope dominates; 0: off.
   model.correction_bound = 5.0
 
+  # How the devices are laid out (pgmoe_jax.training.loop.make_mesh): a
+  # "batch" axis of mesh.data devices (-1: every device left over) that
+  # split each batch, times a "space" axis of mesh.space devices that split
+  # every grid along its first axis (potentials, states, the experts'
+  # tiles; halos and the gate's transforms are exchanged between them, the
+  # gate's coarse solve is copied to each), for grids too big for one
+  # device. mesh.space must divide the first grid axis and model.tiles on
+  # it.
+  config.mesh = mesh = ml_collections.ConfigDict()
+  # Devices on the "batch" axis; -1: every device the space axis leaves.
+  mesh.data = -1
+  # Devices on the "space" axis (1: no spatial split).
+  mesh.space = 1
+
   # The objective (pgmoe_jax.training.losses).
   config.loss = loss = ml_collections.ConfigDict()
   # "supervised" (labelled batches), "semi_supervised" (labelled batches plus

@@ -50,8 +50,9 @@ class SharedExperts(nn.Module):
         [features, jnp.broadcast_to(embedding, (b,) + embedding.shape)], -1)
     expert = common.MLP(self.hidden, self.out_size,
                         last_init_scale=self.init_scale, name="expert")
-    out = expert(features.reshape(b * self.num_tiles, -1))
-    return out.reshape(b, self.num_tiles, self.out_size)
+    # On (b, T, F) as it is: merging b and T would make a spatially
+    # sharded mesh gather the tiles.
+    return expert(features)
 
 
 class StackedExperts(nn.Module):

@@ -30,6 +30,7 @@ from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import common
 from pgmoe_jax.models import tiling
+from pgmoe_jax.sharding import replicate_space
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 
@@ -82,6 +83,10 @@ class EnvelopeGate(nn.Module):
   def __call__(self, potential: jax.Array) -> GateOutput:
     v = tiling.block_mean(potential, self.grid, self.coarse)
     coarse_grid = self.coarse_grid
+    if coarse_grid.shape != self.grid.shape:
+      # A coarse solve is small: whole on every space device (a no-op
+      # without a spatially sharded mesh, pgmoe_jax.sharding).
+      v = replicate_space(v)
     if self.envelope_iters > 0 and self.solver == "fixed":
       e, ground = ground_state_fixed(v, coarse_grid, int(self.envelope_iters))
       energies = e[:, None]

@@ -50,6 +50,7 @@ from pgmoe_jax.models import common
 from pgmoe_jax.models import experts as experts_lib
 from pgmoe_jax.models import gates
 from pgmoe_jax.models import tiling
+from pgmoe_jax.sharding import constrain_space
 from pgmoe_jax.variational import normalize_unchecked
 
 GATES = ("envelope", "mlp", "both")
@@ -206,36 +207,56 @@ class PGMoE(nn.Module):
     log_env, e_est = self.gate_module(potential)
     if e_est is None:
       e_est = jnp.zeros((b,), potential.dtype)
-    interp = [jnp.asarray(tiling.interpolation_matrix(n, c, a, grid.boundary),
-                          potential.dtype)
-              for n, c, a in zip(grid.shape, coarse, grid.length)]
-    base = tiling.apply_per_axis(log_env, interp)  # (b, *grid.shape)
+    if tuple(coarse) == grid.shape:
+      base = log_env  # the full-grid gate: interpolation is the identity
+    else:
+      interp = [jnp.asarray(tiling.interpolation_matrix(
+          n, c, a, grid.boundary), potential.dtype)
+                for n, c, a in zip(grid.shape, coarse, grid.length)]
+      base = tiling.apply_per_axis(log_env, interp)  # (b, *grid.shape)
+    # Under a spatially sharded mesh: split like the potential (a no-op
+    # otherwise, pgmoe_jax.sharding).
+    base = constrain_space(base, grid.ndim)
     if not use_experts:
       return _to_state(base, grid)
 
     # Experts: per tile, (V - E)/scale and the envelope around it.
     tiles = tiling.per_axis(self.tiles, grid, "tiles")
-    pad = [(0, 0)] + [(self.halo, self.halo)] * grid.ndim
     shifted = (potential - e_est.reshape((b,) + (1,) * grid.ndim)) / scale
-    if grid.boundary == "dirichlet":
-      v_pad = jnp.pad(shifted, pad, constant_values=DIRICHLET_WALL)
-      env_pad = jnp.pad(base, pad, mode="edge")
-    else:
-      v_pad = jnp.pad(shifted, pad, mode="wrap")
-      env_pad = jnp.pad(base, pad, mode="wrap")
-    v_tiles = common.squash(
-        tiling.extract_tiles(v_pad, tiles, self.tile_shape, self.halo),
-        self.input_clip)
-    env_tiles = tiling.extract_tiles(env_pad, tiles, self.tile_shape,
-                                     self.halo)
+    v_mode, env_mode = (("constant", "edge") if grid.boundary == "dirichlet"
+                        else ("wrap", "wrap"))
+    v_tiles = common.squash(self._tiles(shifted, tiles, v_mode),
+                            self.input_clip)
+    env_tiles = self._tiles(base, tiles, env_mode)
     env_tiles = env_tiles - env_tiles.mean(-1, keepdims=True)
-    features = jnp.concatenate([v_tiles, env_tiles], axis=-1)
-    correction = common.squash(self.expert_module(features),
-                               self.correction_bound)
+    # (b, T, P): tiles in C order, split like the grid's first axis under
+    # a spatially sharded mesh (a no-op otherwise).
+    features = constrain_space(
+        jnp.concatenate([v_tiles, env_tiles], axis=-1), 2)
+    correction = common.squash(
+        constrain_space(self.expert_module(features), 2),
+        self.correction_bound)
     correction = tiling.merge_tiles(correction, tiles, self.tile_shape)
     if self.damp_forbidden:
       correction = correction * common.damping(shifted)
     return _to_state(base + correction, grid)
+
+  def _tiles(self, x: jax.Array, tiles, mode: str) -> jax.Array:
+    """Each tile's patch of ``x (b, *grid.shape)`` and halo, ``(b, T, P)``.
+
+    Beyond the grid the halo holds ``DIRICHLET_WALL`` (``"constant"``), the
+    edge value (``"edge"``) or the other side (``"wrap"``). Halos within a
+    tile's size come from the neighbouring tiles (no padded copy of the
+    grid; a spatially sharded grid exchanges only the halos); wider ones
+    from a padded grid.
+    """
+    if self.halo <= min(self.tile_shape):
+      return tiling.extract_tiles_with_halos(x, tiles, self.tile_shape,
+                                             self.halo, mode, DIRICHLET_WALL)
+    pad = [(0, 0)] + [(self.halo, self.halo)] * self.grid.ndim
+    kwargs = dict(constant_values=DIRICHLET_WALL) if mode == "constant" else {}
+    return tiling.extract_tiles(jnp.pad(x, pad, mode=mode, **kwargs), tiles,
+                                self.tile_shape, self.halo)
 
 
 def _to_state(log_psi: jax.Array, grid: Grid) -> jax.Array:

@@ -95,6 +95,65 @@ def extract_tiles(padded: jax.Array, tiles: Sequence[int],
   return x.reshape(b, math.prod(tiles), -1)
 
 
+def extract_tiles_with_halos(x: jax.Array, tiles: Sequence[int],
+                             tile_shape: Sequence[int], halo: int, mode: str,
+                             constant: float = 0.0) -> jax.Array:
+  """:func:`extract_tiles` of the padded grid, from the unpadded grid.
+
+  ``x (b, *shape)`` -> ``(b, T, P)``, equal to padding ``x`` by ``halo``
+  with ``jnp.pad(mode=mode)`` (``"constant"`` with ``constant``,
+  ``"edge"`` or ``"wrap"``) and calling :func:`extract_tiles`. Axis by
+  axis the grid is reshaped into its tiles ``(T, s)``; a tile's halos are
+  the last ``halo`` points of the tile before it and the first of the tile
+  after it (shifts along the tile axis), and the outermost tiles' halos
+  are the padding. No array of the padded grid's size is formed, so a grid
+  sharded across devices along a tile-aligned axis keeps its layout: the
+  shifts become neighbour exchanges of ``halo`` points.
+
+  Raises:
+    ValueError: ``halo`` exceeds a tile's size (the halo would reach past
+      the neighbouring tile), or ``mode`` is unknown.
+  """
+  if mode not in ("constant", "edge", "wrap"):
+    raise ValueError(f"Unknown halo mode {mode!r}; known: constant, edge, "
+                     "wrap.")
+  if halo > min(tile_shape):
+    raise ValueError(f"halo={halo} is larger than a tile "
+                     f"({'x'.join(map(str, tile_shape))}): the neighbour "
+                     "halos reach one tile only; use extract_tiles.")
+  b = x.shape[0]
+  d = len(tiles)
+  for axis, (t, s) in enumerate(zip(tiles, tile_shape)):
+    ax = 1 + 2 * axis  # axes before this one are already (T_a, W_a) pairs
+    x = x.reshape(x.shape[:ax] + (t, s) + x.shape[ax + 1:])
+    if halo == 0:
+      continue
+    head = jax.lax.slice_in_dim(x, 0, halo, axis=ax + 1)
+    tail = jax.lax.slice_in_dim(x, s - halo, s, axis=ax + 1)
+    if mode == "wrap":
+      before = jax.lax.slice_in_dim(tail, t - 1, t, axis=ax)
+      after = jax.lax.slice_in_dim(head, 0, 1, axis=ax)
+    elif mode == "edge":
+      first = jax.lax.slice_in_dim(jax.lax.slice_in_dim(x, 0, 1, axis=ax),
+                                   0, 1, axis=ax + 1)
+      last = jax.lax.slice_in_dim(jax.lax.slice_in_dim(x, t - 1, t, axis=ax),
+                                  s - 1, s, axis=ax + 1)
+      before = jnp.concatenate([first] * halo, axis=ax + 1)
+      after = jnp.concatenate([last] * halo, axis=ax + 1)
+    else:
+      one = list(head.shape)
+      one[ax] = 1
+      before = after = jnp.full(one, constant, x.dtype)
+    left = jnp.concatenate(
+        [before, jax.lax.slice_in_dim(tail, 0, t - 1, axis=ax)], axis=ax)
+    right = jnp.concatenate(
+        [jax.lax.slice_in_dim(head, 1, t, axis=ax), after], axis=ax)
+    x = jnp.concatenate([left, x, right], axis=ax + 1)
+  order = [0] + [1 + 2 * a for a in range(d)] + [2 + 2 * a for a in range(d)]
+  x = x.transpose(order)
+  return x.reshape(b, math.prod(tiles), -1)
+
+
 def merge_tiles(values: jax.Array, tiles: Sequence[int],
                 tile_shape: Sequence[int]) -> jax.Array:
   """Per-tile values ``(b, T, S)`` back onto the grid ``(b, *shape)``.

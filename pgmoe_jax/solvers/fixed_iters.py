@@ -66,8 +66,10 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
   dtype = potentials.dtype
   b = potentials.shape[0]
   col = (b,) + (1,) * grid.ndim
-  to_basis, from_basis = kinetic.make_eigenbasis_transforms(grid, dtype,
-                                                            fft_min_size)
+  # spatial: under a mesh with a "space" axis the preconditioner's
+  # transforms keep every field split across the space devices.
+  to_basis, from_basis = kinetic.make_eigenbasis_transforms(
+      grid, dtype, fft_min_size, spatial=True)
   lam = jnp.asarray(kinetic.kinetic_eigenvalues(grid), dtype)
   floor = lobpcg.kinetic_floor(grid)
   threshold = 1e3 * float(jnp.finfo(dtype).eps)

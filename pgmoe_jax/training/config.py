@@ -149,10 +149,42 @@ def _check_training(config, uses_labels: bool) -> None:
   for name in ("end_learning_rate_factor", "weight_decay", "grad_clip"):
     if not optim[name] >= 0:
       raise ValueError(f"optim.{name} must be >= 0, got {optim[name]!r}.")
+  _check_mesh(config)
   names = [f"val/{m}_{s}" for m in SCORE_KEYS for s in EVAL_STATS]
   if data.val and train.best_metric not in names:
     raise ValueError(f"Unknown train.best_metric {train.best_metric!r}; "
                      f"known: {', '.join(names)}.")
+
+
+def mesh_shape(config) -> tuple[int, int]:
+  """``(data, space)`` from ``config.mesh`` (``(-1, 1)`` without one: every
+  device on the data axis); ``data = -1`` takes the devices left over."""
+  mesh = _plain(config.get("mesh", None))
+  return int(mesh.get("data", -1)), int(mesh.get("space", 1))
+
+
+def _check_mesh(config) -> None:
+  """``mesh.data`` / ``mesh.space`` against the grid and the model's tiles."""
+  mesh = _plain(config.get("mesh", None))
+  unknown = sorted(set(mesh) - {"data", "space"})
+  if unknown:
+    raise ValueError(f"Unknown mesh field(s) {', '.join(unknown)}; valid: "
+                     "data, space.")
+  data, space = mesh_shape(config)
+  _positive_int(space, "mesh.space")
+  if data != -1:
+    _positive_int(data, "mesh.data (or -1 for the devices left over)")
+  n = int(config.grid.shape[0])
+  if n % space:
+    raise ValueError(f"mesh.space={space} must divide the first grid axis "
+                     f"({n} points): the space devices split it evenly.")
+  if space > 1 and config.model.name == "pgmoe":
+    tiles = config.model.tiles
+    first = int(tiles if isinstance(tiles, int) else tiles[0])
+    if first % space:
+      raise ValueError(
+          f"mesh.space={space} must divide model.tiles on the first axis "
+          f"({first}): each space device holds whole tiles.")
 
 
 def _plain(section) -> dict[str, Any]:

@@ -63,17 +63,33 @@ from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.summaries import MetricsLog
 from pgmoe_jax.training import workdir as workdir_lib
 
-BATCH_AXIS = "batch"
+from pgmoe_jax.sharding import BATCH_AXIS
+from pgmoe_jax.sharding import SPACE_AXIS
+from pgmoe_jax.sharding import spatial_spec
 RESUME_ADVICE = ("The checkpoints saved before are intact; free the space "
                  "and rerun the same command to resume.")
 
 Progress = Callable[[int, int], None]
 
 
-def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh with axis ``"batch"`` over ``devices`` (default: all)."""
+def make_mesh(devices=None, data: int = -1, space: int = 1) -> Mesh:
+  """A ``("batch", "space")`` mesh over ``devices`` (default: all).
+
+  ``space`` devices split each grid along its first axis, ``data`` (-1: all
+  the others) split the batch; devices stay in order, so each process's
+  devices are contiguous along the batch axis.
+
+  Raises:
+    ValueError: the device count is not ``data x space``.
+  """
   devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (BATCH_AXIS,))
+  if len(devices) % space or (data != -1 and data * space != len(devices)):
+    raise ValueError(
+        f"mesh.data={data} x mesh.space={space} does not fit the "
+        f"{len(devices)} device(s); use mesh.data=-1 and a mesh.space that "
+        f"divides {len(devices)}.")
+  return Mesh(np.asarray(devices).reshape(-1, space),
+              (BATCH_AXIS, SPACE_AXIS))
 
 
 def _open(path: str, grid: Grid, what: str) -> data_lib.Dataset:
@@ -191,8 +207,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoint at the next step (:mod:`pgmoe_jax.training.preemption`).
   """
   run = config_lib.resolve(config)
-  mesh = make_mesh()
-  train_ds, val_ds = open_datasets(run, mesh.size)
+  data_devices, space_devices = config_lib.mesh_shape(config)
+  mesh = make_mesh(data=data_devices, space=space_devices)
+  train_ds, val_ds = open_datasets(run, mesh.shape[BATCH_AXIS])
   # Everything is checked: from here on the workdir is written, by this
   # run alone (process 0 holds the lock and writes the files).
   primary = jax.process_index() == 0
@@ -204,7 +221,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if primary and not paths.is_remote(workdir)
         else contextlib.nullcontext()):
     _sync("pgmoe_jax: workdir ready")
-    return _train(run, workdir, mesh, train_ds, val_ds, progress)
+    # A spatially sharded mesh is the ambient one while the steps are
+    # traced: the model's kernels lay out their fields on it
+    # (pgmoe_jax.sharding).
+    with (jax.set_mesh(mesh) if space_devices > 1
+          else contextlib.nullcontext()):
+      return _train(run, workdir, mesh, train_ds, val_ds, progress)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -243,16 +265,21 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
   apply_fn = make_apply_fn(model)
   schedule = make_schedule(config)
   optimizer = make_optimizer(config)
+  # Streamed potentials are drawn where they are used: split along the
+  # batch, and along the first grid axis on a spatially sharded mesh.
+  stream_sharding = (NamedSharding(mesh, spatial_spec(1 + grid.ndim,
+                                                      grid.ndim))
+                     if mesh.shape[SPACE_AXIS] > 1 else batch_sharding)
   train_step = make_train_step(
-      losses.make_loss_fn(run, apply_fn, batch_sharding), optimizer,
+      losses.make_loss_fn(run, apply_fn, stream_sharding), optimizer,
       schedule)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(init_key, config, model,
                              np.zeros((1,) + grid.shape, dtype),
                              sharding=replicated)
-  logging.info("Model %s on %s: %d parameters; %d device(s): %s",
+  logging.info("Model %s on %s: %d parameters; %d device(s) (mesh %s): %s",
                config.model.name, grid, models.count_params(state.params),
-               mesh.size, jax.devices())
+               mesh.size, dict(mesh.shape), jax.devices())
 
   ckpts = checkpoint.Checkpoints(
       checkpoint.checkpoint_dir(workdir),

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.metrics import MHA_PER_HA
 from pgmoe_jax.metrics import infidelity
+from pgmoe_jax.sharding import constrain_space
 from pgmoe_jax.symmetry import symmetry_transforms
 from pgmoe_jax.training.config import Run
 from pgmoe_jax.variational import normalize_unchecked
@@ -131,10 +132,12 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
     if loss_cfg.mode != "label_free":
       if loss_cfg.augment:
         batch = augment(key_aug, batch, grid)
-      v = batch["potential"]
+      # Split along the first grid axis on a spatially sharded mesh (a
+      # no-op otherwise).
+      v = constrain_space(batch["potential"], grid.ndim)
       psi = apply_fn(params, v)
-      sup = jnp.mean(supervised_fn(psi, batch["psi0"].astype(psi.dtype),
-                                   grid))
+      psi0 = constrain_space(batch["psi0"], grid.ndim)
+      sup = jnp.mean(supervised_fn(psi, psi0.astype(psi.dtype), grid))
       e_err = jnp.mean(rayleigh_quotient(psi, v.astype(psi.dtype), grid)
                        - batch["E0"].astype(psi.dtype))
       total = w_supervised * sup
@@ -142,7 +145,7 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
         total = total + w_energy * e_err
       metrics.update(
           supervised=sup, energy_error_mha=e_err * MHA_PER_HA,
-          infidelity=jnp.mean(infidelity(psi, batch["psi0"].astype(psi.dtype),
+          infidelity=jnp.mean(infidelity(psi, psi0.astype(psi.dtype),
                                          grid)))
     if stream is not None:
       v_free = stream(key_stream)
