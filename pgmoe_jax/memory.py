@@ -68,6 +68,49 @@ def format_bytes(nbytes: float) -> str:
   return f"{nbytes / 1024:.3g} KiB"
 
 
+# Grid-sized arrays per sample that one training step keeps alive: the
+# input, the gate's iteration vectors (x, w, p, their H products, the
+# residual and transform temporaries), the state, its energy and the
+# backward pass's copies. Deliberately generous (the check only refuses
+# what cannot fit).
+GRID_ARRAYS_PER_SAMPLE = 32
+
+
+def training_estimate(num_params: int, itemsize: int, batch: int,
+                      grid_size: int, activations_per_sample: int = 0, *,
+                      batch_devices: int = 1,
+                      space_devices: int = 1) -> dict[str, float]:
+  """Bytes one device needs for a training step, by part.
+
+  Args:
+    num_params: the model's parameter count (replicated on every device).
+    itemsize: bytes per value of the training dtype.
+    batch: the largest batch of a step (global).
+    grid_size: points of the grid.
+    activations_per_sample: the network's own activations per sample
+      (features, hidden layers), kept for the backward pass.
+    batch_devices: devices the batch is split over (``mesh.data``).
+    space_devices: devices each grid is split over (``mesh.space``).
+
+  Returns:
+    ``{"parameters", "gradients and optimiser state", "activations"}`` in
+    bytes per device (AdamW: gradients and two moments, 3x the parameters).
+  """
+  per_device = -(-batch // batch_devices)
+  per_sample = (GRID_ARRAYS_PER_SAMPLE * grid_size
+                + 2 * activations_per_sample) / space_devices
+  return {"parameters": float(itemsize * num_params),
+          "gradients and optimiser state": float(3 * itemsize * num_params),
+          "activations": float(itemsize * per_device * per_sample)}
+
+
+def describe(parts: dict[str, float]) -> str:
+  """``"1.2 GiB (parameters 3 MiB, ...)"``: the total and each part."""
+  total = format_bytes(sum(parts.values()))
+  each = ", ".join(f"{k} {format_bytes(v)}" for k, v in parts.items())
+  return f"{total} ({each})"
+
+
 def check_fits(nbytes: float, what: str, fix: str, *, device=None,
                host: bool = False) -> None:
   """Raises if ``nbytes`` cannot fit in the memory available.

@@ -338,6 +338,18 @@ def test_grid_far_too_large_stops_before_allocating():
                    "--config.grid.shape=(100000,100000)")
   one_line_error(out, "train", "needs about")
   assert not os.path.exists("/tmp/never_written_pgmoe_run")
+  # A grid whose potentials can be drawn but whose training step cannot
+  # fit: the estimate per device, by part, and what to change.
+  out = run_module("experiments.train", f"--config={TEST_CONFIG}",
+                   "--workdir=/tmp/never_written_pgmoe_run",
+                   "--config.loss.mode=supervised",
+                   "--config.data.train=/tmp/no_data_needed",
+                   "--config.grid.shape=(16384,16384)",
+                   "--config.model.tiles=4")
+  one_line_error(out, "train", "needs about", "per device",
+                 "Estimate per device:", "parameters", "activations",
+                 "mesh.space")
+  assert not os.path.exists("/tmp/never_written_pgmoe_run")
 
 
 def test_config_typo_is_one_line(tmp_path):
@@ -379,3 +391,17 @@ def test_nan_potentials_are_blamed_on_the_data(trained, tmp_path):
   with pytest.raises(ValueError, match=r"sample 2 holds NaN or inf.*the "
                      "data are broken, not the model"):
     evaluation.evaluate_predictor(model, broken, num_reference=0)
+
+
+def test_memory_estimate_divides_over_the_mesh():
+  memory = importlib.import_module("pgmoe_jax.memory")
+  one = memory.training_estimate(1000, 4, 64, 32**3, 5000)
+  assert one["parameters"] == 4000 and one["gradients and optimiser state"] == (
+      12000)
+  assert one["activations"] == 4 * 64 * (memory.GRID_ARRAYS_PER_SAMPLE * 32**3
+                                         + 2 * 5000)
+  split = memory.training_estimate(1000, 4, 64, 32**3, 5000, batch_devices=2,
+                                   space_devices=4)
+  # Parameters are replicated; activations split over batch and space.
+  assert split["parameters"] == one["parameters"]
+  assert split["activations"] == one["activations"] / 8

@@ -12,6 +12,7 @@ is the part a trained model needs (grid, dtype, model), which is all that
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -23,7 +24,10 @@ import numpy as np
 from pgmoe_jax import models
 from pgmoe_jax import potentials
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import InsufficientMemoryError
 from pgmoe_jax.memory import check_fits
+from pgmoe_jax.memory import describe
+from pgmoe_jax.memory import training_estimate
 from pgmoe_jax.metrics import SCORE_KEYS
 
 DTYPES = ("float32", "float64")
@@ -255,9 +259,24 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
              stream)
 
 
-def _check_memory(config, setup: ModelSetup) -> None:
-  """Refuses a run that cannot fit on one device (a coarse estimate)."""
-  itemsize = np.dtype(setup.dtype).itemsize
+def activations_per_sample(model: nn.Module) -> int:
+  """Values per sample of the network's own activations (features and
+  hidden layers; the grid-sized arrays are counted separately)."""
+  hidden = sum(int(h) for h in getattr(model, "expert_hidden", None)
+               or getattr(model, "hidden", None) or ())
+  if hasattr(model, "tile_shape"):  # PG-MoE: per tile, patch features in
+    patch = math.prod(s + 2 * int(model.halo) for s in model.tile_shape)
+    per_tile = (2 * patch + int(model.embedding_dim) + hidden
+                + math.prod(model.tile_shape))
+    return model.num_tiles * per_tile
+  return hidden
+
+
+def memory_estimate(config, setup) -> dict[str, float]:
+  """Bytes per device of one training step, by part
+  (:func:`pgmoe_jax.memory.training_estimate`), on the mesh the config
+  asks for with the devices present; ``setup`` is a :class:`ModelSetup` or
+  a :class:`Run` (its model, grid and dtype)."""
   shapes = jax.eval_shape(setup.model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1,) + setup.grid.shape,
                                                setup.dtype))
@@ -266,8 +285,28 @@ def _check_memory(config, setup: ModelSetup) -> None:
   batch = max(int(config.train.batch_size),
               int(config.loss.unlabelled_batch_size),
               int(config.train.eval_batch_size))
-  # Parameters, gradients and Adam's two moments; inputs, labels and the
-  # activations of one step, a few grid-sized arrays per sample.
-  nbytes = itemsize * (4.0 * num_params + 32.0 * batch * setup.grid.size)
-  check_fits(nbytes, f"training {config.model.name} on {setup.grid} with "
-             f"batches of {batch}", "use a smaller grid or batch size")
+  data, space = mesh_shape(config)
+  if data == -1:
+    data = max(1, jax.device_count() // space)
+  return training_estimate(
+      num_params, np.dtype(setup.dtype).itemsize, batch, setup.grid.size,
+      activations_per_sample(setup.model), batch_devices=data,
+      space_devices=space)
+
+
+def _check_memory(config, setup: ModelSetup) -> None:
+  """Refuses a run that cannot fit on its devices (a coarse estimate)."""
+  parts = memory_estimate(config, setup)
+  batch = max(int(config.train.batch_size),
+              int(config.loss.unlabelled_batch_size),
+              int(config.train.eval_batch_size))
+  try:
+    check_fits(sum(parts.values()),
+               f"training {config.model.name} on {setup.grid} with batches "
+               f"of {batch}, per device", "use smaller batches (train."
+               "batch_size, loss.unlabelled_batch_size, train."
+               "eval_batch_size), more devices (mesh.data splits the batch, "
+               "mesh.space each grid) or a smaller grid")
+  except InsufficientMemoryError as e:
+    raise InsufficientMemoryError(
+        f"{e} Estimate per device: {describe(parts)}.") from None

@@ -63,6 +63,7 @@ from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.summaries import MetricsLog
 from pgmoe_jax.training import workdir as workdir_lib
 
+from pgmoe_jax.memory import describe
 from pgmoe_jax.sharding import BATCH_AXIS
 from pgmoe_jax.sharding import SPACE_AXIS
 from pgmoe_jax.sharding import spatial_spec
@@ -277,9 +278,11 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
   state = create_train_state(init_key, config, model,
                              np.zeros((1,) + grid.shape, dtype),
                              sharding=replicated)
-  logging.info("Model %s on %s: %d parameters; %d device(s) (mesh %s): %s",
-               config.model.name, grid, models.count_params(state.params),
-               mesh.size, dict(mesh.shape), jax.devices())
+  logging.info("Model %s on %s: %d parameters; %d device(s) (mesh %s): %s; "
+               "memory per device, estimated: %s", config.model.name, grid,
+               models.count_params(state.params), mesh.size,
+               dict(mesh.shape), jax.devices(),
+               describe(config_lib.memory_estimate(config, run)))
 
   ckpts = checkpoint.Checkpoints(
       checkpoint.checkpoint_dir(workdir),
