@@ -272,6 +272,13 @@ def activations_per_sample(model: nn.Module) -> int:
   return hidden
 
 
+def _largest_batch(config) -> int:
+  """The largest batch a step or an evaluation holds (global)."""
+  return max(int(config.train.batch_size),
+             int(config.loss.unlabelled_batch_size),
+             int(config.train.eval_batch_size))
+
+
 def memory_estimate(config, setup) -> dict[str, float]:
   """Bytes per device of one training step, by part
   (:func:`pgmoe_jax.memory.training_estimate`), on the mesh the config
@@ -282,9 +289,7 @@ def memory_estimate(config, setup) -> dict[str, float]:
                                                setup.dtype))
   num_params = sum(int(np.prod(x.shape)) for x in
                    jax.tree.leaves(shapes["params"]))
-  batch = max(int(config.train.batch_size),
-              int(config.loss.unlabelled_batch_size),
-              int(config.train.eval_batch_size))
+  batch = _largest_batch(config)
   data, space = mesh_shape(config)
   if data == -1:
     data = max(1, jax.device_count() // space)
@@ -297,9 +302,7 @@ def memory_estimate(config, setup) -> dict[str, float]:
 def _check_memory(config, setup: ModelSetup) -> None:
   """Refuses a run that cannot fit on its devices (a coarse estimate)."""
   parts = memory_estimate(config, setup)
-  batch = max(int(config.train.batch_size),
-              int(config.loss.unlabelled_batch_size),
-              int(config.train.eval_batch_size))
+  batch = _largest_batch(config)
   try:
     check_fits(sum(parts.values()),
                f"training {config.model.name} on {setup.grid} with batches "
