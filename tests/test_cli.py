@@ -44,19 +44,28 @@ def test_demo_solves_every_family_and_solvers_agree():
 
 def test_benchmark_quick_prints_tables():
   out = run_module("experiments.benchmark",
-                   "--what=matvec,solvers,sine,datagen,multihost,"
-                   "population,predict,gate", "--quick", "--repeats=1")
+                   "--what=matvec,solvers,sine,datagen,predict", "--quick",
+                   "--repeats=1")
   assert out.returncode == 0, out.stderr
   assert "## matvec" in out.stdout and "## solvers" in out.stdout
   assert "## datagen" in out.stdout and "Loader:" in out.stdout
   assert "jax lobpcg, one by one" in out.stdout
   # The FFT sine transform against the dense one, both dtypes.
   assert "## sine" in out.stdout and "| 16 | 4096 | float64 |" in out.stdout
+  # Predictions against LOBPCG.
+  assert "## predict" in out.stdout and "| 16 | 27,360 |" in out.stdout
+
+
+@pytest.mark.slow  # about 55 s; what they time is tested in test_multihost,
+# test_population and test_fixed_iters.
+def test_benchmark_quick_multihost_population_gate():
+  out = run_module("experiments.benchmark", "--what=multihost,population,"
+                   "gate", "--quick", "--repeats=1")
+  assert out.returncode == 0, out.stderr
   # The stream is drawn where it is used: half the batch per device.
   assert "| 2 x 1 |" in out.stdout and "32 of 64 rows (sharded)" in out.stdout
-  # Populations of 1, 2 and 4 members; predictions against LOBPCG.
+  # Populations of 1, 2 and 4 members.
   assert "## population" in out.stdout and "| 2 |" in out.stdout
-  assert "## predict" in out.stdout and "| 16 | 27,360 |" in out.stdout
   # The gate's front: both solvers, with the envelope's energy error.
   assert "## gate" in out.stdout and "| 8 | fixed | 6 |" in out.stdout
   assert "| 8 | lobpcg | 6 |" in out.stdout

@@ -23,6 +23,9 @@ from pgmoe_jax import Grid
 from pgmoe_jax import data
 from pgmoe_jax import inference
 
+# Its module fixtures train once: keep its tests on one xdist worker.
+pytestmark = pytest.mark.xdist_group("multihost")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
 GRID = Grid((16, 16), 20.0)
