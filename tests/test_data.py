@@ -333,3 +333,34 @@ def test_dataset_from_arrays_behaves_like_an_opened_one(reference):
   v[1, 3, 4] = np.nan
   with pytest.raises(ValueError, match="potential holds 1 non-finite"):
     data.Dataset.from_arrays(ds.grid, v, ds.psi0[:2], ds.E0[:2])
+
+
+def test_check_labels_finds_a_wrong_label_and_gates_a_script(reference):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  from experiments import check_labels  # pylint: disable=g-import-not-at-top
+  ds = data.open_dataset(reference)
+  e0 = np.asarray(ds.E0[:3]).copy()
+  e0[1] += 1e-3  # a label off by 1 mHa
+  wrong = data.Dataset.from_arrays(GRID, ds.potentials[:3], ds.psi0[:3], e0)
+  rows, _ = check_labels.check_split(wrong, 5, "lobpcg")
+  assert len(rows) == 3
+  de0 = [row[3] for row in rows]
+  assert abs(de0[1] - 1e-3) < 1e-8 and abs(de0[0]) < 1e-8, de0
+  assert all(abs(row[4]) < 1e-10 and row[5] is None for row in rows)
+  # The command: eigsh labels re-solved by LOBPCG pass; an impossible
+  # tolerance fails with status 1.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  args = [sys.executable, "-m", "experiments.check_labels",
+          f"--data={reference}", "--num=2", "--method=lobpcg"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  ok = subprocess.run(args, cwd=root, env=env, capture_output=True,
+                      text=True, timeout=300, check=False)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert "labelled by eigsh; 2 samples re-solved by lobpcg" in ok.stdout
+  assert ": pass" in ok.stdout
+  bad = subprocess.run(args + ["--tol=1e-30"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=300,
+                       check=False)
+  assert bad.returncode == 1 and ": FAIL" in bad.stdout, bad.stderr[-2000:]
