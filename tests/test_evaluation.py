@@ -13,9 +13,6 @@ from pgmoe_jax import Grid
 from pgmoe_jax import data
 from pgmoe_jax import evaluation as evaluate
 
-# Its module fixtures train once: keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("evaluation")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_PNG_BYTES = 5_000
 

@@ -19,9 +19,6 @@ from pgmoe_jax.training import summaries
 from pgmoe_jax.training import train_and_evaluate
 from pgmoe_jax.training import workdir as workdir_lib
 
-# Its module fixtures train once: keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("inference")
-
 GRID = Grid((16, 16), 20.0)
 
 

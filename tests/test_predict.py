@@ -24,9 +24,6 @@ from pgmoe_jax import solvers
 from pgmoe_jax.training import train_and_evaluate
 from pgmoe_jax.workflows import predict as predict_lib
 
-# Its module fixtures train once: keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("predict")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu",
