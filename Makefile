@@ -51,7 +51,7 @@ lint: .make-test.stamp
 	$(PY) -m flake8 pgmoe_jax experiments tests
 
 test: lint
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 benchmark: .make-install.stamp
 	$(PY) -m experiments.benchmark

@@ -16,9 +16,6 @@ from tests.test_training import datasets  # noqa: F401
 from tests.test_training import read_records
 from tests.test_training import supervised_config
 
-# Its module fixtures train once: keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("population")
-
 # Every batchable field differs somewhere; members 0 and 2 share a seed.
 MEMBERS = (
     {"seed": 0, "optim.learning_rate": 3e-3},

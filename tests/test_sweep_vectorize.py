@@ -7,6 +7,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from pgmoe_jax import data
 from pgmoe_jax import inference
@@ -51,6 +52,7 @@ def vectorize_setup(tmp_path):
   return config, sweep_file
 
 
+@pytest.mark.slow  # ~45 s; test_population checks members equal runs alone
 def test_vectorized_sweep_equals_trials_trained_alone(tmp_path):
   config_path, sweep_file = vectorize_setup(tmp_path)
   root = str(tmp_path / "sweep")
