@@ -42,7 +42,7 @@ def test_fft_sine_transform_on_every_axis_and_in_float32():
 
 
 def test_transform_methods_are_chosen_by_size():
-  grid = Grid((16, 600), 20.0)
+  grid = Grid((600, 1100), 20.0)
   assert kinetic.transform_methods(grid) == ("dense", "fft")
   assert kinetic.transform_methods(grid, fft_min_size=16) == ("fft", "fft")
   assert kinetic.transform_methods(grid, fft_min_size=None) == ("dense",) * 2
