@@ -39,13 +39,22 @@ def member_config(datasets, overrides, **train):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def trained(datasets, tmp_path_factory):  # noqa: F811
-  """The population and the same members trained alone."""
+def trained_population(datasets, tmp_path_factory):  # noqa: F811
+  """The population alone (xdist may run this module on both workers: the
+  resume test needs no runs alone, so its worker trains only this)."""
   root = tmp_path_factory.mktemp("population")
   configs = [member_config(datasets, m) for m in MEMBERS]
   pop_dirs = [str(root / f"member{k}") for k in range(len(MEMBERS))]
-  alone_dirs = [str(root / f"alone{k}") for k in range(len(MEMBERS))]
   states = population.train_population(configs, pop_dirs)
+  return configs, pop_dirs, states
+
+
+@pytest.fixture(scope="module")
+def trained(trained_population, tmp_path_factory):
+  """The population and the same members trained alone."""
+  configs, pop_dirs, states = trained_population
+  root = tmp_path_factory.mktemp("alone")
+  alone_dirs = [str(root / f"alone{k}") for k in range(len(MEMBERS))]
   alone = [train_and_evaluate(c, w) for c, w in zip(configs, alone_dirs)]
   return configs, pop_dirs, alone_dirs, states, alone
 
@@ -87,8 +96,9 @@ def test_members_load_as_ordinary_runs(trained):
   assert not np.allclose(outputs[0], outputs[2])
 
 
-def test_population_resumes_from_the_common_step(trained, tmp_path):
-  configs, pop_dirs, _, states, _ = trained
+def test_population_resumes_from_the_common_step(trained_population,
+                                                 tmp_path):
+  configs, pop_dirs, states = trained_population
   dirs = []
   for k, src in enumerate(pop_dirs):
     dst = str(tmp_path / f"member{k}")
