@@ -21,6 +21,7 @@ import numpy as np
 
 from experiments import cli
 from pgmoe_jax import data as data_lib
+from pgmoe_jax import infidelity
 from pgmoe_jax import solvers
 
 _DATA = flags.DEFINE_list("data", None, "Labelled dataset folders.",
@@ -45,18 +46,14 @@ def check_split(ds, num: int, method: str):
   energies = np.asarray(result.energies, np.float64).reshape(num, -1)
   states = np.asarray(result.states, np.float64).reshape(
       (num, num_states) + ds.grid.shape)
-  cell = ds.grid.volume_element
-  rows = []
-  for i in range(num):
-    stored = np.asarray(ds.psi0[i], np.float64)
-    overlap = float(np.sum(stored * states[i, 0]) * cell)
-    norms = float(np.sum(stored**2) * cell * np.sum(states[i, 0]**2) * cell)
-    infidelity = 1.0 - overlap**2 / norms
-    e0 = float(ds.E0[i])
-    de1 = (float(ds.E1[i]) - float(energies[i, 1])
-           if num_states > 1 else None)
-    rows.append((int(ds.index[i]), e0, float(energies[i, 0]),
-                 e0 - float(energies[i, 0]), infidelity, de1))
+  stored = np.asarray(ds.psi0[:num], np.float64)
+  infid = np.asarray(infidelity(stored, states[:, 0], ds.grid))
+  e0 = np.asarray(ds.E0[:num], np.float64)
+  de1 = (np.asarray(ds.E1[:num], np.float64) - energies[:, 1]
+         if num_states > 1 else [None] * num)
+  rows = [(int(ds.index[i]), float(e0[i]), float(energies[i, 0]),
+           float(e0[i] - energies[i, 0]), float(infid[i]),
+           None if de1[i] is None else float(de1[i])) for i in range(num)]
   return rows, seconds
 
 

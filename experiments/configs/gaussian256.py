@@ -20,22 +20,15 @@ LOBPCG:
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs import gaussian3d
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the 2-D gaussian-wells config at 256^2 (label-free)."""
-  config = default.get_config()
+  config = gaussian3d.get_config()
   config.grid.shape = (256, 256)
-  config.loss.mode = "label_free"
-  config.loss.unlabelled_batch_size = 32
-  config.data.train = ""
-  config.data.val = "data/gw256/val"
-  config.data.family = "gaussian_wells"
   config.model.tiles = 8
-  config.model.coarse = 0  # the full grid
-  config.model.envelope_iters = 4
-  config.model.envelope_solver = "fixed"
+  config.data.val = "data/gw256/val"
   config.train.num_steps = 3_000
   config.train.eval_every_steps = 500
   config.train.checkpoint_every_steps = 500

@@ -1,4 +1,4 @@
-"""PG-MoE on 3-D gaussian wells, label-free (32^3 by default, or 64^3).
+"""PG-MoE on 3-D gaussian wells at 32^3, label-free.
 
 No labels in training: the loss is the variational energy of streamed 3-D
 gaussian wells. The labelled splits are for choosing the best checkpoint
@@ -13,11 +13,8 @@ gigabytes at 64^3):
     python -m experiments.train --config=experiments/configs/gaussian3d.py \\
         --workdir=runs/gw3d32
 
-At 64^3 (the same model: tiles of 16^3 instead of 8^3):
-
-    python -m experiments.train --config=experiments/configs/gaussian3d.py \\
-        --workdir=runs/gw3d64 --config.grid.shape=64,64,64 \\
-        --config.data.val=data/gw3d64/val --config.train.eval_batch_size=25
+``gaussian3d_64.py`` is this recipe at 64^3 and ``gaussian256.py`` in 2-D
+at 256^2.
 
 The gate is the Hamiltonian's ground state on the full grid after 4
 iterations of the fixed-cost batched LOBPCG (no parameters); 4 x 4 x 4
