@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import four_cpu_devices_env
 from pgmoe_jax import Grid
 from pgmoe_jax import apply_hamiltonian
 from pgmoe_jax import data
@@ -300,8 +301,7 @@ np.testing.assert_allclose(np.asarray(batch["E0"]),
                            rtol=1e-6)
 print("ok")
 """
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = four_cpu_devices_env()
   out = subprocess.run([sys.executable, "-c", code], env=env,
                        capture_output=True, text=True, timeout=120,
                        check=False)

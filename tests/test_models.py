@@ -35,8 +35,8 @@ def wells(grid, count=3, seed=0):
 def test_shapes_positivity_and_normalisation(grid, config):
   model = build_model(config, grid)
   v = wells(grid)
-  variables = model.init(jax.random.key(1), v)
-  psi = model.apply(variables, v)
+  variables = jax.jit(model.init)(jax.random.key(1), v)
+  psi = jax.jit(model.apply)(variables, v)
   assert psi.shape == v.shape
   assert bool(jnp.all(psi > 0))
   np.testing.assert_allclose(

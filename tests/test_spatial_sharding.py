@@ -5,8 +5,8 @@ and the first grid axis. The energy, its gradient, the PG-MoE forward pass
 (full-grid and coarse gates) and one label-free train step on 2-D and 3-D
 grids must equal the unsharded computation to float32 round-off, and the
 compiled programs must hold no all-gather of a full-resolution field (only
-the gate's coarse grid may be gathered). The checks run in a child process
-(the device count is fixed when JAX starts); it prints one JSON line.
+the gate's coarse grid may be gathered). Each case runs in a child process
+(the device count is fixed when JAX starts) that prints one JSON line.
 """
 
 import json
@@ -21,8 +21,10 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 import numpy as np
 import optax
+import pytest
 
 from experiments.configs import test as test_config
+from helpers import four_cpu_devices_env
 from pgmoe_jax import Grid
 from pgmoe_jax import energy
 from pgmoe_jax import potentials
@@ -76,11 +78,11 @@ def diff(a, b) -> float:
   return scale(a - b) / scale(a)
 
 
-def child() -> None:
+def child(case: int) -> None:
   jax.config.update("jax_enable_x64", True)
   mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2), ("batch", "space"))
   report = []
-  for shape, fields, dtype in CASES:
+  for shape, fields, dtype in CASES[case:case + 1]:
     grid = Grid(shape, 20.0)
     spec = sharding.spatial_spec(1 + grid.ndim, grid.ndim)
     split = NamedSharding(mesh, spec)
@@ -157,32 +159,29 @@ def child() -> None:
   print(json.dumps(report))
 
 
-def test_sharded_grids_equal_one_device_without_gathering_them():
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=ROOT)
-  out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env,
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_sharded_grids_equal_one_device_without_gathering_them(case):
+  out = subprocess.run([sys.executable, __file__, str(case)], cwd=ROOT,
+                       env=four_cpu_devices_env(PYTHONPATH=ROOT),
                        capture_output=True, text=True, timeout=400,
                        check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-  report = json.loads(out.stdout.strip().splitlines()[-1])
-  assert len(report) == len(CASES)
-  for case in report:
-    name = f"{case['shape']} {case['fields']} {case['dtype']}"
-    # Outputs stay split: batch and first grid axis.
-    for spec in (case["grad_spec"], case["forward_spec"]):
-      assert spec.startswith("P('batch', 'space'"), name
-    # No device gathers a whole field; halos travel between neighbours.
-    assert not case["gathers_forward"], name
-    assert not case["gathers_step"], name
-    assert case["permutes"], name
-    if case["fields"]["coarse"] == 0:  # the full-grid gate's transforms
-      assert case["all_to_all"], name
-    for key, tol in TOLERANCES[case["dtype"]].items():
-      assert case[key] < tol, f"{name}: {key} differs by {case[key]:.2g}"
-    # The step changed the parameters (the comparison is not vacuous).
-    assert case["update"] > 1e-6, name
+  (result,) = json.loads(out.stdout.strip().splitlines()[-1])
+  name = f"{result['shape']} {result['fields']} {result['dtype']}"
+  # Outputs stay split: batch and first grid axis.
+  for spec in (result["grad_spec"], result["forward_spec"]):
+    assert spec.startswith("P('batch', 'space'"), name
+  # No device gathers a whole field; halos travel between neighbours.
+  assert not result["gathers_forward"], name
+  assert not result["gathers_step"], name
+  assert result["permutes"], name
+  if result["fields"]["coarse"] == 0:  # the full-grid gate's transforms
+    assert result["all_to_all"], name
+  for key, tol in TOLERANCES[result["dtype"]].items():
+    assert result[key] < tol, f"{name}: {key} differs by {result[key]:.2g}"
+  # The step changed the parameters (the comparison is not vacuous).
+  assert result["update"] > 1e-6, name
 
 
 if __name__ == "__main__":
-  child()
+  child(int(sys.argv[1]))

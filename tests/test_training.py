@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
+from helpers import four_cpu_devices_env
 from pgmoe_jax import data
 from pgmoe_jax import inference
 from pgmoe_jax.grid import Grid
@@ -193,8 +194,7 @@ def test_train_step_on_four_devices_matches_one(run100, datasets, tmp_path):
       config.train.batch_size = 8
       train_and_evaluate(config, {workdir!r})
       """)
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = four_cpu_devices_env()
   out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300,
                        check=False)
