@@ -58,15 +58,15 @@ def test_vmapped_experts_equal_a_loop_over_experts():
                            expert_hidden=(8,), shared_expert=False,
                            expert_init_scale=1.0), grid)
   v = wells(grid, 2)
-  params = model.init(jax.random.key(0), v)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), v)["params"]
   stacked = params["experts"]
   assert jax.tree.leaves(stacked)[0].shape[0] == 16  # one slice per tile
   features = jax.random.normal(jax.random.key(1), (2, 16, 128))  # 2 x 8x8
-  vmapped = jax.vmap(lambda p, x: common.MLP((8,), 16).apply({"params": p}, x),
+  mlp = jax.jit(common.MLP((8,), 16).apply)  # one compile for every tile
+  vmapped = jax.vmap(lambda p, x: mlp({"params": p}, x),
                      in_axes=(0, 1), out_axes=1)(stacked, features)
   loop = jnp.stack([
-      common.MLP((8,), 16).apply(
-          {"params": jax.tree.map(lambda p, i=i: p[i], stacked)},
+      mlp({"params": jax.tree.map(lambda p, i=i: p[i], stacked)},
           features[:, i]) for i in range(16)], axis=1)
   np.testing.assert_allclose(vmapped, loop, rtol=1e-6, atol=1e-6)
   # The model's nn.vmap experts apply exactly this per-tile map.
@@ -152,7 +152,7 @@ def test_envelope_on_the_full_grid_is_the_exact_ground_state(envelope_iters,
                            envelope_iters=envelope_iters,
                            envelope_solver=solver), grid)
   v = wells(grid, 2)
-  psi = model.apply(model.init(jax.random.key(0), v), v)
+  psi = jax.jit(model.apply)(jax.jit(model.init)(jax.random.key(0), v), v)
   _, psi0 = ground_state(np.asarray(v), grid)
   assert (1 - np.asarray(fidelity(psi, psi0, grid)) < 1e-9).all()
 

@@ -255,6 +255,8 @@ def test_sigterm_saves_exits_75_and_the_rerun_ends_equal(
   assert_same(workdir, uninterrupted, 1e-9)
 
 
+@pytest.mark.slow  # ~22 s; test_training kills and resumes one process, and
+# the SIGTERM case above resumes a two-process run from its checkpoint.
 def test_sigkill_of_every_process_loses_only_the_last_steps(tmp_path,
                                                             uninterrupted):
   workdir = tmp_path / "run"
