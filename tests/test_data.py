@@ -349,6 +349,17 @@ def test_check_labels_finds_a_wrong_label_and_gates_a_script(reference):
   de0 = [row[3] for row in rows]
   assert abs(de0[1] - 1e-3) < 1e-8 and abs(de0[0]) < 1e-8, de0
   assert all(abs(row[4]) < 1e-10 and row[5] is None for row in rows)
+  # ARPACK's Lanczos (no factorisation) finds the same error, and also
+  # checks E1 where the split stores it.
+  rows, _ = check_labels.check_split(wrong, 5, "lanczos")
+  de0 = [row[3] for row in rows]
+  assert abs(de0[1] - 1e-3) < 1e-8 and abs(de0[0]) < 1e-8, de0
+  assert all(abs(row[4]) < 1e-10 for row in rows)
+  rows, _ = check_labels.check_split(ds, 2, "lanczos")
+  assert all(abs(row[3]) < 1e-8 for row in rows), rows
+  assert all(ds.E1 is None or abs(row[5]) < 1e-8 for row in rows), rows
+  with pytest.raises(ValueError, match="known: eigsh, lanczos, lobpcg"):
+    check_labels.check_split(ds, 2, "arnoldi")
   # The command on eigsh labels re-solved by LOBPCG: they agree to 1e-8
   # Ha, and a tolerance below that fails with status 1.
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
