@@ -54,8 +54,9 @@ def lanczos(potentials: np.ndarray, grid, num_states: int,
 
   Returns ``(energies (b, k), states (b, k, *grid.shape))``: the energies
   are the states' Rayleigh quotients. Raises ``RuntimeError`` naming the
-  sample if ARPACK does not converge in ``max_iters`` restarts or a
-  state's residual ``||H psi - E psi||`` exceeds ``tol`` Ha.
+  potential (its position in ``potentials``) if ARPACK does not converge
+  in ``max_iters`` restarts or a state's residual ``||H psi - E psi||``
+  exceeds ``tol`` Ha.
   """
   k_matrix = kinetic.kinetic_matrix(grid).tocsr()
   n = grid.size
@@ -64,17 +65,17 @@ def lanczos(potentials: np.ndarray, grid, num_states: int,
   states = np.empty((b, num_states, n))
   for i, v in enumerate(potentials.reshape(b, n)):
     h = k_matrix + scipy.sparse.diags(v)
-    # ARPACK's tol bounds each Ritz value's relative error; the residual
-    # check below is what decides.
     # One state more than wanted: a degenerate pair right above the last
     # wanted state (p-like states of a symmetric well) stalls ARPACK when
-    # only one of the pair is asked for.
+    # only one of the pair is asked for. ARPACK's tol bounds each Ritz
+    # value's relative error; the residual check below is what decides.
     try:
       _, u = scipy.sparse.linalg.eigsh(h, k=num_states + 1, which="SA",
-                                       v0=np.ones(n), ncv=40, tol=1e-12,
+                                       v0=np.ones(n), ncv=min(40, n - 1),
+                                       tol=1e-12,
                                        maxiter=max_iters)
     except scipy.sparse.linalg.ArpackNoConvergence as e:
-      raise RuntimeError(f"lanczos: sample {i} did not converge in "
+      raise RuntimeError(f"lanczos: potential {i} did not converge in "
                          f"{max_iters} restarts") from e
     u = u.T
     hu = (h @ u.T).T
@@ -83,7 +84,7 @@ def lanczos(potentials: np.ndarray, grid, num_states: int,
     e, u, hu = e[order], u[order], hu[order]
     residual = np.linalg.norm(hu - e[:, None] * u, axis=-1)
     if (residual > tol).any():
-      raise RuntimeError(f"lanczos: sample {i} has residual "
+      raise RuntimeError(f"lanczos: potential {i} has residual "
                          f"{residual.max():.2e} Ha > {tol:g}")
     energies[i], states[i] = e, u
   return energies, states.reshape((b, num_states) + grid.shape)
