@@ -79,84 +79,83 @@ def diff(a, b) -> float:
 
 
 def child(case: int) -> None:
+  """Checks ``CASES[case]``; prints its report as one JSON line."""
   jax.config.update("jax_enable_x64", True)
   mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2), ("batch", "space"))
-  report = []
-  for shape, fields, dtype in CASES[case:case + 1]:
-    grid = Grid(shape, 20.0)
-    spec = sharding.spatial_spec(1 + grid.ndim, grid.ndim)
-    split = NamedSharding(mesh, spec)
-    v = potentials.sample("gaussian_wells", jax.random.key(0), grid, (4,),
-                          dtype=dtype)
-    psi = jnp.exp(-0.05 * v**2)
+  shape, fields, dtype = CASES[case]
+  grid = Grid(shape, 20.0)
+  spec = sharding.spatial_spec(1 + grid.ndim, grid.ndim)
+  split = NamedSharding(mesh, spec)
+  v = potentials.sample("gaussian_wells", jax.random.key(0), grid, (4,),
+                        dtype=dtype)
+  psi = jnp.exp(-0.05 * v**2)
 
-    def total(p, v, grid=grid):
-      return jnp.sum(energy(p, v, grid))
+  def total(p, v):
+    return jnp.sum(energy(p, v, grid))
 
-    grad = jax.jit(jax.grad(total))
+  grad = jax.jit(jax.grad(total))
 
-    config = test_config.get_config()
-    config.grid.shape = shape
-    config.dtype = dtype
-    config.loss.mode = "label_free"
-    config.data.train = config.data.val = ""
-    config.data.family = "gaussian_wells"
-    config.loss.unlabelled_batch_size = 4
-    config.model.update(fields)
-    config.model.envelope_solver = "fixed"
-    config.mesh.space = 2
-    run = config_lib.resolve(config)
-    apply_fn = make_apply_fn(run.model)
-    params = run.model.init(jax.random.key(1), v[:1])["params"]
-    # Plain SGD: the step's change is the gradient itself (Adam's first
-    # step, g / |g|, would turn round-off in tiny gradients into sign flips).
-    optimizer = optax.sgd(1e-2)
-    state = step.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        opt_state=optimizer.init(params),
-        nonfinite_step=-jnp.ones((), jnp.int32))
-    key = jax.random.key(2)
+  config = test_config.get_config()
+  config.grid.shape = shape
+  config.dtype = dtype
+  config.loss.mode = "label_free"
+  config.data.train = config.data.val = ""
+  config.data.family = "gaussian_wells"
+  config.loss.unlabelled_batch_size = 4
+  config.model.update(fields)
+  config.model.envelope_solver = "fixed"
+  config.mesh.space = 2
+  run = config_lib.resolve(config)
+  apply_fn = make_apply_fn(run.model)
+  params = run.model.init(jax.random.key(1), v[:1])["params"]
+  # Plain SGD: the step's change is the gradient itself (Adam's first
+  # step, g / |g|, would turn round-off in tiny gradients into sign flips).
+  optimizer = optax.sgd(1e-2)
+  state = step.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=optimizer.init(params),
+      nonfinite_step=-jnp.ones((), jnp.int32))
+  key = jax.random.key(2)
 
-    def train_step(state, key, stream_sharding, run=run):
-      loss_fn = losses.make_loss_fn(run, apply_fn, stream_sharding)
-      return step.make_train_step(loss_fn, optimizer)(state, {}, key)
+  def train_step(state, key, stream_sharding):
+    loss_fn = losses.make_loss_fn(run, apply_fn, stream_sharding)
+    return step.make_train_step(loss_fn, optimizer)(state, {}, key)
 
-    # One device.
-    e_one = float(jax.jit(total)(psi, v))
-    g_one = grad(psi, v)
-    f_one = jax.jit(apply_fn)(params, v)
-    s_one, m_one = jax.jit(lambda s, k: train_step(s, k, None))(state, key)
-    # 2 x 2, under the mesh.
-    with jax.set_mesh(mesh):
-      psi_s, v_s = jax.device_put((psi, v), split)
-      e_two = float(jax.jit(total)(psi_s, v_s))
-      g_two = grad(psi_s, v_s)
-      forward = jax.jit(apply_fn).lower(params, v_s).compile()
-      f_two = forward(params, v_s)
-      train = jax.jit(lambda s, k: train_step(s, k, split)).lower(
-          state, key).compile()
-      s_two, m_two = train(state, key)
-    # The steps' changes of the parameters (the gradients times the rate).
-    delta_one = [a - b for a, b in zip(jax.tree.leaves(s_one.params),
-                                       jax.tree.leaves(params))]
-    delta_two = [a - b for a, b in zip(jax.tree.leaves(s_two.params),
-                                       jax.tree.leaves(params))]
-    update = max(scale(a) for a in delta_one)
-    params_diff = max(scale(a - b)
-                      for a, b in zip(delta_one, delta_two)) / update
-    report.append(dict(
-        shape=list(shape), fields=fields, dtype=dtype,
-        energy=abs(e_one - e_two) / abs(e_one),
-        grad=diff(g_one, g_two), grad_spec=str(g_two.sharding.spec),
-        forward=diff(f_one, f_two), forward_spec=str(f_two.sharding.spec),
-        loss=abs(float(m_one["loss"]) - float(m_two["loss"])) / abs(
-            float(m_one["loss"])),
-        params=params_diff, update=update,
-        gathers_forward=full_gathers(forward.as_text(), shape),
-        gathers_step=full_gathers(train.as_text(), shape),
-        all_to_all="all-to-all" in forward.as_text(),
-        permutes="collective-permute" in train.as_text()))
-  print(json.dumps(report))
+  # One device.
+  e_one = float(jax.jit(total)(psi, v))
+  g_one = grad(psi, v)
+  f_one = jax.jit(apply_fn)(params, v)
+  s_one, m_one = jax.jit(lambda s, k: train_step(s, k, None))(state, key)
+  # 2 x 2, under the mesh.
+  with jax.set_mesh(mesh):
+    psi_s, v_s = jax.device_put((psi, v), split)
+    e_two = float(jax.jit(total)(psi_s, v_s))
+    g_two = grad(psi_s, v_s)
+    forward = jax.jit(apply_fn).lower(params, v_s).compile()
+    f_two = forward(params, v_s)
+    train = jax.jit(lambda s, k: train_step(s, k, split)).lower(
+        state, key).compile()
+    s_two, m_two = train(state, key)
+  # The steps' changes of the parameters (the gradients times the rate).
+  delta_one = [a - b for a, b in zip(jax.tree.leaves(s_one.params),
+                                     jax.tree.leaves(params))]
+  delta_two = [a - b for a, b in zip(jax.tree.leaves(s_two.params),
+                                     jax.tree.leaves(params))]
+  update = max(scale(a) for a in delta_one)
+  params_diff = max(scale(a - b)
+                    for a, b in zip(delta_one, delta_two)) / update
+  print(json.dumps(dict(
+      shape=list(shape), fields=fields, dtype=dtype,
+      energy=abs(e_one - e_two) / abs(e_one),
+      grad=diff(g_one, g_two), grad_spec=str(g_two.sharding.spec),
+      forward=diff(f_one, f_two), forward_spec=str(f_two.sharding.spec),
+      loss=abs(float(m_one["loss"]) - float(m_two["loss"])) / abs(
+          float(m_one["loss"])),
+      params=params_diff, update=update,
+      gathers_forward=full_gathers(forward.as_text(), shape),
+      gathers_step=full_gathers(train.as_text(), shape),
+      all_to_all="all-to-all" in forward.as_text(),
+      permutes="collective-permute" in train.as_text())))
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -166,7 +165,7 @@ def test_sharded_grids_equal_one_device_without_gathering_them(case):
                        capture_output=True, text=True, timeout=400,
                        check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-  (result,) = json.loads(out.stdout.strip().splitlines()[-1])
+  result = json.loads(out.stdout.strip().splitlines()[-1])
   name = f"{result['shape']} {result['fields']} {result['dtype']}"
   # Outputs stay split: batch and first grid axis.
   for spec in (result["grad_spec"], result["forward_spec"]):
