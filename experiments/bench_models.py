@@ -1,12 +1,12 @@
 r"""Benchmarks of the models' speed (``python -m experiments.benchmark``).
 
-* ``population``: member-steps per second of K members of the quick-start
-  PG-MoE trained in one vmapped program
+* ``population``: member-steps per second of K members of the default
+  config's PG-MoE (16x16 coarse envelope) trained in one vmapped program
   (:mod:`pgmoe_jax.training.population`), K = 1 ... 32, against K runs one
   after another (the single run's steps per second, whatever K: the first
-  figure printed is the quick start's training steps per second, the pure
+  figure printed is that config's training steps per second, the pure
   step on random labelled batches of 64, float32, no data I/O).
-* ``predict``: PG-MoE predictions per second (the quick-start model shape:
+* ``predict``: PG-MoE predictions per second (the default config's shape:
   8x8 tiles, envelope at half resolution; untrained, the speed does not
   depend on the weights; float32, batches of 256) against the JAX LOBPCG's
   ground states per second (float64, the datasets' reference, one batch of
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.configs import quickstart
+from experiments.configs import default as default_config
 from experiments.configs import test as test_config
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
@@ -46,7 +46,7 @@ from pgmoe_jax.training import step as step_lib
 
 def bench_population(quick: bool, repeats: int) -> None:
   """Member-steps/s of one vmapped population against sequential runs."""
-  base = (test_config if quick else quickstart).get_config()
+  base = (test_config if quick else default_config).get_config()
   base.loss.mode = "supervised"
   base.data.train = "unused"  # random batches below, no dataset
   sizes = (1, 2) if quick else (1, 2, 4, 8, 16, 32)
@@ -146,19 +146,25 @@ def bench_gate(quick: bool, repeats: int) -> None:
         f"{device.platform} ({device.device_kind}); gate calls/s for "
         f"batches of {batch}; envelope dE = median E[envelope] - E0 (mHa) "
         f"over {count} potentials per family\n")
-  print("| coarse | solver | iterations | envelopes/s | "
-        + " | ".join(f"dE {f}" for f in families) + " |")
-  print("|---:|---|---:|---:|" + "---:|" * len(families))
-  if quick:  # one setting per solver (a smoke run)
-    settings = [(n // 2, "lobpcg", 6), (n // 2, "fixed", 6)]
+  print("| coarse | solver | iterations | start (iterations per level) | "
+        "envelopes/s | " + " | ".join(f"dE {f}" for f in families) + " |")
+  print("|---:|---|---:|---|---:|" + "---:|" * len(families))
+  # (coarse, solver, iterations, start grid, start iterations per level)
+  if quick:  # one setting per solver and a start chain (a smoke run)
+    settings = [(n // 2, "lobpcg", 6, 0, ()), (n // 2, "fixed", 6, 0, ()),
+                (n, "fixed", 1, n // 2, (2, 2))]
   else:
-    settings = [(n // 4, "lobpcg", 6), (n // 2, "lobpcg", 6)]
-    settings += [(c, "fixed", k) for c in (n // 4, n // 2, n)
+    settings = [(n // 4, "lobpcg", 6, 0, ()), (n // 2, "lobpcg", 6, 0, ())]
+    settings += [(c, "fixed", k, 0, ()) for c in (n // 4, n // 2, n)
                  for k in (2, 4, 6, 8)]
-  for coarse, solver, iters in settings:
+    # Coarse-to-fine: the full-grid iterations start from a coarser solve.
+    settings += [(n, "fixed", k, n // 2, levels) for k in (1, 2)
+                 for levels in ((6,), (4, 2), (6, 2))]
+  for coarse, solver, iters, start, levels in settings:
     model = build_model(dict(name="pgmoe", tiles=max(n // 8, 1),
                              coarse=coarse, envelope_iters=iters,
-                             envelope_solver=solver), grid)
+                             envelope_solver=solver, envelope_start=start,
+                             envelope_start_iters=levels or 6), grid)
     variables = jax.jit(model.init)(jax.random.key(0), v_speed[:1])
     gate = jax.jit(lambda v, m=model, p=variables: m.apply(
         p, v, use_experts=False))
@@ -168,7 +174,8 @@ def bench_gate(quick: bool, repeats: int) -> None:
       psi = gate(jnp.asarray(v, jnp.float32))
       e = variational.energy(np.asarray(psi, np.float64), v, grid)
       errors.append(1e3 * float(np.median(np.asarray(e) - e0)))
-    print(f"| {coarse} | {solver} | {iters} | {rate:,.0f} | "
+    chain = "-" if not start else f"{start} ({', '.join(map(str, levels))})"
+    print(f"| {coarse} | {solver} | {iters} | {chain} | {rate:,.0f} | "
           + " | ".join(f"{x:.3g}" for x in errors) + " |")
 
 
@@ -182,7 +189,7 @@ def bench_predict(quick: bool, repeats: int) -> None:
   print("| n per axis | PG-MoE params | predictions/s | LOBPCG solves/s | "
         "LOBPCG iterations | speed-up |")
   print("|---:|---:|---:|---:|---:|---:|")
-  base = quickstart.get_config()
+  base = default_config.get_config()
   for n in sizes:
     grid = Grid((n, n), 20.0)
     v = potentials.sample("gaussian_wells", jax.random.key(n), grid, batch)

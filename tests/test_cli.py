@@ -66,9 +66,11 @@ def test_benchmark_quick_multihost_population_gate():
   assert "| 2 x 1 |" in out.stdout and "32 of 64 rows (sharded)" in out.stdout
   # Populations of 1, 2 and 4 members.
   assert "## population" in out.stdout and "| 2 |" in out.stdout
-  # The gate's front: both solvers, with the envelope's energy error.
-  assert "## gate" in out.stdout and "| 8 | fixed | 6 |" in out.stdout
-  assert "| 8 | lobpcg | 6 |" in out.stdout
+  # The gate's front: both solvers and a coarse-to-fine start chain, with
+  # the envelope's energy error.
+  assert "## gate" in out.stdout and "| 8 | fixed | 6 | - |" in out.stdout
+  assert "| 8 | lobpcg | 6 | - |" in out.stdout
+  assert "| 16 | fixed | 1 | 8 (2, 2) |" in out.stdout
 
 
 def test_benchmark_unknown_name_lists_known():

@@ -15,6 +15,7 @@ from pgmoe_jax.models import common
 from pgmoe_jax.models import count_params
 from pgmoe_jax.models import gates
 from pgmoe_jax.models import tiling
+from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
 
 GRIDS = [Grid((16,), 10.0), Grid((16, 8), (12.0, 8.0)), Grid((8, 8, 8), 8.0)]
 
@@ -256,3 +257,128 @@ def test_coarse_zero_is_the_full_grid():
     assert model.coarse_shape == (16, 16)
     outputs.append(model.apply(model.init(jax.random.key(0), v), v))
   np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_coarse_start_is_the_interpolated_start_grid_ground_state():
+  # envelope_start: the fine iterations start from the exact ground state
+  # of the start grid (block means of the gate's potential), linearly
+  # interpolated; with enough iterations the gate is the exact ground state.
+  grid = Grid((16, 16), 10.0)
+  v = potentials.sample("double_well", jax.random.key(3), grid, 3,
+                        dtype=jnp.float64)
+  start_grid = Grid((4, 4), 10.0)
+  _, psi_s = ground_state(np.asarray(tiling.block_mean(v, grid, (4, 4))),
+                          start_grid)
+  interp = [tiling.interpolation_matrix(16, 4, 10.0, "dirichlet")] * 2
+  start = tiling.apply_per_axis(jnp.abs(jnp.asarray(psi_s)), interp)
+  for iters in (1, 3):
+    gate = gates.EnvelopeGate(grid, (16, 16), iters, "fixed", start=(4, 4),
+                              start_iters=0)
+    out = jax.jit(lambda v, g=gate: g.apply({}, v))(v)
+    e, psi = ground_state_fixed(v, grid, iters, start=start)
+    np.testing.assert_allclose(out.energy, e, rtol=1e-12)
+    np.testing.assert_allclose(out.log_envelope, jnp.log(
+        jnp.abs(psi) + 1e-12 * jnp.max(jnp.abs(psi), (1, 2), keepdims=True)),
+                               rtol=1e-9, atol=1e-9)
+  model = build_model(dict(name="pgmoe", tiles=2, coarse=0, gate="envelope",
+                           envelope_iters=20, envelope_solver="fixed",
+                           envelope_start=4, envelope_start_iters=6), grid)
+  psi = jax.jit(lambda v: model.apply({}, v, use_experts=False))(v)
+  _, psi0 = ground_state(np.asarray(v), grid)
+  assert (1 - np.asarray(fidelity(psi, psi0, grid)) < 1e-9).all()
+
+
+def test_a_chain_of_start_grids_runs_coarse_to_fine():
+  # envelope_start_iters=(3, 2) with envelope_start=8 on a 32x32 gate: 3
+  # iterations on 4x4 from the kinetic mode, interpolated, 2 on 8x8,
+  # interpolated, then envelope_iters on 32x32.
+  grid = Grid((32, 32), 20.0)
+  v = potentials.sample("gaussian_wells", jax.random.key(5), grid, 2,
+                        dtype=jnp.float64)
+  x = None
+  for n, iters, prev in ((4, 3, None), (8, 2, 4), (32, 2, 8)):
+    start = None if prev is None else tiling.apply_per_axis(jnp.abs(x), [
+        tiling.interpolation_matrix(n, prev, 20.0, "dirichlet")] * 2)
+    level_v = v if n == 32 else tiling.block_mean(v, grid, (n, n))
+    e, x = ground_state_fixed(level_v, Grid((n, n), 20.0), iters,
+                              start=start)
+  model = build_model(dict(name="pgmoe", tiles=4, coarse=0,
+                           envelope_iters=2, envelope_solver="fixed",
+                           envelope_start=8, envelope_start_iters=[3, 2]),
+                      grid)
+  _, energy = model.apply({}, v, method="coarse_envelope")
+  np.testing.assert_allclose(energy, e, rtol=1e-12)
+  with pytest.raises(ValueError, match="each axis must divide by 8"):
+    build_model(dict(name="pgmoe", tiles=4, coarse=0, envelope_iters=2,
+                     envelope_solver="fixed", envelope_start=12,
+                     envelope_start_iters=(1, 1, 1, 1)), Grid((24, 24), 20.0))
+
+
+def test_coarse_start_finds_the_right_well_in_fewer_iterations():
+  # Tilted double wells: from the kinetic operator's lowest mode (centred)
+  # two iterations leave the state spread over both wells; from the start
+  # grid's ground state they are far closer to E0.
+  grid = Grid((24, 24), 20.0)
+  v = potentials.sample("double_well", jax.random.key(7), grid, 12,
+                        dtype=jnp.float64)
+  e0, _ = ground_state(np.asarray(v), grid)
+  errors = {}
+  for start in (0, 12):
+    model = build_model(dict(name="pgmoe", tiles=4, coarse=0,
+                             envelope_iters=2, envelope_solver="fixed",
+                             envelope_start=start), grid)
+    _, energy = jax.jit(lambda v, m=model: m.apply(
+        {}, v, method="coarse_envelope"))(v)
+    errors[start] = np.median(np.asarray(energy) - np.asarray(e0))
+  assert errors[12] >= 0 and errors[0] >= 0  # variational: upper bounds
+  assert errors[12] < 0.2 * errors[0], errors
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(envelope_start=8), "needs envelope_solver='fixed' and "
+     "envelope_iters > 0"),
+    (dict(envelope_start=8, envelope_iters=2, envelope_solver="lobpcg"),
+     "needs envelope_solver='fixed'"),
+    (dict(envelope_start=6, envelope_iters=2, envelope_solver="fixed"),
+     r"start grid \(envelope_start\) \(6, 6\) must divide"),
+    (dict(envelope_start=16, envelope_iters=2, envelope_solver="fixed"),
+     r"be smaller"),
+    (dict(envelope_start=(4, 4, 4), envelope_iters=2,
+          envelope_solver="fixed"), "needs one number or 2"),
+    (dict(envelope_start=4, envelope_iters=2, envelope_solver="fixed",
+          envelope_start_iters=-1), r"start_iters \(envelope_start_iters\) "
+     "must be >= 0"),
+    (dict(envelope_start=8, envelope_iters=2, envelope_solver="fixed",
+          envelope_start_iters=(4, 0)), "0 .* only on the coarsest"),
+    (dict(envelope_start=8, envelope_iters=2, envelope_solver="fixed",
+          envelope_start_iters=(1, 1, 1)), r"halve the start grid \(8, "
+     r"8\) to \(2, 2\), below 3 points"),
+])
+def test_bad_coarse_starts_are_refused_when_the_model_is_built(fields,
+                                                               message):
+  with pytest.raises(ValueError, match=message):
+    build_model(dict(name="pgmoe", tiles=4, coarse=16, **fields),
+                Grid((32, 32), 20.0))
+
+
+def test_an_mlp_on_feature_blocks_is_the_mlp_on_their_concatenation():
+  # The experts' first layer takes the tile features as blocks (no
+  # concatenated copy): the same parameter tree, from the same key, as on
+  # the concatenation, and the same outputs; a per-tile embedding (T, E)
+  # broadcasts over the batch.
+  blocks = [jax.random.normal(jax.random.key(i), (3, 5, w))
+            for i, w in enumerate((7, 4))]
+  embedding = jax.random.normal(jax.random.key(9), (5, 2))
+  whole = jnp.concatenate(
+      blocks + [jnp.broadcast_to(embedding, (3, 5, 2))], -1)
+  mlp = common.MLP((6, 6), 3)
+  params = mlp.init(jax.random.key(0), whole)
+  params_blocks = mlp.init(jax.random.key(0), blocks + [embedding])
+  assert jax.tree.structure(params) == jax.tree.structure(params_blocks)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_blocks)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(mlp.apply(params, blocks + [embedding]),
+                             mlp.apply(params, whole), rtol=1e-12,
+                             atol=1e-12)
+  with pytest.raises(ValueError, match="without hidden layers"):
+    common.MLP((), 3).init(jax.random.key(0), blocks)

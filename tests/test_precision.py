@@ -69,12 +69,19 @@ def test_the_fixed_cost_solver():
   assert_all_highest(lambda v: ground_state_fixed(v, GRID, 3), batch())
 
 
-@pytest.mark.parametrize("iters, solver", [(6, "lobpcg"), (6, "fixed"),
-                                           (0, "lobpcg")])
-def test_the_physics_gate_and_its_interpolation(iters, solver):
-  model = build_model(dict(name="pgmoe", tiles=4, coarse=8,
-                           envelope_iters=iters, envelope_solver=solver,
-                           expert_hidden=(8,)), GRID)
+@pytest.mark.parametrize("iters, solver, start", [
+    (6, "lobpcg", {}), (6, "fixed", {}), (0, "lobpcg", {}),
+    (2, "fixed", dict(envelope_start=4, envelope_start_iters=0)),
+    (1, "fixed", dict(coarse=0, envelope_start=8,
+                      envelope_start_iters=(3, 2)))],
+                         ids=["lobpcg", "fixed", "eigh", "start-eigh",
+                              "start-chain"])
+def test_the_physics_gate_and_its_interpolation(iters, solver, start):
+  # Every contraction of the gate: the coarse solve, a start chain's
+  # solves and interpolations, the interpolation to the grid.
+  model = build_model(dict(dict(name="pgmoe", tiles=4, coarse=8,
+                                envelope_iters=iters, envelope_solver=solver,
+                                expert_hidden=(8,)), **start), GRID)
   v = batch()
   variables = model.init(jax.random.key(0), v)
   assert_all_highest(

@@ -35,22 +35,63 @@ def damping(excess: jax.Array) -> jax.Array:
   return 1.0 / (1.0 + jax.nn.relu(excess - 1.0)**2)
 
 
+class PartsDense(nn.Module):
+  """``nn.Dense`` of the concatenation of ``parts``, without forming it.
+
+  ``concatenate(parts, -1) @ kernel + bias`` computed as
+  ``sum_i parts[i] @ kernel_i + bias`` (``kernel_i`` the rows of part
+  ``i``); parts broadcast against each other in their leading axes (a
+  per-tile embedding ``(T, E)`` joins per-sample features ``(b, T, F)``
+  without a broadcast copy). The parameters are ``nn.Dense``'s, with the
+  same names, shapes and initialisation: a checkpoint of one loads into
+  the other. On CPU the concatenated tile features fused into the matmul's
+  operand made XLA run it 2-3x slower than these separate matmuls.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, parts: Sequence[jax.Array]) -> jax.Array:
+    widths = [int(x.shape[-1]) for x in parts]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (sum(widths), self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                      jnp.float32)
+    dtype = jnp.result_type(*parts, kernel, bias)  # as nn.Dense promotes
+    out, start = None, 0
+    for x, w in zip(parts, widths):
+      term = jnp.matmul(x.astype(dtype), kernel[start:start + w].astype(dtype))
+      out = term if out is None else out + term
+      start += w
+    return out + bias.astype(dtype)
+
+
 class MLP(nn.Module):
   """GELU MLP; the last layer starts at ``last_init_scale`` x the usual init.
 
   A small last layer makes a freshly initialised correction network output
-  nearly zero, so a model starts from its physics prior.
+  nearly zero, so a model starts from its physics prior. The input is one
+  array or a sequence of parts whose concatenation (last axis) is the
+  input (:class:`PartsDense`: the same parameters, no concatenated copy).
   """
   hidden: Sequence[int]
   out: int
   last_init_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for width in self.hidden:
-      x = nn.gelu(nn.Dense(width)(x))
+  def __call__(self, x: jax.Array | Sequence[jax.Array]) -> jax.Array:
     init = nn.initializers.variance_scaling(
         self.last_init_scale**2, "fan_in", "truncated_normal")
     if self.last_init_scale == 0:
       init = nn.initializers.zeros
-    return nn.Dense(self.out, kernel_init=init)(x)
+    parts = None if isinstance(x, jax.Array) else tuple(x)
+    if parts is not None and not self.hidden:
+      raise ValueError("An MLP without hidden layers takes one input array.")
+    # Explicit names, those flax gives nn.Dense layers by itself.
+    for i, width in enumerate(self.hidden):
+      if i == 0 and parts is not None:
+        x = PartsDense(width, name="Dense_0")(parts)
+      else:
+        x = nn.Dense(width, name=f"Dense_{i}")(x)
+      x = nn.gelu(x)
+    return nn.Dense(self.out, kernel_init=init,
+                    name=f"Dense_{len(self.hidden)}")(x)

@@ -1,6 +1,8 @@
 """PG-MoE experts: small networks, one per tile, applied in one batched call.
 
-Both take the tiles' features ``(b, T, F)`` and return per-tile
+Both take the tiles' features ``(b, T, F)``, or a sequence of feature
+blocks ``(b, T, F_i)`` that make them when concatenated (the same
+parameters and result, without the concatenated copy), and return per-tile
 log-amplitude corrections ``(b, T, S)`` (``S`` points per tile):
 
 * :class:`SharedExperts`: one network for all tiles, told which tile by a
@@ -42,17 +44,20 @@ class SharedExperts(nn.Module):
   init_scale: float = 0.01
 
   @nn.compact
-  def __call__(self, features: jax.Array) -> jax.Array:
-    b = features.shape[0]
+  def __call__(self, features: jax.Array | Sequence[jax.Array]) -> jax.Array:
+    parts = _parts(features)
     embedding = self.param("tile_embedding", nn.initializers.normal(1.0),
                            (self.num_tiles, self.embedding_dim))
-    features = jnp.concatenate(
-        [features, jnp.broadcast_to(embedding, (b,) + embedding.shape)], -1)
     expert = common.MLP(self.hidden, self.out_size,
                         last_init_scale=self.init_scale, name="expert")
     # On (b, T, F) as it is: merging b and T would make a spatially
     # sharded mesh gather the tiles.
-    return expert(features)
+    if not self.hidden:  # a single layer takes one array: concatenate
+      b = parts[0].shape[0]
+      return expert(jnp.concatenate(
+          parts + [jnp.broadcast_to(embedding, (b,) + embedding.shape)], -1))
+    # The embedding (T, E) broadcasts over the batch in the first layer.
+    return expert(parts + [embedding])
 
 
 class StackedExperts(nn.Module):
@@ -66,7 +71,9 @@ class StackedExperts(nn.Module):
   init_scale: float = 0.01
 
   @nn.compact
-  def __call__(self, features: jax.Array) -> jax.Array:
+  def __call__(self, features: jax.Array | Sequence[jax.Array]) -> jax.Array:
+    parts = _parts(features)
+    features = parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)
     experts = nn.vmap(
         common.MLP, variable_axes={"params": 0},
         split_rngs={"params": True}, in_axes=1, out_axes=1,
@@ -74,3 +81,8 @@ class StackedExperts(nn.Module):
                                   last_init_scale=self.init_scale,
                                   name="experts")
     return experts(features)
+
+
+def _parts(features) -> list[jax.Array]:
+  """Feature blocks as a list (one array is one block)."""
+  return [features] if isinstance(features, jax.Array) else list(features)

@@ -9,7 +9,9 @@ estimate of the ground-state energy, or ``None`` for a gate without one.
 * :class:`EnvelopeGate`: the ground state of the Hamiltonian on the coarse
   grid (potential averaged over blocks), solved inside the model with a
   dense ``eigh`` or a fixed number of LOBPCG iterations; no parameters, and
-  an energy estimate ``E_c``.
+  an energy estimate ``E_c``. Optionally coarse-to-fine: the iterations
+  start from the ground state on an even coarser grid (``start``),
+  interpolated, instead of from the kinetic operator's lowest mode.
 * :class:`LearnedGate`: a small network on the block-averaged potential that
   outputs the coarse log-envelope, on its own or as a bounded correction on
   top of an :class:`EnvelopeGate` (``base``).
@@ -25,6 +27,7 @@ from typing import NamedTuple, Protocol, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
@@ -70,11 +73,76 @@ class EnvelopeGate(nn.Module):
       0.3 used), or ``"fixed"``: the batched single-vector LOBPCG of
       :func:`pgmoe_jax.solvers.fixed_iters.ground_state_fixed`, about 4x
       faster per iteration at a slightly slower convergence.
+    start: ``None``: the iterations start from the kinetic operator's
+      lowest mode; or points per axis of a start grid (each divides
+      ``coarse`` and is smaller): the iterations start from the ground
+      state there (potential averaged over blocks once more), linearly
+      interpolated. The start grid finds the right well for a fraction of
+      a fine iteration's cost, so fewer fine iterations reach the same
+      energy and far fewer end in the wrong one of two near-degenerate
+      wells. Needs ``solver="fixed"`` and ``envelope_iters > 0``.
+    start_iters: iterations of the fixed-cost solver on the start grid,
+      or one count per level, coarsest first, for a coarse-to-fine chain
+      of start grids that halve per axis below ``start``: ``(4, 2)`` with
+      ``start=(32, 32)`` runs 4 iterations on 16x16, interpolates, 2 on
+      32x32, interpolates, then ``envelope_iters`` on the gate's grid. 0
+      on the coarsest level: an exact dense ``eigh`` there.
   """
   grid: Grid
   coarse: tuple[int, ...]
   envelope_iters: int = 0
   solver: str = "lobpcg"
+  start: tuple[int, ...] | None = None
+  start_iters: int | tuple[int, ...] = 6
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.start is None:
+      return
+    if self.envelope_iters <= 0 or self.solver != "fixed":
+      raise ValueError(
+          "A start grid (envelope_start) needs envelope_solver='fixed' and "
+          f"envelope_iters > 0, got {self.solver!r} and "
+          f"{self.envelope_iters}.")
+    start = tuple(self.start)
+    if len(start) != len(self.coarse) or any(
+        s < 3 or s >= c or c % s for s, c in zip(start, self.coarse)):
+      raise ValueError(
+          f"The start grid (envelope_start) {start} must divide the "
+          f"gate's grid {tuple(self.coarse)} on every axis, be smaller and "
+          ">= 3 (the stencil's minimum).")
+    iters = self.start_levels
+    if not iters or any(k < 0 for k in iters) or 0 in iters[1:]:
+      raise ValueError(
+          f"start_iters (envelope_start_iters) must be >= 0 per level, and "
+          f"0 (an exact eigh) only on the coarsest, got {self.start_iters}.")
+    for shape in self._start_shapes()[:-1]:
+      if any(s < 3 for s in shape):
+        raise ValueError(
+            f"{len(iters)} start levels halve the start grid {start} to "
+            f"{shape}, below 3 points per axis (the stencil's minimum).")
+
+  @property
+  def start_levels(self) -> tuple[int, ...]:
+    """Iterations per start level, coarsest first."""
+    iters = self.start_iters
+    if isinstance(iters, (int, np.integer)):
+      return (int(iters),)
+    return tuple(int(k) for k in iters)
+
+  def _start_shapes(self) -> list[tuple[int, ...]]:
+    """Points per axis of each start level, coarsest first."""
+    levels = len(self.start_levels)
+    shapes = []
+    for i in range(levels):
+      factor = 2**(levels - 1 - i)
+      if any(s % factor for s in self.start):
+        raise ValueError(
+            f"{levels} start levels halve the start grid "
+            f"{tuple(self.start)} {levels - 1} times: each axis must divide "
+            f"by {factor}.")
+      shapes.append(tuple(s // factor for s in self.start))
+    return shapes
 
   @property
   def coarse_grid(self) -> Grid:
@@ -88,9 +156,9 @@ class EnvelopeGate(nn.Module):
       # without a spatially sharded mesh, pgmoe_jax.sharding).
       v = replicate_space(v)
     if self.envelope_iters > 0 and self.solver == "fixed":
-      e, ground = ground_state_fixed(v, coarse_grid, int(self.envelope_iters))
-      energies = e[:, None]
-      ground = jnp.abs(ground).reshape(v.shape[0], -1)
+      energy, ground = ground_state_fixed(
+          v, coarse_grid, int(self.envelope_iters),
+          start=self._start_vector(v))
     elif self.envelope_iters > 0:
       start = jnp.asarray(kinetic.kinetic_modes(coarse_grid, 2), v.dtype)
       start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
@@ -98,18 +166,55 @@ class EnvelopeGate(nn.Module):
       energies, states, _, _ = lobpcg_batch(
           v, start, 0.0, coarse_grid, num_states=1,
           max_iters=int(self.envelope_iters))
-      energies = energies[:, :1]
-      ground = jnp.abs(states[:, 0])
+      energy, ground = energies[:, 0], states[:, 0]
     else:
-      k = jnp.asarray(kinetic.kinetic_matrix(coarse_grid, sparse=False),
-                      potential.dtype)
-      h = k + jax.vmap(jnp.diag)(v.reshape(v.shape[0], -1))
-      energies, vectors = jnp.linalg.eigh(h)
-      ground = jnp.abs(vectors[..., 0])
+      energy, ground = _eigh_ground_state(v, coarse_grid)
+    ground = jnp.abs(ground).reshape(v.shape[0], -1)
     # The coarse ground state is nodeless; the floor only guards log(0).
     log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))
     return GateOutput(jax.lax.stop_gradient(log_env.reshape(v.shape)),
-                      jax.lax.stop_gradient(energies[..., 0]))
+                      jax.lax.stop_gradient(energy))
+
+  def _start_vector(self, v: jax.Array) -> jax.Array | None:
+    """The start chain's ground state on the gate's grid (or ``None``)."""
+    if self.start is None:
+      return None
+    coarse_grid = self.coarse_grid
+    shapes = self._start_shapes()
+    # Each level's potential: block means of the next finer level's (the
+    # same averages, from 4x (2-D) fewer points each time).
+    potentials, finer, finer_shape = [], v, coarse_grid.shape
+    for shape in reversed(shapes):
+      finer = tiling.block_mean(finer, Grid(finer_shape, coarse_grid.length,
+                                            coarse_grid.boundary), shape)
+      potentials.append(finer)
+      finer_shape = shape
+    x, prev = None, None
+    for shape, iters, vs in zip(shapes + [coarse_grid.shape],
+                                self.start_levels + (None,),
+                                potentials[::-1] + [None]):
+      level = Grid(shape, coarse_grid.length, coarse_grid.boundary)
+      start = None
+      if prev is not None:  # the coarser level's state, interpolated
+        start = tiling.apply_per_axis(jnp.abs(x), [
+            jnp.asarray(tiling.interpolation_matrix(
+                n, c, a, level.boundary), v.dtype)
+            for n, c, a in zip(shape, prev, level.length)])
+      if iters is None:  # the gate's grid: its own iterations follow
+        return start
+      if iters > 0:
+        _, x = ground_state_fixed(vs, level, iters, start=start)
+      else:
+        _, x = _eigh_ground_state(vs, level)
+      prev = shape
+
+
+def _eigh_ground_state(v: jax.Array, grid: Grid):
+  """Exact ``(E0 (b,), psi0 (b, *grid.shape))`` by a dense ``eigh``."""
+  k = jnp.asarray(kinetic.kinetic_matrix(grid, sparse=False), v.dtype)
+  h = k + jax.vmap(jnp.diag)(v.reshape(v.shape[0], -1))
+  energies, vectors = jnp.linalg.eigh(h)
+  return energies[:, 0], vectors[..., 0].reshape(v.shape)
 
 
 class LearnedGate(nn.Module):

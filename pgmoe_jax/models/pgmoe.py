@@ -88,6 +88,18 @@ class PGMoE(nn.Module):
       trained before 0.3 predict what they always did) or ``"fixed"`` (a
       batched single-vector LOBPCG built for throughput, about 4x faster per
       iteration: :mod:`pgmoe_jax.solvers.fixed_iters`).
+    envelope_start: 0: the gate's iterations start from the kinetic
+      operator's lowest mode; ``s > 0`` (one number or one per axis,
+      dividing the gate's grid): coarse-to-fine, they start from the ground
+      state on an ``s``-point grid, interpolated (``envelope_solver=
+      "fixed"`` only). The start grid finds the right well cheaply, so
+      fewer gate iterations reach the same envelope error.
+    envelope_start_iters: iterations of the fixed-cost solver on the start
+      grid (0: an exact dense ``eigh`` there), or one count per level,
+      coarsest first, for a chain of start grids that halve per axis below
+      ``envelope_start`` (``(4, 2)`` with ``envelope_start=32`` on a 64x64
+      gate: 4 iterations at 16x16, 2 at 32x32, then ``envelope_iters`` at
+      64x64).
     input_clip: scaled potentials enter the networks squashed smoothly into
       ``(-input_clip, input_clip)`` (``c tanh(x / c)``): far above the energy
       the state just decays, and a harmonic wall of 200 Ha must not drive the
@@ -114,6 +126,8 @@ class PGMoE(nn.Module):
   expert_init_scale: float = 0.01
   envelope_iters: int = 0
   envelope_solver: str = "lobpcg"
+  envelope_start: int | Sequence[int] = 0
+  envelope_start_iters: int | Sequence[int] = 6
   input_clip: float = 3.0
   correction_bound: float = 5.0
   damp_forbidden: bool = True
@@ -137,6 +151,11 @@ class PGMoE(nn.Module):
                        f"known: {', '.join(gates.ENVELOPE_SOLVERS)}.")
     if self.halo < 0:
       raise ValueError(f"PG-MoE halo must be >= 0, got {self.halo}.")
+    # The gate checks its start grid when built (a flax submodule is built
+    # lazily): build one here so a bad config fails at construction.
+    gates.EnvelopeGate(self.grid, coarse, int(self.envelope_iters),
+                       self.envelope_solver, self.start_shape,
+                       self.start_iters, parent=None)
 
   @property
   def coarse_shape(self) -> tuple[int, ...]:
@@ -144,6 +163,26 @@ class PGMoE(nn.Module):
     if np.ndim(self.coarse) == 0 and int(self.coarse) == 0:
       return self.grid.shape
     return tiling.per_axis(self.coarse, self.grid, "coarse")
+
+  @property
+  def start_shape(self) -> tuple[int, ...] | None:
+    """The gate's start grid per axis, or ``None`` (no coarse start)."""
+    if np.ndim(self.envelope_start) == 0 and int(self.envelope_start) == 0:
+      return None
+    start = self.envelope_start
+    if np.ndim(start) == 0:
+      start = (int(start),) * self.grid.ndim
+    if len(start) != self.grid.ndim:
+      raise ValueError(
+          f"PG-MoE envelope_start={self.envelope_start!r} needs one number "
+          f"or {self.grid.ndim} (one per axis).")
+    return tuple(int(s) for s in start)
+
+  @property
+  def start_iters(self) -> int | tuple[int, ...]:
+    """``envelope_start_iters`` as an int or a tuple (hashable)."""
+    iters = self.envelope_start_iters
+    return int(iters) if np.ndim(iters) == 0 else tuple(int(k) for k in iters)
 
   @property
   def tile_shape(self) -> tuple[int, ...]:
@@ -156,9 +195,9 @@ class PGMoE(nn.Module):
 
   def setup(self):
     coarse = self.coarse_shape
-    self.envelope = gates.EnvelopeGate(self.grid, coarse,
-                                       int(self.envelope_iters),
-                                       self.envelope_solver)
+    self.envelope = gates.EnvelopeGate(
+        self.grid, coarse, int(self.envelope_iters), self.envelope_solver,
+        self.start_shape, self.start_iters)
     if self.gate == "envelope":
       self.gate_module = self.envelope
     else:
@@ -225,14 +264,18 @@ class PGMoE(nn.Module):
     shifted = (potential - e_est.reshape((b,) + (1,) * grid.ndim)) / scale
     v_mode, env_mode = (("constant", "edge") if grid.boundary == "dirichlet"
                         else ("wrap", "wrap"))
-    v_tiles = common.squash(self._tiles(shifted, tiles, v_mode),
-                            self.input_clip)
+    # Squashed on the grid, before the tiles copy points into halos (the
+    # same values; the wall beyond a Dirichlet edge squashed alike).
+    wall = common.squash(jnp.asarray(DIRICHLET_WALL, shifted.dtype),
+                         self.input_clip)
+    v_tiles = self._tiles(common.squash(shifted, self.input_clip), tiles,
+                          v_mode, wall)
     env_tiles = self._tiles(base, tiles, env_mode)
     env_tiles = env_tiles - env_tiles.mean(-1, keepdims=True)
-    # (b, T, P): tiles in C order, split like the grid's first axis under
-    # a spatially sharded mesh (a no-op otherwise).
-    features = constrain_space(
-        jnp.concatenate([v_tiles, env_tiles], axis=-1), 2)
+    # Two feature blocks (b, T, P) the experts' first layer takes apart (no
+    # concatenated copy): tiles in C order, split like the grid's first
+    # axis under a spatially sharded mesh (a no-op otherwise).
+    features = [constrain_space(v_tiles, 2), constrain_space(env_tiles, 2)]
     correction = common.squash(
         constrain_space(self.expert_module(features), 2),
         self.correction_bound)
@@ -241,20 +284,21 @@ class PGMoE(nn.Module):
       correction = correction * common.damping(shifted)
     return _to_state(base + correction, grid)
 
-  def _tiles(self, x: jax.Array, tiles, mode: str) -> jax.Array:
+  def _tiles(self, x: jax.Array, tiles, mode: str,
+             wall: float | jax.Array = DIRICHLET_WALL) -> jax.Array:
     """Each tile's patch of ``x (b, *grid.shape)`` and halo, ``(b, T, P)``.
 
-    Beyond the grid the halo holds ``DIRICHLET_WALL`` (``"constant"``), the
-    edge value (``"edge"``) or the other side (``"wrap"``). Halos within a
+    Beyond the grid the halo holds ``wall`` (``"constant"``), the edge
+    value (``"edge"``) or the other side (``"wrap"``). Halos within a
     tile's size come from the neighbouring tiles (no padded copy of the
     grid; a spatially sharded grid exchanges only the halos); wider ones
     from a padded grid.
     """
     if self.halo <= min(self.tile_shape):
       return tiling.extract_tiles_with_halos(x, tiles, self.tile_shape,
-                                             self.halo, mode, DIRICHLET_WALL)
+                                             self.halo, mode, wall)
     pad = [(0, 0)] + [(self.halo, self.halo)] * self.grid.ndim
-    kwargs = dict(constant_values=DIRICHLET_WALL) if mode == "constant" else {}
+    kwargs = dict(constant_values=wall) if mode == "constant" else {}
     return tiling.extract_tiles(jnp.pad(x, pad, mode=mode, **kwargs), tiles,
                                 self.tile_shape, self.halo)
 
