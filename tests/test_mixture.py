@@ -263,7 +263,7 @@ def test_config_streams_the_mixture():
   assert config_lib.stream_ranges(reloaded) == ranges
   assert ranges == {"components": potentials.UNIVERSAL,
                     "sum_probability": potentials.SUM_PROBABILITY,
-                    "offset": potentials.OFFSET}
+                    "offset": potentials.OFFSET, "stratified": True}
   # A weight set to 0 leaves the component out of the stream.
   config.data.mixture.components.harmonic.weight = 0.0
   config.data.mixture.sum_probability = 0.0
@@ -348,3 +348,67 @@ def test_family_splits():
                          "test_mixture"}
   with pytest.raises(ValueError, match="nosuch"):
     data.family_splits(GRID, 2, components={"nosuch": {"weight": 1.0}})
+
+
+def test_stratified_batches_hold_each_component_s_share():
+  # Weights 1:2:3 over a batch of 60: exactly 10, 20 and 30 rows, grouped
+  # (components sorted by name); over a batch of 64 (R = 1 row left over,
+  # 21/32/10 fixed), the left-over row's component follows the weights
+  # across batches.
+  weights = {"harmonic": 1.0, "box_well": 2.0, "gaussian_wells": 3.0,
+             "woods_saxon": 0.0}
+  refs = references()
+  kwargs = dict(components=fixed_components(weights), sum_probability=0.0,
+                offset=(0.0, 0.0), stratified=True)
+  names = which(draw(3, (60,), **kwargs), refs)
+  counts = {n: int(np.sum(names == n)) for n in weights}
+  assert counts == {"harmonic": 10, "box_well": 20, "gaussian_wells": 30,
+                    "woods_saxon": 0}
+  batches = 100
+  v = np.concatenate([draw(seed, (64,), **kwargs) for seed in
+                      range(batches)])
+  names = which(v, refs).reshape(batches, 64)
+  fixed = names[:, :63]
+  assert (fixed[:, :21] == "box_well").all()
+  assert (fixed[:, 21:53] == "gaussian_wells").all()
+  assert (fixed[:, 53:] == "harmonic").all()
+  for name, w in weights.items():
+    p = w / 6.0
+    freq = np.mean(names[:, 63] == name)
+    assert abs(freq - p) <= 5 * math.sqrt(p * (1 - p) / batches) + 1e-12, (
+        name, freq)
+  # A batch of one is the unstratified draw; a (2, 30) batch is the flat
+  # batch of 60 reshaped.
+  single = dict(kwargs, sum_probability=0.5, offset=(-1.0, 1.0))
+  np.testing.assert_array_equal(
+      draw(5, (1,), **single), draw(5, (1,), **dict(single,
+                                                    stratified=False)))
+  np.testing.assert_array_equal(draw(3, (2, 30), **kwargs).reshape(60, 8, 8),
+                                draw(3, (60,), **kwargs))
+
+
+def test_stratified_sums_pair_random_components_and_offsets_apply():
+  weights = {"harmonic": 1.0, "box_well": 1.0}
+  refs = references()
+  n = 400
+  v = draw(9, (n,), components=fixed_components(weights),
+           sum_probability=0.5, offset=(-2.0, 2.0), stratified=True)
+  pairs = {(a, b): refs[a] + refs[b] for a in refs for b in refs if a <= b}
+  kinds = []
+  for sample in v:
+    # The offset is a constant: compare up to it.
+    hits = [k for k, r in list(refs.items()) + list(pairs.items())
+            if np.allclose(sample - sample.mean(), r - r.mean(), atol=1e-9)]
+    assert len(hits) == 1, hits
+    kinds.append(hits[0])
+  summed = np.array([isinstance(k, tuple) for k in kinds])
+  assert abs(summed.mean() - 0.5) < 5 * math.sqrt(0.25 / n)
+  # Each row's first term is its stratum (box_well rows first, sorted by
+  # name); the second terms are shuffled, so a stratum's sums pair it with
+  # both components.
+  for rows, name in ((slice(0, 200), "box_well"),
+                     (slice(200, 400), "harmonic")):
+    alone = {k for k, s in zip(kinds[rows], summed[rows]) if not s}
+    assert alone == {name}
+    partners = {k for k, s in zip(kinds[rows], summed[rows]) if s}
+    assert partners == {tuple(sorted((name, other))) for other in weights}

@@ -18,6 +18,17 @@ whole batch (twice when sums are on: one call with a leading axis of 2)
 and each sample selects its own, so the cost is that of all components
 together, whatever the weights. A component of weight 0 is not sampled.
 
+Stratified (``stratified=True``, for training streams): each component
+draws only its share of the batch. With ``p_i = w_i / sum w`` and a batch
+of ``B`` samples, component ``i`` fills ``floor(B p_i)`` rows (its
+stratum) and the ``R`` rows left over are picked at random as above; the
+second terms of sums come from the same scheme, their rows shuffled. The
+cost is about one draw per row instead of one per row and component, the
+share of component ``i`` is ``(floor(B p_i) + R p_i) / B`` (within ``1 /
+B`` of ``p_i``; exactly ``p_i`` when every ``B p_i`` is whole), and rows
+come grouped by component (a loss that averages over the batch does not
+care). A batch of one is the unstratified draw.
+
 Keys: from ``key`` come ``k_pick, k_draw = split(key)``; component
 ``name`` draws ``family(component_key(k_draw, name), grid, (slots,
 *batch_shape))`` with ``component_key(k, name) = fold_in(k, crc32(name))``
@@ -25,6 +36,10 @@ and ``slots`` 2 when ``sum_probability > 0`` else 1 (row 0 is the first
 term, row 1 the second), and ``k_pick`` gives four uniforms per sample
 (first choice, second choice, sum flag, offset). A component's draws thus
 do not depend on which other components are present or on their weights.
+Stratified, component ``name`` draws ``(slots, n_name + R)`` rows from the
+same key (its stratum, then candidates for the ``R`` rows left over, which
+take the uniforms of the last ``R`` samples), and the second terms are
+permuted by ``permutation(fold_in(k_pick, 1), B)``.
 
 :data:`UNIVERSAL` are the broad ranges of the universal model (2-D, 20 bohr
 box, 32x32 and 64x64). Checked per component with float64 LOBPCG (50
@@ -207,6 +222,7 @@ def mixture(key: jax.Array, grid: Grid,
             components: Mapping[str, Mapping[str, Any]] = UNIVERSAL,
             sum_probability: float = SUM_PROBABILITY,
             offset: tuple[float, float] = OFFSET,
+            stratified: bool = False,
             dtype: DTypeLike | None = None) -> jax.Array:
   r"""Potentials from a weighted mixture of families, summed and offset.
 
@@ -235,6 +251,10 @@ def mixture(key: jax.Array, grid: Grid,
       component draws.
     offset: range of the constant added to each sample, Hartree (any sign;
       ``(0, 0)`` for none).
+    stratified: each component draws only its share of the batch (see the
+      module docstring): about ``len(components)`` times cheaper, for
+      training streams; ``False`` (the default, and what datasets use)
+      draws every sample's component independently.
     dtype: floating dtype of the result; ``None`` for JAX's default float.
 
   Returns:
@@ -259,6 +279,9 @@ def mixture(key: jax.Array, grid: Grid,
                      "a probability in [0, 1].")
   p = float(sum_probability)
   offset = check_range(where, "offset", offset)
+  if not isinstance(stratified, (bool, np.bool_)):
+    raise ValueError(f"{where}: stratified={stratified!r} must be True or "
+                     "False.")
 
   for name, family_name, weight, ranges in parts:
     if weight == 0:  # Not sampled: check its ranges without computing.
@@ -267,6 +290,10 @@ def mixture(key: jax.Array, grid: Grid,
                      jax.random.key(0))
   active = [part for part in parts if part[2] > 0]
   slots = 2 if p > 0 else 1
+  size = math.prod(batch)
+  if stratified and size > 1:
+    return _stratified(key, grid, size, active, slots, p, offset, dtype,
+                       where).reshape(batch + grid.shape)
   # A grid per component and term, the selection and the sum.
   check_size(where, batch + (slots * (len(active) + 1) + 1,), grid, dtype)
 
@@ -287,3 +314,40 @@ def mixture(key: jax.Array, grid: Grid,
     potential = jnp.where(summed, potential + drawn[1], potential)
   c = over_grid(uniform_in(u[..., 3], offset), grid)
   return potential + c
+
+
+def _stratified(key, grid, size, active, slots, p, offset, dtype, where):
+  """``mixture(..., stratified=True)`` for a flat batch of ``size``."""
+  weights = np.asarray([part[2] for part in active], np.float64)
+  counts = np.floor(size * weights / weights.sum()).astype(int)
+  rest = size - int(counts.sum())
+  # A grid per row drawn, the selection and the sum.
+  check_size(where, (slots * (size + rest * len(active)) + 2 * size,), grid,
+             dtype)
+  k_pick, k_draw = jax.random.split(key)
+  u = jax.random.uniform(k_pick, (size, 4), dtype)
+  if rest:  # the rows left over: a random component each, as unstratified
+    choice = over_grid(_pick(u[size - rest:, :slots].T, weights), grid)
+  terms = [[] for _ in range(slots)]
+  leftover = [None] * slots
+  for k, (part, n) in enumerate(zip(active, counts)):
+    name, family_name, _, ranges = part
+    if n + rest == 0:
+      continue
+    v = _sample_component(name, family_name, component_key(k_draw, name),
+                          grid, (slots, int(n) + rest), ranges, dtype, where)
+    for slot in range(slots):
+      terms[slot].append(v[slot, :n])
+      if rest:
+        cand = v[slot, n:]
+        leftover[slot] = cand if leftover[slot] is None else jnp.where(
+            choice[slot] == k, cand, leftover[slot])
+  rows = [jnp.concatenate(terms[slot] + ([leftover[slot]] if rest else []))
+          for slot in range(slots)]
+  potential = rows[0]
+  if slots == 2:
+    second = rows[1][jax.random.permutation(jax.random.fold_in(k_pick, 1),
+                                            size)]
+    summed = over_grid(u[:, 2] < p, grid)
+    potential = jnp.where(summed, potential + second, potential)
+  return potential + over_grid(uniform_in(u[:, 3], offset), grid)
