@@ -69,10 +69,10 @@ results: demo
 	mkdir -p results
 	$(PY) -m experiments.train --config=experiments/configs/dense.py \
 	  --workdir=runs/dense_quickstart
-	for k in 1 3 12; do $(PY) -m experiments.train \
-	  --config=experiments/configs/quickstart.py \
+	for k in 1 3 6 12; do $(PY) -m experiments.train \
+	  --config=experiments/configs/default.py \
 	  --config.model.envelope_iters=$$k --workdir=runs/env$$k || exit 1; done
-	for run in env1 env3 quickstart env12 dense_quickstart; do \
+	for run in env1 env3 env6 env12 dense_quickstart; do \
 	  $(PY) -m experiments.evaluate --workdir=runs/$$run \
 	  --data=$(ENV_SPLITS) --out=results/envelope_iters/$$run || exit 1; done
 	$(REPRO) --parts=grid --grid=32 --train_sizes=100,300,1000,3000 \
@@ -107,7 +107,7 @@ results: demo
 	  --workdir=results/repro32_long/runs/pgmoe_label_free \
 	  > results/warm_start.md && cat results/warm_start.md
 	$(REPRO) --parts=warm_start --data=data/quickstart/test_interp \
-	  --workdir=runs/quickstart \
+	  --workdir=runs/env6 \
 	  > results/warm_start_quickstart.md && cat results/warm_start_quickstart.md
 
 clean:

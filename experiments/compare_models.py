@@ -3,8 +3,8 @@ r"""A figure of one sample per split: the exact state and several models'.
     D=data/universal32
     python -m experiments.compare_models \
         --models=quick_start=runs/quickstart,universal_32=universal_32 \
-        --data=$D/test_double_well,$D/test_box_well \
-        --out=docs/figures/universal_32.png
+        --data=data/quickstart/ood_double_well,$D/test_double_well,\
+$D/test_box_well --out=docs/figures/universal_32.png
 
 ``--models`` is a list of ``label=model`` (a shipped model's name or a
 training workdir); the same sample of each split is shown for every model,
