@@ -42,6 +42,7 @@ def test_demo_solves_every_family_and_solvers_agree():
     assert gap > 0 and residual < 1e-7 and d_e0 < 1e-8
 
 
+@pytest.mark.slow  # CI time: 40-70 s of benchmarks' smoke runs
 def test_benchmark_quick_prints_tables():
   out = run_module("experiments.benchmark",
                    "--what=matvec,solvers,sine,datagen,predict", "--quick",
@@ -189,6 +190,7 @@ def test_reproduce_scaling_and_unknown_part():
   assert "--coarse=5 must divide --grid=16" in out.stderr
 
 
+@pytest.mark.slow  # CI time: 50-85 s; `make results` runs this workflow
 def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   args = ("experiments.reproduce", "--parts=grid", "--grid=16",
           "--train_sizes=16", "--steps=20", "--num_eval=8", "--coarse=4",
