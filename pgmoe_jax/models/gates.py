@@ -180,33 +180,21 @@ class EnvelopeGate(nn.Module):
     if self.start is None:
       return None
     coarse_grid = self.coarse_grid
-    shapes = self._start_shapes()
+    levels = [Grid(shape, coarse_grid.length, coarse_grid.boundary)
+              for shape in self._start_shapes()]
     # Each level's potential: block means of the next finer level's (the
-    # same averages, from 4x (2-D) fewer points each time).
-    potentials, finer, finer_shape = [], v, coarse_grid.shape
-    for shape in reversed(shapes):
-      finer = tiling.block_mean(finer, Grid(finer_shape, coarse_grid.length,
-                                            coarse_grid.boundary), shape)
-      potentials.append(finer)
-      finer_shape = shape
-    x, prev = None, None
-    for shape, iters, vs in zip(shapes + [coarse_grid.shape],
-                                self.start_levels + (None,),
-                                potentials[::-1] + [None]):
-      level = Grid(shape, coarse_grid.length, coarse_grid.boundary)
-      start = None
-      if prev is not None:  # the coarser level's state, interpolated
-        start = tiling.apply_per_axis(jnp.abs(x), [
-            jnp.asarray(tiling.interpolation_matrix(
-                n, c, a, level.boundary), v.dtype)
-            for n, c, a in zip(shape, prev, level.length)])
-      if iters is None:  # the gate's grid: its own iterations follow
-        return start
+    # same averages, from 4x (2-D) fewer points each time); coarsest first.
+    level_v = [v]
+    for finer, level in zip([coarse_grid] + levels[:0:-1], levels[::-1]):
+      level_v.append(tiling.block_mean(level_v[-1], finer, level.shape))
+    x = None
+    for level, vs, iters in zip(levels, level_v[:0:-1], self.start_levels):
+      start = None if x is None else tiling.interpolate(jnp.abs(x), level)
       if iters > 0:
         _, x = ground_state_fixed(vs, level, iters, start=start)
-      else:
+      else:  # only ever the coarsest level (checked)
         _, x = _eigh_ground_state(vs, level)
-      prev = shape
+    return tiling.interpolate(jnp.abs(x), coarse_grid)
 
 
 def _eigh_ground_state(v: jax.Array, grid: Grid):

@@ -249,10 +249,7 @@ class PGMoE(nn.Module):
     if tuple(coarse) == grid.shape:
       base = log_env  # the full-grid gate: interpolation is the identity
     else:
-      interp = [jnp.asarray(tiling.interpolation_matrix(
-          n, c, a, grid.boundary), potential.dtype)
-                for n, c, a in zip(grid.shape, coarse, grid.length)]
-      base = tiling.apply_per_axis(log_env, interp)  # (b, *grid.shape)
+      base = tiling.interpolate(log_env, grid)  # (b, *grid.shape)
     # Under a spatially sharded mesh: split like the potential (a no-op
     # otherwise, pgmoe_jax.sharding).
     base = constrain_space(base, grid.ndim)

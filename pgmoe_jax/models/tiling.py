@@ -192,6 +192,16 @@ def block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
   return x.mean(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
 
 
+def interpolate(x: jax.Array, grid: Grid) -> jax.Array:
+  """``x (b, *coarse)`` linearly interpolated onto ``grid`` (the same box).
+
+  Per axis by :func:`interpolation_matrix` at ``Precision.HIGHEST``.
+  """
+  return apply_per_axis(x, [
+      jnp.asarray(interpolation_matrix(n, c, a, grid.boundary), x.dtype)
+      for n, c, a in zip(grid.shape, x.shape[1:], grid.length)])
+
+
 def apply_per_axis(x: jax.Array, matrices) -> jax.Array:
   """``x (b, c1, .., cd) -> (b, n1, .., nd)`` applying ``M_a (n_a, c_a)``."""
   for axis, m in enumerate(matrices, start=1):

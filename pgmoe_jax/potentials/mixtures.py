@@ -292,8 +292,9 @@ def mixture(key: jax.Array, grid: Grid,
   slots = 2 if p > 0 else 1
   size = math.prod(batch)
   if stratified and size > 1:
-    return _stratified(key, grid, size, active, slots, p, offset, dtype,
-                       where).reshape(batch + grid.shape)
+    drawn, u = _stratified(key, grid, size, active, slots, dtype, where)
+    return _sum_and_offset(drawn, u, p, offset, grid).reshape(
+        batch + grid.shape)
   # A grid per component and term, the selection and the sum.
   check_size(where, batch + (slots * (len(active) + 1) + 1,), grid, dtype)
 
@@ -308,16 +309,21 @@ def mixture(key: jax.Array, grid: Grid,
     v = _sample_component(name, family_name, component_key(k_draw, name),
                           grid, (slots,) + batch, ranges, dtype, where)
     drawn = v if drawn is None else jnp.where(choice == k, v, drawn)
+  return _sum_and_offset(drawn, u, p, offset, grid)
+
+
+def _sum_and_offset(drawn, u, p, offset, grid):
+  """``drawn[0] (+ drawn[1] where u[..., 2] < p) + offset`` (see mixture)."""
   potential = drawn[0]
-  if slots == 2:
+  if len(drawn) == 2:
     summed = over_grid(u[..., 2] < p, grid)
     potential = jnp.where(summed, potential + drawn[1], potential)
-  c = over_grid(uniform_in(u[..., 3], offset), grid)
-  return potential + c
+  return potential + over_grid(uniform_in(u[..., 3], offset), grid)
 
 
-def _stratified(key, grid, size, active, slots, p, offset, dtype, where):
-  """``mixture(..., stratified=True)`` for a flat batch of ``size``."""
+def _stratified(key, grid, size, active, slots, dtype, where):
+  """The draws ``(slots, size, *grid.shape)`` and uniforms ``(size, 4)`` of
+  ``mixture(..., stratified=True)`` for a flat batch of ``size``."""
   weights = np.asarray([part[2] for part in active], np.float64)
   counts = np.floor(size * weights / weights.sum()).astype(int)
   rest = size - int(counts.sum())
@@ -326,28 +332,20 @@ def _stratified(key, grid, size, active, slots, p, offset, dtype, where):
              dtype)
   k_pick, k_draw = jax.random.split(key)
   u = jax.random.uniform(k_pick, (size, 4), dtype)
-  if rest:  # the rows left over: a random component each, as unstratified
-    choice = over_grid(_pick(u[size - rest:, :slots].T, weights), grid)
-  terms = [[] for _ in range(slots)]
-  leftover = [None] * slots
+  # The rows left over: a random component each, as unstratified.
+  choice = over_grid(_pick(u[size - rest:, :slots].T, weights), grid)
+  strata, leftover = [], None
   for k, (part, n) in enumerate(zip(active, counts)):
     name, family_name, _, ranges = part
     if n + rest == 0:
       continue
     v = _sample_component(name, family_name, component_key(k_draw, name),
                           grid, (slots, int(n) + rest), ranges, dtype, where)
-    for slot in range(slots):
-      terms[slot].append(v[slot, :n])
-      if rest:
-        cand = v[slot, n:]
-        leftover[slot] = cand if leftover[slot] is None else jnp.where(
-            choice[slot] == k, cand, leftover[slot])
-  rows = [jnp.concatenate(terms[slot] + ([leftover[slot]] if rest else []))
-          for slot in range(slots)]
-  potential = rows[0]
-  if slots == 2:
-    second = rows[1][jax.random.permutation(jax.random.fold_in(k_pick, 1),
-                                            size)]
-    summed = over_grid(u[:, 2] < p, grid)
-    potential = jnp.where(summed, potential + second, potential)
-  return potential + over_grid(uniform_in(u[:, 3], offset), grid)
+    strata.append(v[:, :n])
+    leftover = v[:, n:] if leftover is None else jnp.where(
+        choice == k, v[:, n:], leftover)
+  drawn = jnp.concatenate(strata + [leftover], axis=1)
+  if slots == 2:  # second terms shuffled: pairs of random components
+    drawn = drawn.at[1].set(drawn[1][jax.random.permutation(
+        jax.random.fold_in(k_pick, 1), size)])
+  return drawn, u
