@@ -17,6 +17,7 @@ from pgmoe_jax import potentials
 from pgmoe_jax import residual
 from pgmoe_jax import solve
 from pgmoe_jax import solvers
+from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
 
 GRID = Grid((24, 20), (20.0, 16.0))
 
@@ -242,3 +243,67 @@ def test_huge_constant_offset_is_exact(method):
   e0, psi0 = ground_state(v + 1e8, grid, method=method)
   assert float(e0) == pytest.approx(float(e_ref) + 1e8, rel=0, abs=1e-6)
   np.testing.assert_allclose(psi0, psi_ref, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# A start block can hold an excited eigenvector exactly (a constant V makes
+# every kinetic mode one): the solver must still return the ground state,
+# which for this H (nonpositive off-diagonals, connected grid) is the only
+# nodeless eigenvector, and never flag a state with a node as converged.
+
+
+def negative_mass(psi, grid):
+  """The fraction of each state's squared norm carried by its negative part."""
+  psi = np.asarray(psi)
+  return (np.minimum(psi, 0)**2).sum(grid.axes) / (psi**2).sum(grid.axes)
+
+
+@pytest.mark.parametrize("boundary", ["dirichlet", "periodic"])
+@pytest.mark.parametrize("offset", [0.0, -1e6, 3.5])
+def test_an_init_never_leads_to_an_excited_state(boundary, offset):
+  grid = Grid((32, 32), 20.0, boundary)
+  v = np.full(grid.shape, offset)
+  e_exact = offset + (0.0 if boundary == "periodic" else sum(
+      (1 - np.cos(np.pi / (n + 1))) / h**2
+      for n, h in zip(grid.shape, grid.spacing)))
+  excited = kinetic.kinetic_modes(grid, 2)[1]  # an exact eigenvector of H
+  for init in (np.ones(grid.shape), excited, np.abs(excited)):
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      e0, psi0 = ground_state(v, grid, method="lobpcg", init=init)
+    assert float(e0) == pytest.approx(e_exact, rel=0, abs=1e-8), init
+    assert negative_mass(psi0, grid) <= 1e-12
+
+
+def test_an_excited_eigenvector_as_init_on_wells():
+  # The first excited state of real wells, exactly: zero residual, a node.
+  wells = np.asarray(potentials.gaussian_wells(jax.random.key(4), GRID, (3,)))
+  ref = solve(wells, GRID, method="eigsh", num_states=2)
+  init = ref.states[:, 1]
+  result = solve(wells, GRID, method="lobpcg", init=init)
+  assert bool(np.all(result.converged))
+  np.testing.assert_allclose(result.energies[:, 0], ref.energies[:, 0],
+                             rtol=0, atol=1e-8)
+  assert (negative_mass(result.states[:, 0], GRID) <= 1e-6).all()
+  # Given no iterations to recover, the nodal state is not converged.
+  with pytest.warns(RuntimeWarning, match="ended on a state with a node"):
+    stuck = solve(wells, GRID, method="lobpcg", init=init, max_iters=0,
+                  block_size=1)
+  assert not np.asarray(stuck.converged).any()
+  with pytest.raises(solvers.NotConvergedError, match="node"):
+    ground_state(wells, GRID, method="lobpcg", init=init, max_iters=0,
+                 block_size=1)
+
+
+def test_fixed_cost_solver_from_a_nodeless_start_finds_the_ground_state():
+  # |mode 1| is nodeless but no eigenvector: the iterations leave it for
+  # the ground state (mode 1 itself would stay: it is an eigenvector).
+  grid = Grid((32, 32), 20.0)
+  v = jnp.zeros((2,) + grid.shape)
+  modes = kinetic.kinetic_modes(grid, 2)
+  start = jnp.asarray(np.stack([np.abs(modes[1]), np.ones(grid.shape)]))
+  e, x = ground_state_fixed(v, grid, 12, start=start)
+  e_box = sum((1 - np.cos(np.pi / (n + 1))) / h**2
+              for n, h in zip(grid.shape, grid.spacing))
+  np.testing.assert_allclose(e, e_box, rtol=0, atol=1e-8)
+  assert (negative_mass(x, grid) == 0).all()

@@ -17,6 +17,7 @@ that ``sum(psi**2) * prod(h) = 1`` and ``sum(psi) > 0``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 import warnings
 
@@ -51,7 +52,10 @@ class SolverResult(NamedTuple):
     residuals: ``(..., num_states)`` ``||H psi - E psi|| / ||psi||`` in Ha.
     iterations: ``(...)`` iterations used (LOBPCG iterations, or ARPACK's
       count of operator applications for eigsh).
-    converged: ``(...)`` whether every requested state met the tolerance.
+    converged: ``(...)`` whether every requested state met the tolerance
+      and the ground state is nodeless (at most :data:`NODE_TOLERANCE` of
+      its squared norm on its minority sign; LOBPCG restarts from
+      ``|psi|`` before it gives up on one with a node).
   """
   energies: np.ndarray | jax.Array
   states: np.ndarray | jax.Array
@@ -127,10 +131,46 @@ def _prepare_init(init, potentials, grid: Grid, block_size: int, dtype):
     raise ValueError("init holds an identically zero state; give a nonzero "
                      "guess or init=None for the default start.")
   init = init.reshape((b, given) + grid.shape).astype(dtype)
-  fill = kinetic.kinetic_modes(grid, block_size)[given:]
-  fill = jnp.broadcast_to(jnp.asarray(fill, dtype),
-                          (b, block_size - given) + grid.shape)
-  return jnp.concatenate([init, fill], axis=1)
+  return _pad_block(init, grid, block_size)
+
+
+def _pad_block(given, grid: Grid, block_size: int):
+  """``given (b, j, *grid.shape)`` filled up to the block with K's modes.
+
+  The fill starts from K's lowest mode, not after ``j`` of them: a given
+  state can be an excited eigenvector of H exactly (any kinetic mode is
+  one for a constant potential), and a block without a nodeless vector
+  would then settle on it at once with a zero residual.
+  """
+  b, j = given.shape[:2]
+  if j == block_size:
+    return given
+  fill = kinetic.kinetic_modes(grid, block_size - j)
+  fill = jnp.broadcast_to(jnp.asarray(fill, given.dtype),
+                          (b, block_size - j) + grid.shape)
+  return jnp.concatenate([given, fill], axis=1)
+
+
+# A ground state's negative part may carry this fraction of its squared
+# norm at most (rounding in the far tails carries ~1e-10 in float32).
+NODE_TOLERANCE = 1e-6
+# Restarts from |psi| of a ground state found with a node.
+_RESTARTS = 2
+
+
+def node_fraction(states, grid: Grid):
+  """The fraction of each state's squared norm on its minority sign.
+
+  The stencil Hamiltonian on a connected grid has nonpositive off-diagonal
+  entries, so its ground state is simple and of one sign (Perron-Frobenius):
+  a state whose minority sign carries real norm has a node and is provably
+  not the ground state.
+  """
+  sq = states * states
+  pos = jnp.sum(jnp.where(states > 0, sq, 0.0), axis=grid.axes)
+  neg = jnp.sum(jnp.where(states < 0, sq, 0.0), axis=grid.axes)
+  return jnp.minimum(pos, neg) / jnp.maximum(pos + neg, jnp.finfo(
+      states.dtype).tiny)
 
 
 def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
@@ -162,6 +202,15 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     chunk_size: LOBPCG only: solve the batch in chunks of this many
       potentials (memory; on CPU, ``1`` is fastest per potential because a
       batch iterates until its slowest member converges).
+
+  What ``converged`` certifies: the residual, and for the ground state that
+  it has no node (an excited eigenvector in the start block has a zero
+  residual too; a ground state with a node that met the tolerance is
+  restarted from ``|psi|`` up to twice). What no local solver can
+  certify: a nodeless state settled in the upper well of a double well
+  whose lower well it does not reach above round-off; its residual and
+  sign look like a ground state's. Starting from the default kinetic
+  modes (or the cascade, for ``method="cascade"``) avoids such starts.
 
   Returns:
     A :class:`SolverResult`; NumPy arrays for eigsh, JAX arrays for LOBPCG.
@@ -235,34 +284,82 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     x0 = _prepare_init(init, V, grid, block_size, V.dtype)
     offset = jnp.min(flat.reshape(b, -1), axis=1)
     flat = flat - offset.reshape(column)
-    outputs = []
-    for start in range(0, b, chunk):
-      stop = min(start + chunk, b)
-      pad = chunk - (stop - start)  # pad the last chunk: one compilation
-      v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
-                                pad)
-      x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
-      out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
-                         max_iters=int(max_iters))
-      outputs.append([o[:stop - start] for o in out])
-    e, x, res, its = (jnp.concatenate(parts) for parts in zip(*outputs))
-    e = e + offset[:, None]
+    run = functools.partial(_lobpcg_chunks, grid=grid, tol=tol, chunk=chunk,
+                            num_states=num_states, max_iters=int(max_iters))
+    e, x, res, its = run(flat, x0)
     states = normalize_unchecked(
         x.reshape((b, num_states) + grid.shape), grid)
+    nodal = node_fraction(states[:, 0], grid) > NODE_TOLERANCE
+    for _ in range(_RESTARTS if max_iters > 0 else 0):
+      # A ground state with a node that met the tolerance is an excited
+      # state (or a mixture with one) that the block settled on: start
+      # again from |psi|, whose Rayleigh quotient is at most psi's for
+      # this H. (One that ran out of iterations is left as it is.)
+      rows = np.flatnonzero(np.asarray(nodal & jnp.all(res <= tol, -1)))
+      if not rows.size:
+        break
+      again = _pad_block(jnp.concatenate(
+          [jnp.abs(states[rows, :1]), states[rows, 1:]], axis=1), grid,
+          block_size)
+      e2, x2, res2, its2 = run(flat[rows], again)
+      s2 = normalize_unchecked(x2.reshape((len(rows), num_states)
+                                          + grid.shape), grid)
+      e, res = e.at[rows].set(e2), res.at[rows].set(res2)
+      its, states = its.at[rows].add(its2), states.at[rows].set(s2)
+      nodal = nodal.at[rows].set(
+          node_fraction(s2[:, 0], grid) > NODE_TOLERANCE)
+    e = e + offset[:, None]
     result = SolverResult(
         e.reshape(batch + (num_states,)),
         states.reshape(batch + (num_states,) + grid.shape),
         res.reshape(batch + (num_states,)), its.reshape(batch),
-        jnp.all(res <= tol, axis=-1).reshape(batch))
+        (jnp.all(res <= tol, axis=-1) & ~nodal).reshape(batch))
 
   failed = int(np.size(result.converged) - np.count_nonzero(result.converged))
   if failed:
-    warnings.warn(
-        f"{method}: {failed} of {b} potential(s) did not reach the residual "
-        f"tolerance {tol:g} Ha (largest residual "
-        f"{float(np.max(result.residuals)):.3g} Ha); raise max_iters or "
-        "block_size, or check the potential.", RuntimeWarning, stacklevel=2)
+    warnings.warn(f"{method}: {_failure_text(result, tol, grid)}; raise "
+                  "max_iters or block_size, or check the potential.",
+                  RuntimeWarning, stacklevel=2)
   return result
+
+
+def _lobpcg_chunks(flat, x0, *, grid: Grid, tol: float, chunk: int,
+                   num_states: int, max_iters: int):
+  """``lobpcg_batch`` over ``flat (b, *grid.shape)`` in chunks (padded)."""
+  b = flat.shape[0]
+  chunk = min(chunk, b)
+  outputs = []
+  for start in range(0, b, chunk):
+    stop = min(start + chunk, b)
+    pad = chunk - (stop - start)  # pad the last chunk: one compilation
+    v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
+                              pad)
+    x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
+    out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
+                       max_iters=max_iters)
+    outputs.append([o[:stop - start] for o in out])
+  return tuple(jnp.concatenate(parts) for parts in zip(*outputs))
+
+
+def _failure_text(result: SolverResult, tol: float, grid: Grid) -> str:
+  """Says how many potentials failed, and how (residual or node)."""
+  converged = np.asarray(result.converged).ravel()
+  residuals = np.asarray(result.residuals)
+  total = max(converged.size, 1)
+  met = np.all(residuals.reshape(converged.size, -1) <= tol, axis=-1)
+  nodal = int(np.count_nonzero(~converged & met))
+  slow = int(np.count_nonzero(~converged & ~met))
+  parts = []
+  if slow:
+    parts.append(f"{slow} of {total} potential(s) did not reach the residual "
+                 f"tolerance {tol:g} Ha (largest residual "
+                 f"{float(np.max(residuals)):.3g} Ha)")
+  if nodal:
+    parts.append(
+        f"{nodal} of {total} potential(s) ended on a state with a node "
+        f"(over {NODE_TOLERANCE:g} of its norm on the minority sign): an "
+        "excited state, not the ground state")
+  return "; ".join(parts)
 
 
 def ground_state(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
@@ -292,14 +389,11 @@ def ground_state(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
   converged = np.asarray(result.converged)
   if not converged.all():
     bad = np.argwhere(~converged.reshape(converged.shape or (1,)))
-    residuals = np.asarray(result.residuals)
     tol = default_tol(result.energies.dtype, grid) if tol is None else tol
     shown = ", ".join(str(tuple(int(i) for i in b)) for b in bad[:5])
     raise NotConvergedError(
-        f"ground_state ({method}): {len(bad)} of {max(converged.size, 1)} "
-        f"potential(s) did not reach the residual tolerance {tol:g} Ha "
-        f"(batch indices {shown}{', ...' if len(bad) > 5 else ''}; largest "
-        f"residual {float(residuals.max()):.3g} Ha). "
+        f"ground_state ({method}): {_failure_text(result, tol, grid)} "
+        f"(batch indices {shown}{', ...' if len(bad) > 5 else ''}). "
         + (f"Raise max_iters (now {kwargs.get('max_iters', 500)}) or "
            "block_size, " if method == "lobpcg" else "")
         + "loosen tol, or call solve() to get the results with their "

@@ -54,6 +54,10 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     iters: the number of iterations (static, >= 0).
     start: ``(b, *grid.shape)`` starting vectors, or ``None`` for K's
       lowest mode (nodeless, so never orthogonal to the ground state).
+      Give nonnegative starts (``|psi|`` of a coarser solve, say): the
+      ground state of this H is positive, so a nonnegative start always
+      overlaps it, while a start that is an excited eigenvector has a
+      zero residual and stays one for any number of iterations.
     fft_min_size: axes of at least this many points apply the
       preconditioner's sine transforms by FFT, smaller ones by dense
       matrices (``kinetic.transform_methods``; ``None``: dense).
