@@ -25,6 +25,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "pgmoe_jax")
 CORE = ("grid", "checks", "hamiltonian", "kinetic", "variational", "metrics",
+        "multigrid",
         "symmetry", "timing", "locks", "memory", "sharding", "paths",
         "version", "bounds")
 LAYERS = ("core", "solvers", "potentials", "data", "models", "evaluation",

@@ -34,7 +34,7 @@ from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import common
 from pgmoe_jax.models import tiling
 from pgmoe_jax.sharding import replicate_space
-from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 
 ENVELOPE_SOLVERS = ("lobpcg", "fixed")
@@ -155,11 +155,7 @@ class EnvelopeGate(nn.Module):
       # A coarse solve is small: whole on every space device (a no-op
       # without a spatially sharded mesh, pgmoe_jax.sharding).
       v = replicate_space(v)
-    if self.envelope_iters > 0 and self.solver == "fixed":
-      energy, ground = ground_state_fixed(
-          v, coarse_grid, int(self.envelope_iters),
-          start=self._start_vector(v))
-    elif self.envelope_iters > 0:
+    if self.envelope_iters > 0 and self.solver == "lobpcg":
       start = jnp.asarray(kinetic.kinetic_modes(coarse_grid, 2), v.dtype)
       start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
       # tol = 0: always run envelope_iters iterations (fixed cost).
@@ -168,41 +164,27 @@ class EnvelopeGate(nn.Module):
           max_iters=int(self.envelope_iters))
       energy, ground = energies[:, 0], states[:, 0]
     else:
-      energy, ground = _eigh_ground_state(v, coarse_grid)
+      # The cascade: the start chain (if any), then the gate's grid;
+      # envelope_iters = 0 is an exact eigh on the gate's grid alone.
+      grids, iters = self.cascade_levels()
+      energy, ground = cascade_unchecked(
+          v, grids, iters,
+          exact_coarsest=self.envelope_iters == 0 or iters[0] == 0)
     ground = jnp.abs(ground).reshape(v.shape[0], -1)
     # The coarse ground state is nodeless; the floor only guards log(0).
     log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))
     return GateOutput(jax.lax.stop_gradient(log_env.reshape(v.shape)),
                       jax.lax.stop_gradient(energy))
 
-  def _start_vector(self, v: jax.Array) -> jax.Array | None:
-    """The start chain's ground state on the gate's grid (or ``None``)."""
-    if self.start is None:
-      return None
+  def cascade_levels(self) -> tuple[tuple[Grid, ...], tuple[int, ...]]:
+    """The gate's cascade: its levels (coarsest first) and iterations."""
     coarse_grid = self.coarse_grid
-    levels = [Grid(shape, coarse_grid.length, coarse_grid.boundary)
-              for shape in self._start_shapes()]
-    # Each level's potential: block means of the next finer level's (the
-    # same averages, from 4x (2-D) fewer points each time); coarsest first.
-    level_v = [v]
-    for finer, level in zip([coarse_grid] + levels[:0:-1], levels[::-1]):
-      level_v.append(tiling.block_mean(level_v[-1], finer, level.shape))
-    x = None
-    for level, vs, iters in zip(levels, level_v[:0:-1], self.start_levels):
-      start = None if x is None else tiling.interpolate(jnp.abs(x), level)
-      if iters > 0:
-        _, x = ground_state_fixed(vs, level, iters, start=start)
-      else:  # only ever the coarsest level (checked)
-        _, x = _eigh_ground_state(vs, level)
-    return tiling.interpolate(jnp.abs(x), coarse_grid)
-
-
-def _eigh_ground_state(v: jax.Array, grid: Grid):
-  """Exact ``(E0 (b,), psi0 (b, *grid.shape))`` by a dense ``eigh``."""
-  k = jnp.asarray(kinetic.kinetic_matrix(grid, sparse=False), v.dtype)
-  h = k + jax.vmap(jnp.diag)(v.reshape(v.shape[0], -1))
-  energies, vectors = jnp.linalg.eigh(h)
-  return energies[:, 0], vectors[..., 0].reshape(v.shape)
+    if self.start is None:
+      return (coarse_grid,), (int(self.envelope_iters),)
+    levels = tuple(Grid(shape, coarse_grid.length, coarse_grid.boundary)
+                   for shape in self._start_shapes())
+    return levels + (coarse_grid,), self.start_levels + (
+        int(self.envelope_iters),)
 
 
 class LearnedGate(nn.Module):

@@ -14,6 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgmoe_jax.grid import Grid
+# The grid transfers live in the core (the cascade solver uses them too).
+from pgmoe_jax.multigrid import apply_per_axis  # noqa: F401
+from pgmoe_jax.multigrid import block_mean  # noqa: F401
+from pgmoe_jax.multigrid import interpolate  # noqa: F401
+from pgmoe_jax.multigrid import interpolation_matrix  # noqa: F401
 
 
 def per_axis(value: int | Sequence[int], grid: Grid,
@@ -168,44 +173,3 @@ def merge_tiles(values: jax.Array, tiles: Sequence[int],
   order = [0] + [i for a in range(d) for i in (1 + a, 1 + d + a)]
   x = x.transpose(order)
   return x.reshape((b,) + tuple(t * s for t, s in zip(tiles, tile_shape)))
-
-
-def interpolation_matrix(n_fine: int, n_coarse: int, length: float,
-                         boundary: str) -> np.ndarray:
-  """Linear interpolation (with linear extrapolation at the ends)."""
-  fine = Grid((n_fine,), length, boundary).coordinates()[0]
-  coarse = Grid((n_coarse,), length, boundary).coordinates()[0]
-  j = np.clip(np.searchsorted(coarse, fine) - 1, 0, n_coarse - 2)
-  w = (fine - coarse[j]) / (coarse[j + 1] - coarse[j])
-  out = np.zeros((n_fine, n_coarse))
-  out[np.arange(n_fine), j] = 1 - w
-  out[np.arange(n_fine), j + 1] = w
-  return out
-
-
-def block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
-  """Averages ``(b, *grid.shape)`` over blocks down to ``(b, *coarse)``."""
-  shape = [x.shape[0]]
-  for n, c in zip(grid.shape, coarse):
-    shape += [c, n // c]
-  x = x.reshape(shape)
-  return x.mean(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
-
-
-def interpolate(x: jax.Array, grid: Grid) -> jax.Array:
-  """``x (b, *coarse)`` linearly interpolated onto ``grid`` (the same box).
-
-  Per axis by :func:`interpolation_matrix` at ``Precision.HIGHEST``.
-  """
-  return apply_per_axis(x, [
-      jnp.asarray(interpolation_matrix(n, c, a, grid.boundary), x.dtype)
-      for n, c, a in zip(grid.shape, x.shape[1:], grid.length)])
-
-
-def apply_per_axis(x: jax.Array, matrices) -> jax.Array:
-  """``x (b, c1, .., cd) -> (b, n1, .., nd)`` applying ``M_a (n_a, c_a)``."""
-  for axis, m in enumerate(matrices, start=1):
-    x = jnp.moveaxis(jnp.tensordot(x, m, axes=([axis], [1]),
-                                   precision=jax.lax.Precision.HIGHEST),
-                     -1, axis)
-  return x

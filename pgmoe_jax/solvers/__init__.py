@@ -1,12 +1,18 @@
-r"""Reference ground-state solvers for :math:`H = -\tfrac12\Delta_h + V`.
+r"""Ground-state solvers for :math:`H = -\tfrac12\Delta_h + V`.
 
-Two methods solve the same discretisation (:mod:`pgmoe_jax.hamiltonian`):
+Three methods solve the same discretisation (:mod:`pgmoe_jax.hamiltonian`)
+to a residual tolerance:
 
 * ``"eigsh"`` (:mod:`pgmoe_jax.solvers.eigsh`): SciPy ARPACK in shift-invert
   mode, float64 on the CPU; the reference.
 * ``"lobpcg"`` (:mod:`pgmoe_jax.solvers.lobpcg`): a matrix-free JAX LOBPCG,
   jitted and batched, in the input's dtype; an initial guess (say a
   network's prediction) warm-starts it.
+* ``"cascade"``: the same LOBPCG started from the coarse-to-fine cascade
+  (:mod:`pgmoe_jax.solvers.coarse_to_fine`), the fastest for many potentials.
+
+:func:`cascade` itself is the fixed-cost solve (no tolerance): the
+baseline every learned model's speed is measured against.
 
 :func:`solve` returns every pair with its residual and a convergence flag;
 :func:`ground_state` returns ``(E, psi)`` and refuses an unconverged answer.
@@ -18,7 +24,7 @@ that ``sum(psi**2) * prod(h) = 1`` and ``sum(psi) > 0``.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 import warnings
 
 import jax
@@ -29,14 +35,17 @@ from pgmoe_jax import checks
 from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
+from pgmoe_jax.solvers import coarse_to_fine
+from pgmoe_jax.solvers.coarse_to_fine import cascade
 from pgmoe_jax.solvers.eigsh import eigsh_batch
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 from pgmoe_jax.variational import normalize_unchecked
 
-__all__ = ["METHODS", "NotConvergedError", "SolverResult", "default_tol",
-           "eigsh_batch", "ground_state", "lobpcg_batch", "solve"]
+__all__ = ["METHODS", "NODE_TOLERANCE", "NotConvergedError", "SolverResult",
+           "cascade", "default_cascade_iters", "default_tol", "eigsh_batch",
+           "ground_state", "lobpcg_batch", "node_fraction", "solve"]
 
-METHODS = ("eigsh", "lobpcg")
+METHODS = ("eigsh", "lobpcg", "cascade")
 
 
 class NotConvergedError(RuntimeError):
@@ -176,15 +185,20 @@ def node_fraction(states, grid: Grid):
 def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
           tol: float | None = None, init=None, max_iters: int = 500,
           block_size: int | None = None,
-          chunk_size: int | None = None) -> SolverResult:
+          chunk_size: int | None = None,
+          cascade_iters: Sequence[int] | None = None) -> SolverResult:
   r"""The lowest ``num_states`` eigenpairs of :math:`H` for each potential.
 
   Args:
     V: potentials in Hartree, ``(..., *grid.shape)``; leading axes are a
       batch.
     grid: the grid.
-    method: ``"eigsh"`` (SciPy shift-invert, CPU, float64) or ``"lobpcg"``
-      (JAX, jitted, batched, in ``V``'s dtype).
+    method: ``"eigsh"`` (SciPy shift-invert, CPU, float64), ``"lobpcg"``
+      (JAX, jitted, batched, in ``V``'s dtype), or ``"cascade"``: the
+      coarse-to-fine cascade (:func:`pgmoe_jax.solvers.cascade`)
+      as the start of the same batched LOBPCG, the fastest way to many
+      ground states (its vmapped loop stops each potential when it
+      converges; on CPU a batch waits for its slowest member).
     num_states: how many of the lowest states to return (>= 1).
     tol: target residual ``||H psi - E psi|| / ||psi||`` in Hartree; defaults
       to :func:`default_tol` (1e-8 in float64, 1e-4 in float32, more on
@@ -202,6 +216,9 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     chunk_size: LOBPCG only: solve the batch in chunks of this many
       potentials (memory; on CPU, ``1`` is fastest per potential because a
       batch iterates until its slowest member converges).
+    cascade_iters: ``method="cascade"`` only: the cascade's fixed-cost
+      iterations per level, coarsest first, before LOBPCG takes over on
+      the grid itself; default :func:`default_cascade_iters`.
 
   What ``converged`` certifies: the residual, and for the ground state that
   it has no node (an excited eigenvector in the start block has a zero
@@ -253,6 +270,9 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
   # shifted matrix singular. Energies get min(V) back at the end.
   column = (b,) + (1,) * grid.ndim
 
+  if cascade_iters is not None and method != "cascade":
+    raise ValueError(f"cascade_iters is only used by method='cascade', not "
+                     f"{method!r}.")
   if method == "eigsh":
     if init is not None:
       raise ValueError("init is only used by method='lobpcg'; eigsh "
@@ -281,9 +301,24 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     if chunk < 1:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
     _check_memory("lobpcg", grid, b, chunk, block_size, V.dtype)
-    x0 = _prepare_init(init, V, grid, block_size, V.dtype)
     offset = jnp.min(flat.reshape(b, -1), axis=1)
     flat = flat - offset.reshape(column)
+    if method == "cascade":
+      if init is not None:
+        raise ValueError("init is only used by method='lobpcg'; the cascade "
+                         "makes its own start.")
+      if V.dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(f"method='cascade' runs in float32 or float64, got "
+                         f"V of dtype {V.dtype}.")
+      iters = (default_cascade_iters(grid) if cascade_iters is None
+               else coarse_to_fine.check_iters(cascade_iters))
+      grids = coarse_to_fine.level_grids(grid, len(iters))
+      x0 = jnp.concatenate([
+          _cascade_start(flat[i:i + chunk], grids, iters)
+          for i in range(0, b, chunk)])
+      x0 = _pad_block(x0[:, None], grid, block_size)
+    else:
+      x0 = _prepare_init(init, V, grid, block_size, V.dtype)
     run = functools.partial(_lobpcg_chunks, grid=grid, tol=tol, chunk=chunk,
                             num_states=num_states, max_iters=int(max_iters))
     e, x, res, its = run(flat, x0)
@@ -321,6 +356,30 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
                   "max_iters or block_size, or check the potential.",
                   RuntimeWarning, stacklevel=2)
   return result
+
+
+def default_cascade_iters(grid: Grid) -> tuple[int, ...]:
+  """The cascade before ``solve(method="cascade")``'s LOBPCG on ``grid``.
+
+  Up to two halvings per axis while every level keeps at least 8 points
+  per axis: 6 iterations on the coarsest level, 2 on a middle one, and
+  none on the grid itself (LOBPCG works there). ``(0,)`` where the grid
+  does not halve: LOBPCG from K's lowest mode.
+  """
+  halvings = 0
+  while halvings < 2 and all(
+      n % 2**(halvings + 1) == 0 and n // 2**(halvings + 1) >= 8
+      for n in grid.shape):
+    halvings += 1
+  if not halvings:
+    return (0,)
+  return (6,) + (2,) * (halvings - 1) + (0,)
+
+
+@functools.partial(jax.jit, static_argnames=("grids", "iters"))
+def _cascade_start(v, grids, iters):
+  """The cascade's states, unit norm, as LOBPCG's first block vector."""
+  return coarse_to_fine.cascade_unchecked(v, grids, iters)[1]
 
 
 def _lobpcg_chunks(flat, x0, *, grid: Grid, tol: float, chunk: int,
@@ -395,7 +454,7 @@ def ground_state(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
         f"ground_state ({method}): {_failure_text(result, tol, grid)} "
         f"(batch indices {shown}{', ...' if len(bad) > 5 else ''}). "
         + (f"Raise max_iters (now {kwargs.get('max_iters', 500)}) or "
-           "block_size, " if method == "lobpcg" else "")
+           "block_size, " if method != "eigsh" else "")
         + "loosen tol, or call solve() to get the results with their "
         "converged flags.")
   if num_states == 1:

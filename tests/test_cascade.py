@@ -1,0 +1,224 @@
+"""The coarse-to-fine cascade: levels, exactness, solve(method="cascade")."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgmoe_jax import Grid
+from pgmoe_jax import energy
+from pgmoe_jax import multigrid
+from pgmoe_jax import potentials
+from pgmoe_jax import solvers
+from pgmoe_jax.memory import InsufficientMemoryError
+from pgmoe_jax.solvers import cascade
+from pgmoe_jax.solvers import solve
+from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.variational import normalize_unchecked
+
+GRID = Grid((32, 32), 20.0)
+
+
+def box_energy(grid):
+  return sum((1 - np.cos(np.pi / (n + 1))) / h**2
+             for n, h in zip(grid.shape, grid.spacing))
+
+
+@pytest.fixture(scope="module")
+def wells():
+  return np.asarray(potentials.gaussian_wells(jax.random.key(0), GRID, (4,)))
+
+
+@pytest.fixture(scope="module")
+def exact(wells):
+  return solve(wells, GRID, method="eigsh", num_states=2)
+
+
+def test_levels_halve_up_to_the_grid():
+  grids = solvers.coarse_to_fine.level_grids(Grid((64, 32), (20.0, 10.0)), 3)
+  assert [g.shape for g in grids] == [(16, 8), (32, 16), (64, 32)]
+  assert all(g.length == (20.0, 10.0) for g in grids)
+
+
+def test_one_level_is_the_fixed_cost_solver(wells):
+  e, psi = cascade(wells, GRID, (5,))
+  e_ref, x_ref = ground_state_fixed(jnp.asarray(wells), GRID, 5)
+  np.testing.assert_allclose(e, e_ref, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(psi, normalize_unchecked(x_ref, GRID),
+                             rtol=0, atol=1e-12)
+
+
+def test_each_level_starts_from_the_interpolated_level_below(wells):
+  # (4, 0): 4 iterations at 16x16 on the block means, then interpolation
+  # only; (4, 3): then 3 fine iterations from that start.
+  coarse = Grid((16, 16), 20.0)
+  v16 = multigrid.block_mean(jnp.asarray(wells), GRID, (16, 16))
+  _, x16 = ground_state_fixed(v16, coarse, 4)
+  start = multigrid.interpolate(jnp.abs(x16), GRID)
+  e, psi = cascade(wells, GRID, (4, 0))
+  np.testing.assert_allclose(psi, normalize_unchecked(start, GRID),
+                             rtol=0, atol=1e-12)
+  np.testing.assert_allclose(e, energy(start, wells, GRID), rtol=0,
+                             atol=1e-12)
+  e3, _ = cascade(wells, GRID, (4, 3))
+  e_ref, _ = ground_state_fixed(jnp.asarray(wells), GRID, 3, start=start)
+  np.testing.assert_allclose(e3, e_ref, rtol=0, atol=1e-12)
+
+
+def test_energies_are_rayleigh_quotients_and_states_follow_the_convention(
+    wells, exact):
+  for iters in [(4,), (6, 2), (4, 2, 1), (3, 0, 1)]:
+    e, psi = cascade(wells, GRID, iters)
+    assert e.shape == (4,) and psi.shape == (4,) + GRID.shape
+    np.testing.assert_allclose(energy(psi, wells, GRID), e, rtol=0,
+                               atol=1e-10)
+    np.testing.assert_allclose(
+        np.sum(np.asarray(psi)**2, (-1, -2)) * GRID.volume_element, 1.0,
+        rtol=1e-12)
+    assert (np.asarray(psi).sum((-1, -2)) > 0).all()
+    # Upper bounds (variational), to rounding.
+    assert (np.asarray(e) >= exact.energies[:, 0] - 1e-10).all()
+
+
+def test_more_fine_iterations_reach_the_exact_state(wells, exact):
+  errors = [np.max(np.asarray(cascade(wells, GRID, (6, k))[0])
+                   - exact.energies[:, 0]) for k in (0, 2, 30)]
+  assert errors[0] > errors[1] > errors[2]
+  assert errors[2] < 1e-9
+
+
+def test_exact_coarsest_level(wells, exact):
+  # One exact level is the exact ground state.
+  small = Grid((12, 12), 20.0)
+  v = np.asarray(potentials.gaussian_wells(jax.random.key(3), small, (3,)))
+  e, psi = cascade(v, small, (0,), exact_coarsest=True)
+  e_ref, psi_ref = solvers.ground_state(v, small)
+  np.testing.assert_allclose(e, e_ref, rtol=0, atol=1e-10)
+  np.testing.assert_allclose(psi, psi_ref, rtol=0, atol=1e-8)
+  # An exact 8x8 level then 2 fine iterations; the count at the exact
+  # level is not used.
+  e1, _ = cascade(wells, GRID, (0, 0, 2), exact_coarsest=True)
+  e2, _ = cascade(wells, GRID, (5, 0, 2), exact_coarsest=True)
+  np.testing.assert_array_equal(e1, e2)
+  e0, _ = cascade(wells, GRID, (0, 0, 0), exact_coarsest=True)
+  assert (exact.energies[:, 0] - 1e-10 <= np.asarray(e1)).all()
+  assert (np.asarray(e1) < np.asarray(e0)).all()
+
+
+def test_batch_axes_float32_and_jit(wells):
+  v = jnp.asarray(wells, jnp.float32).reshape((2, 2) + GRID.shape)
+  e, psi = cascade(v, GRID, (4, 2))
+  assert e.shape == (2, 2) and psi.shape == (2, 2) + GRID.shape
+  assert e.dtype == jnp.float32 and psi.dtype == jnp.float32
+  jitted = jax.jit(lambda v: cascade(v, GRID, (4, 2)))
+  e_jit, psi_jit = jitted(v)
+  np.testing.assert_allclose(e_jit, e, rtol=1e-6)
+  np.testing.assert_allclose(psi_jit, psi, atol=1e-6)
+  e64, _ = cascade(wells, GRID, (4, 2))
+  np.testing.assert_allclose(e.reshape(-1), e64, rtol=1e-4)
+
+
+def test_bad_input_is_named(wells):
+  with pytest.raises(ValueError, match="nonnegative integers"):
+    cascade(wells, GRID, (4, -1))
+  with pytest.raises(ValueError, match="nonnegative integers"):
+    cascade(wells, GRID, ())
+  with pytest.raises(ValueError, match="nonnegative integers"):
+    cascade(wells, GRID, (2.5,))
+  with pytest.raises(ValueError, match="must divide by 4"):
+    cascade(np.zeros((30, 30)), Grid((30, 30), 20.0), (1, 1, 1))
+  with pytest.raises(ValueError, match="below 3 per axis"):
+    cascade(wells, GRID, (1,) * 5)
+  with pytest.raises(ValueError, match="float32 or float64"):
+    cascade(jnp.asarray(wells, jnp.float16), GRID, (4,))
+  with pytest.raises(ValueError, match="does not match the grid"):
+    cascade(np.zeros((16, 16)), GRID, (4,))
+  with pytest.raises(ValueError, match="non-finite"):
+    cascade(np.full(GRID.shape, np.nan), GRID, (4,))
+  big = Grid((128, 128), 20.0)
+  with pytest.raises(InsufficientMemoryError, match="exact coarsest"):
+    cascade(jnp.zeros((64,) + big.shape, jnp.float32), big, (0,),
+            exact_coarsest=True)
+  with pytest.raises(ValueError, match="only used by method='cascade'"):
+    solve(wells, GRID, method="lobpcg", cascade_iters=(4,))
+  with pytest.raises(ValueError, match="the cascade makes its own start"):
+    solve(wells, GRID, method="cascade", init=wells)
+
+
+# --------------------------------------------------------------------------
+# solve(method="cascade"): to a tolerance, like the other methods.
+
+
+def bound(result, e1):
+  """max(1e-9 Ha, r^2 / (E1 - E)): what a residual r guarantees."""
+  e = np.asarray(result.energies[:, 0])
+  r = np.asarray(result.residuals[:, 0])
+  return np.maximum(1e-9, r**2 / (e1 - e))
+
+
+def tilted_double_wells(grid):
+  x, y = grid.mesh()
+  return np.stack([np.minimum(10 * ((x / 3.5)**2 - 1)**2 + t * x / 3.5
+                              + 0.5 * y**2, 50.0)
+                   for t in (0.0, 1e-8, 1e-5, 1e-2)])
+
+
+@pytest.mark.parametrize("family", sorted(potentials.FAMILIES) + [
+    "tilted_double_well", "periodic", "3d"])
+def test_solve_cascade_agrees_with_eigsh(family):
+  grid = GRID
+  if family == "tilted_double_well":
+    v = tilted_double_wells(grid)
+  elif family == "periodic":
+    grid = Grid((32, 24), (12.0, 9.0), "periodic")
+    x, y = grid.mesh()
+    v = np.stack([-3 * np.cos(2 * np.pi * x / 12.0) + s * np.sin(
+        2 * np.pi * y / 9.0) for s in (0.5, 1.0)])
+  elif family == "3d":
+    grid = Grid((16, 16, 16), 12.0)
+    v = np.asarray(potentials.gaussian_wells(jax.random.key(2), grid, (2,)))
+  else:
+    v = np.asarray(potentials.sample(family, jax.random.key(1), grid, (3,)))
+  ref = solve(v, grid, method="eigsh", num_states=2)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # valid inputs: no warning
+    result = solve(v, grid, method="cascade")
+  assert np.asarray(result.converged).all()
+  assert (np.asarray(result.residuals) <= 1e-8).all()
+  err = np.abs(np.asarray(result.energies[:, 0]) - ref.energies[:, 0])
+  assert (err <= bound(result, ref.energies[:, 1])).all(), err
+  assert (solvers.node_fraction(result.states[:, 0], grid) <= 1e-6).all()
+  np.testing.assert_allclose(energy(result.states[:, 0], v, grid),
+                             result.energies[:, 0], rtol=0, atol=1e-10)
+
+
+def test_solve_cascade_float32_excited_states_and_ground_state():
+  v = np.asarray(potentials.gaussian_wells(jax.random.key(4), GRID, (3,)))
+  ref = solve(v, GRID, method="eigsh", num_states=2)
+  result = solve(v, GRID, method="cascade", num_states=2)
+  np.testing.assert_allclose(result.energies, ref.energies, rtol=0,
+                             atol=1e-8)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    r32 = solve(jnp.asarray(v, jnp.float32), GRID, method="cascade")
+  ok = np.asarray(r32.converged)
+  assert ok.any()
+  np.testing.assert_allclose(np.asarray(r32.energies[ok, 0], np.float64),
+                             ref.energies[ok, 0], atol=1e-4)
+  e0, psi0 = solvers.ground_state(v, GRID, method="cascade",
+                                  cascade_iters=(4, 2, 0))
+  np.testing.assert_allclose(e0, ref.energies[:, 0], rtol=0, atol=1e-9)
+  # A huge constant is exact, as for the other methods.
+  e_box, _ = solvers.ground_state(np.full(GRID.shape, 1e8), GRID,
+                                  method="cascade")
+  assert float(e_box) == pytest.approx(1e8 + box_energy(GRID), abs=1e-6)
+
+
+def test_default_cascade_before_lobpcg():
+  assert solvers.default_cascade_iters(Grid((64, 64), 20.0)) == (6, 2, 0)
+  assert solvers.default_cascade_iters(Grid((32, 32, 32), 20.0)) == (6, 2, 0)
+  assert solvers.default_cascade_iters(Grid((16, 16), 20.0)) == (6, 0)
+  assert solvers.default_cascade_iters(Grid((15, 16), 20.0)) == (0,)
+  assert solvers.default_cascade_iters(Grid((8, 8), 20.0)) == (0,)
