@@ -37,7 +37,8 @@ and the scalars ``time_predict``, ``time_bounds``, ``time_beta``,
 strings ``model``, ``source``, ``grid_boundary`` and the arrays
 ``grid_shape``, ``grid_length``.
 
-Errors (a missing or unreadable file, a wrong shape or grid, NaN/inf, an
+Errors (a missing or unreadable file, a header declaring more data than
+the file holds or than memory can take, a wrong shape or grid, NaN/inf, an
 unknown family or model, bad flags, an existing ``--out``) end with one line
 on stderr and a non-zero exit.
 """

@@ -19,8 +19,10 @@ import pytest
 
 from experiments.configs import test as test_config
 from pgmoe_jax import inference
+from pgmoe_jax import memory
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
+from pgmoe_jax.grid import Grid
 from pgmoe_jax.training import train_and_evaluate
 from pgmoe_jax.workflows import predict as predict_lib
 
@@ -184,6 +186,49 @@ def test_load_potentials_errors(setup, tmp_path):
     assert message in str(info.value), (name, str(info.value))
 
 
+def lying_npy(path, shape, payload=1024) -> str:
+  """A ``.npy`` file whose header declares float64 ``shape`` but whose data
+  is ``payload`` bytes (a header written by hand, or a file cut short)."""
+  with open(path, "wb") as f:
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    f.write(b"\0" * payload)
+  return str(path)
+
+
+def test_load_potentials_reads_the_header_before_the_data(tmp_path,
+                                                          monkeypatch):
+  grid = Grid((16, 16), (20.0, 20.0))
+  # 1 KB of data under a header declaring 2 PB: refused from the header,
+  # before anything is allocated.
+  huge = lying_npy(tmp_path / "huge.npy", (10**12, 16, 16))
+  with pytest.raises(ValueError) as info:
+    predict_lib.load_potentials(huge, grid)
+  assert str(info.value) == (
+      f"{huge} is corrupt or truncated: its header declares float64 "
+      "(1000000000000, 16, 16) (1.86e+03 TiB), but it holds 1 KiB of data.")
+  few = lying_npy(tmp_path / "few.npy", (100, 16, 16))
+  with pytest.raises(ValueError, match="declares float64 \\(100, 16, 16\\) "
+                     "\\(200 KiB\\), but it holds 1 KiB"):
+    predict_lib.load_potentials(few, grid)
+  # The header's shape is checked before the data is read.
+  wrong = lying_npy(tmp_path / "wrong.npy", (4, 8, 8), payload=4 * 64 * 8)
+  with pytest.raises(ValueError, match="has shape \\(4, 8, 8\\), but the "
+                     "model works on Grid\\(16x16"):
+    predict_lib.load_potentials(wrong, grid)
+  # A truthful file larger than the memory available: one line too.
+  v = np.zeros((6, 16, 16))
+  np.save(tmp_path / "v.npy", v)
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: 4096)
+  with pytest.raises(memory.InsufficientMemoryError) as info:
+    predict_lib.load_potentials(str(tmp_path / "v.npy"), grid)
+  message = str(info.value)
+  assert "\n" not in message and message.startswith(
+      f"loading {tmp_path / 'v.npy'} (6 potentials on Grid(16x16") and (
+          "needs about 24 KiB, but only 4 KiB of host memory" in message), (
+              message)
+
+
 DRIVER = """
 import json, sys
 from absl import flags
@@ -197,6 +242,8 @@ for argv in json.loads(sys.argv[1]):
     results.append([0, ""])
   except SystemExit as e:
     results.append([1 if e.code else 0, str(e.code)])
+  except Exception as e:  # A traceback in the real command.
+    results.append([2, f"{type(e).__name__}: {e}"])
 print(json.dumps(results))
 """
 
@@ -218,6 +265,7 @@ def commands(setup, tmp_path_factory):
   np.save(tmp / "nan.npy", nan)
   np.save(tmp / "obj.npy", np.array([None], dtype=object))
   (tmp / "junk.npy").write_bytes(b"\x93NUMPY junk")
+  lying_npy(tmp / "huge.npy", (10**12, 16, 16))
   (tmp / "exists.npz").write_bytes(b"keep")
   (tmp / "fam.npz").write_bytes(b"old")
   cases = {
@@ -229,6 +277,7 @@ def commands(setup, tmp_path_factory):
       "missing": [model, f"--potentials={tmp / 'none.npy'}", out],
       "npz": [model, f"--potentials={tmp / 'exists.npz'}", out],
       "corrupt": [model, f"--potentials={tmp / 'junk.npy'}", out],
+      "huge": [model, f"--potentials={tmp / 'huge.npy'}", out],
       "object": [model, f"--potentials={tmp / 'obj.npy'}", out],
       "shape": [model, f"--potentials={tmp / 'small.npy'}", out],
       "nan": [model, f"--potentials={tmp / 'nan.npy'}", out],
@@ -259,6 +308,8 @@ ERRORS = {
     "missing": "no such file",
     "npz": "an .npz archive",
     "corrupt": "not a readable .npy file",
+    "huge": "corrupt or truncated: its header declares float64 "
+            "(1000000000000, 16, 16) (1.86e+03 TiB), but it holds 1 KiB",
     "object": "Python objects",
     "shape": "has shape (6, 8, 16), but the model works on Grid(16x16, "
              "L=20x20 bohr, dirichlet): expected (N, 16, 16)",

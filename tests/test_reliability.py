@@ -405,3 +405,109 @@ def test_memory_estimate_divides_over_the_mesh():
   # Parameters are replicated; activations split over batch and space.
   assert split["parameters"] == one["parameters"]
   assert split["activations"] == one["activations"] / 8
+
+
+BAD_FAMILIES = '''
+import jax
+import jax.numpy as jnp
+
+
+def _batch(batch_shape):
+  return (batch_shape,) if isinstance(batch_shape, int) else tuple(
+      batch_shape)
+
+
+def raises(key, grid, batch_shape=(), *, dtype=None):
+  raise RuntimeError("no wells configured")
+
+
+def calls_float(key, grid, batch_shape=(), *, dtype=None):
+  depth = float(jax.random.uniform(key))
+  return jnp.full(_batch(batch_shape) + grid.shape, -depth, dtype)
+
+
+def branches(key, grid, batch_shape=(), *, dtype=None):
+  if jax.random.uniform(key) > 0.5:
+    return jnp.zeros(_batch(batch_shape) + grid.shape, dtype)
+  return jnp.ones(_batch(batch_shape) + grid.shape, dtype)
+
+
+def no_dtype(key, grid, batch_shape=()):
+  return jnp.zeros(_batch(batch_shape) + grid.shape)
+'''
+# What the error names, per family of BAD_FAMILIES.
+BAD_FAMILY_ERRORS = {
+    "raises": "raised an error (RuntimeError: no wells configured)",
+    "calls_float": "is not jittable (ConcretizationTypeError: Abstract "
+                   "tracer value encountered where concrete value is "
+                   "expected",
+    "branches": "is not jittable (TracerBoolConversionError: Attempted "
+                "boolean conversion of traced array",
+    "no_dtype": "raised an error (TypeError: no_dtype() got an unexpected "
+                "keyword argument 'dtype')",
+}
+FAMILY_CONTRACT = ("a family must be pure and jittable, with no Python "
+                   "control flow on sampled values")
+
+
+def test_a_broken_user_family_is_named_with_the_contract(tmp_path,
+                                                         monkeypatch):
+  config_lib = importlib.import_module("pgmoe_jax.training.config")
+  predict_lib = importlib.import_module("pgmoe_jax.workflows.predict")
+  (tmp_path / "rel_bad_families.py").write_text(BAD_FAMILIES)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  grid = Grid((8, 8), 10.0)
+  keys = jax.random.split(jax.random.key(0), 2)
+  for attr, fragment in BAD_FAMILY_ERRORS.items():
+    name = f"rel_bad_families:{attr}"
+    calls = {
+        "spec": lambda: data.DatasetSpec(name, grid, 2),
+        "sampler": lambda: potentials.make_sampler(name, grid)(keys),
+        "stream": lambda: potentials.make_potential_stream(name, grid, 2),
+        "predict": lambda: predict_lib.sample_potentials(name, grid, 2, 0),
+    }
+    if attr == "raises":  # The others work eagerly, without dtype=.
+      calls["sample"] = lambda: potentials.sample(name, jax.random.key(0),
+                                                  grid, (2,))
+    for where, call in calls.items():
+      with pytest.raises(ValueError) as info:
+        call()
+      message = str(info.value)
+      assert message.startswith(f"Potential family {name!r} {fragment}"), (
+          attr, where, message)
+      assert "\n" not in message, (attr, where, message)
+      assert isinstance(info.value, potentials.FamilyError)
+      assert FAMILY_CONTRACT in message and "dtype=" in message and (
+          "batch_shape + grid.shape" in message), (attr, where, message)
+      assert info.value.__cause__ is not None, (attr, where)
+    if attr == "calls_float":  # Where JAX says the value was needed.
+      assert "The problem arose with the `float` function." in message
+  # A user family as a mixture component: the component is named too.
+  with pytest.raises(potentials.FamilyError, match=(
+      "^mixture: component 'bad': Potential family "
+      "'rel_bad_families:raises' raised an error")):
+    data.DatasetSpec("mixture", grid, 2, ranges={"components": {"bad": {
+        "weight": 1.0, "family": "rel_bad_families:raises"}}})
+  # The training config names its field and keeps the message.
+  config = test_config.get_config()
+  config.data.family = "rel_bad_families:raises"
+  with pytest.raises(ValueError) as info:
+    config_lib.resolve(config)
+  message = str(info.value)
+  assert "\n" not in message and (
+      "data.family='rel_bad_families:raises'" in message) and (
+          BAD_FAMILY_ERRORS["raises"] in message), message
+
+
+def test_a_broken_user_family_is_one_line_from_generate_data(tmp_path):
+  (tmp_path / "rel_bad_families.py").write_text(BAD_FAMILIES)
+  env = dict(ENV, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+  for attr in ("raises", "calls_float"):
+    out = run_module("experiments.generate_data",
+                     f"--family=rel_bad_families:{attr}", "--grid=8",
+                     "--num=2", "--workers=1", f"--out={tmp_path / attr}",
+                     env=env)
+    one_line_error(out, "generate_data",
+                   f"Potential family 'rel_bad_families:{attr}' "
+                   f"{BAD_FAMILY_ERRORS[attr]}", FAMILY_CONTRACT)
+    assert not (tmp_path / attr).exists()

@@ -40,6 +40,11 @@ every place that takes a family name (``experiments.generate_data
 does the look-up and the call in one step; :func:`make_sampler` and
 :func:`make_potential_stream` turn a family into jitted per-key samplers
 and the endless unlabelled stream of label-free training.
+
+Every call of a family goes through :func:`call_family`: when a user
+family raises (an error of its own, or JAX's error for Python control flow
+on traced values), the error becomes one :class:`FamilyError` line naming
+the family, the original error and the contract above.
 """
 
 
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import types
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -56,6 +62,7 @@ from jax.typing import DTypeLike
 import numpy as np
 
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.memory import InsufficientMemoryError
 from pgmoe_jax.potentials._args import FrozenMapping
 from pgmoe_jax.potentials._args import freeze
 from pgmoe_jax.potentials._args import thaw
@@ -73,12 +80,15 @@ from pgmoe_jax.potentials.mixtures import mixture
 __all__ = [
     "COMPOSITE_FAMILIES",
     "FAMILIES",
+    "FAMILY_CONTRACT",
+    "FamilyError",
     "FrozenMapping",
     "OFFSET",
     "PotentialFamily",
     "SUM_PROBABILITY",
     "UNIVERSAL",
     "box_well",
+    "call_family",
     "double_well",
     "freeze",
     "gaussian_wells",
@@ -132,6 +142,63 @@ FAMILIES: Mapping[str, PotentialFamily] = types.MappingProxyType({
 COMPOSITE_FAMILIES: Mapping[str, PotentialFamily] = types.MappingProxyType({
     "mixture": mixture,
 })
+
+
+FAMILY_CONTRACT = (
+    "a family must be pure and jittable, with no Python control flow on "
+    "sampled values (no float(), int(), bool(), if or while on traced "
+    "arrays), take a dtype= keyword and return a floating array of shape "
+    "batch_shape + grid.shape")
+
+# JAX's errors for a function that needs concrete values while traced.
+_NOT_JITTABLE = (jax.errors.ConcretizationTypeError,
+                 jax.errors.TracerArrayConversionError,
+                 jax.errors.TracerIntegerConversionError,
+                 jax.errors.UnexpectedTracerError)
+
+
+class FamilyError(ValueError):
+  """A user's potential family failed when called: it breaks the contract."""
+
+
+def _one_line(err: BaseException) -> str:
+  """``Type: first line``, plus the call JAX blames for a traced value."""
+  text = str(err).strip()
+  summary = text.splitlines()[0].strip() if text else ""
+  arose = re.search(r"The problem arose with the `[^`\n]*` function\.",
+                    text)
+  if arose and arose.group(0) not in summary:
+    end = "" if summary.endswith((".", ":", ";")) else "."
+    summary = f"{summary}{end} {arose.group(0)}"
+  return f"{type(err).__name__}: {summary}" if summary else (
+      type(err).__name__)
+
+
+def call_family(name: str, family: Callable, *args: Any,
+                **kwargs: Any) -> jax.Array:
+  """Calls ``family(*args, **kwargs)``; a user family's failure is one line.
+
+  For a user family (``name`` is ``"package.module:function"``) any
+  exception, raised eagerly or while the call is traced, becomes a
+  :class:`FamilyError` naming the family, the original error (its type and
+  first line; it is chained as the cause) and :data:`FAMILY_CONTRACT`. A
+  shipped family's errors (range checks) pass unchanged, and so does a
+  memory estimate that does not fit.
+
+  Raises:
+    FamilyError: the user family raised.
+  """
+  if not (isinstance(name, str) and ":" in name):
+    return family(*args, **kwargs)
+  try:
+    return family(*args, **kwargs)
+  except (FamilyError, InsufficientMemoryError):
+    raise
+  except Exception as err:  # pylint: disable=broad-except
+    what = ("is not jittable" if isinstance(err, _NOT_JITTABLE)
+            else "raised an error")
+    raise FamilyError(f"Potential family {name!r} {what} ({_one_line(err)}); "
+                      f"{FAMILY_CONTRACT}.") from err
 
 
 def _import_family(name: str) -> PotentialFamily:
@@ -190,16 +257,21 @@ def check_output(name: str, family: Callable, grid: Grid,
                  **ranges: Any) -> None:
   """Traces one sample abstractly and checks the contract's shape and dtype.
 
-  The family's eager range validation runs; no numbers are computed.
+  The family's eager range validation runs; no numbers are computed. The
+  family is called with ``dtype=None`` unless ``ranges`` holds a dtype.
 
   Raises:
     ValueError: the family rejects the ranges, or returns something other
       than a floating array of shape ``grid.shape`` (or ``(k, *grid.shape)``
       for ``batch_shape=(k,)``).
+    FamilyError: (a ValueError) a user family raised or cannot be traced
+      (:func:`call_family`).
   """
+  ranges = {"dtype": None, **ranges}
   for batch in ((), (2,)):
-    out = jax.eval_shape(lambda key, b=batch: family(key, grid, b, **ranges),
-                         jax.random.key(0))
+    out = jax.eval_shape(
+        lambda key, b=batch: call_family(name, family, key, grid, b,
+                                         **ranges), jax.random.key(0))
     want = batch + grid.shape
     if (not hasattr(out, "shape") or tuple(out.shape) != want
         or not jnp.issubdtype(out.dtype, jnp.floating)):
@@ -225,9 +297,10 @@ def sample(name: str, key: jax.Array, grid: Grid,
     V of shape ``(*batch_shape, *grid.shape)`` in Hartree.
 
   Raises:
-    ValueError: for an unknown family name, or as the family raises.
+    ValueError: for an unknown family name, or as a shipped family raises.
     TypeError: for a keyword the family does not take (the message names it
-      and lists the valid ones), or as the family raises.
+      and lists the valid ones), or as a shipped family raises.
+    FamilyError: (a ValueError) a user family raised (:func:`call_family`).
   """
   family = get_family(name)
   valid = range_names(family) + ["dtype"]
@@ -237,7 +310,7 @@ def sample(name: str, key: jax.Array, grid: Grid,
         f"Potential family {name!r} got unknown keyword argument(s) "
         f"{', '.join(map(repr, unknown))}; valid keywords: "
         f"{', '.join(sorted(valid))}.")
-  return family(key, grid, batch_shape, **ranges)
+  return call_family(name, family, key, grid, batch_shape, **ranges)
 
 
 def make_sampler(family: str, grid: Grid, dtype: DTypeLike | None = None,
@@ -245,13 +318,15 @@ def make_sampler(family: str, grid: Grid, dtype: DTypeLike | None = None,
   """Returns a jitted ``sample(keys) -> V`` drawing one potential per key.
 
   ``keys`` has shape ``(b,)``; ``V`` is ``(b, *grid.shape)``. Sample ``i``
-  depends only on ``keys[i]``, so datasets do not depend on batch sizes.
+  depends only on ``keys[i]``, so datasets do not depend on batch sizes. A
+  user family that fails raises :class:`FamilyError` on the first call.
   """
   fn = get_family(family)
 
   @jax.jit
   def sample_keys(keys):
-    return jax.vmap(lambda k: fn(k, grid, (), dtype=dtype, **ranges))(keys)
+    return jax.vmap(lambda k: call_family(family, fn, k, grid, (),
+                                          dtype=dtype, **ranges))(keys)
 
   return sample_keys
 
@@ -267,7 +342,8 @@ def make_potential_stream(family: str, grid: Grid, batch_size: int, *,
 
   Raises:
     ValueError: an unknown family, bad ranges, a family that breaks the
-      contract, or a batch size below 1.
+      contract (:class:`FamilyError` for a user family that raises or
+      cannot be traced), or a batch size below 1.
   """
   fn = get_family(family)
   if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -276,6 +352,7 @@ def make_potential_stream(family: str, grid: Grid, batch_size: int, *,
   check_output(family, fn, grid, dtype=dtype, **ranges)
 
   def sample_stream(key):
-    return fn(key, grid, (batch_size,), dtype=dtype, **ranges)
+    return call_family(family, fn, key, grid, (batch_size,), dtype=dtype,
+                       **ranges)
 
   return sample_stream

@@ -204,7 +204,11 @@ def _sample_component(name, family_name, key, grid, batch, ranges, dtype,
   from pgmoe_jax import potentials  # The registry imports this module.
   family = potentials.get_family(family_name)
   try:
-    v = family(key, grid, batch, dtype=dtype, **ranges)
+    v = potentials.call_family(family_name, family, key, grid, batch,
+                               dtype=dtype, **ranges)
+  except potentials.FamilyError as e:
+    raise potentials.FamilyError(
+        f"{where}: component {name!r}: {e}") from e.__cause__
   except (TypeError, ValueError) as e:
     raise type(e)(f"{where}: component {name!r}: {e}") from None
   return jnp.asarray(v).astype(dtype)

@@ -62,6 +62,7 @@ import numpy as np
 from pgmoe_jax import bounds
 from pgmoe_jax import checks
 from pgmoe_jax import kinetic
+from pgmoe_jax import memory
 from pgmoe_jax import potentials as potentials_lib
 from pgmoe_jax import solvers
 from pgmoe_jax.evaluation.scorer import predict_batch
@@ -84,6 +85,21 @@ def _shape_text(grid: Grid) -> str:
   return "(N, " + ", ".join(map(str, grid.shape)) + ")"
 
 
+def _check_layout(dtype, shape, grid: Grid, source: str) -> None:
+  """The dtype and shape checks of :func:`check_potentials` (no values)."""
+  if dtype.hasobject or not (np.issubdtype(dtype, np.floating) or
+                             np.issubdtype(dtype, np.integer)):
+    kind = ("Python objects (never unpickled)" if dtype.hasobject
+            else f"{dtype} values")
+    raise ValueError(f"{source} holds {kind}; potentials are real "
+                     "numbers in Hartree (a float array).")
+  if len(shape) != grid.ndim + 1 or tuple(shape[1:]) != grid.shape:
+    raise ValueError(
+        f"{source} has shape {tuple(shape)}, but the model works on {grid}: "
+        f"expected {_shape_text(grid)} (save a single potential with shape "
+        f"{(1,) + grid.shape}).")
+
+
 def check_potentials(v, grid: Grid, source: str = "potentials") -> np.ndarray:
   """Returns ``v`` as float64 ``(N, *grid.shape)``, or raises one clear line.
 
@@ -92,15 +108,7 @@ def check_potentials(v, grid: Grid, source: str = "potentials") -> np.ndarray:
       a non-numeric dtype, or NaN/inf (how many, and the first index).
   """
   v = np.asarray(v)
-  if v.dtype.hasobject or not (np.issubdtype(v.dtype, np.floating) or
-                               np.issubdtype(v.dtype, np.integer)):
-    raise ValueError(f"{source} holds {v.dtype} values; potentials are real "
-                     "numbers in Hartree (a float array).")
-  if v.ndim != grid.ndim + 1 or v.shape[1:] != grid.shape:
-    raise ValueError(
-        f"{source} has shape {v.shape}, but the model works on {grid}: "
-        f"expected {_shape_text(grid)} (save a single potential with shape "
-        f"{(1,) + grid.shape}).")
+  _check_layout(v.dtype, v.shape, grid, source)
   if len(v) == 0:
     raise ValueError(f"{source} holds no potentials (shape {v.shape}).")
   finite = np.isfinite(v)
@@ -117,7 +125,8 @@ def load_potentials(path: str, grid: Grid) -> np.ndarray:
 
   Raises:
     ValueError: a missing file, a folder, another format (``.npz``, a
-      corrupt or truncated ``.npy``), an object (pickled) array, or
+      corrupt or truncated ``.npy``, a header declaring more data than the
+      file holds or host memory can take), an object (pickled) array, or
       anything :func:`check_potentials` refuses. One line each.
   """
   path = os.fspath(path)
@@ -135,13 +144,20 @@ def load_potentials(path: str, grid: Grid) -> np.ndarray:
       version = np.lib.format.read_magic(f)
       header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
-      _, _, dtype = header(f)
+      shape, _, dtype = header(f)
+      held = os.path.getsize(path) - f.tell()
   except (ValueError, EOFError, OSError) as e:
     raise ValueError(f"{path} is not a readable .npy file (corrupt or "
                      f"another format: {e}).") from None
-  if dtype.hasobject:
-    raise ValueError(f"{path} holds Python objects (a pickled array), which "
-                     "are never loaded; save a float array instead.")
+  _check_layout(dtype, shape, grid, path)  # Before the data is read.
+  declared = math.prod(shape) * dtype.itemsize
+  if declared > held:
+    raise ValueError(f"{path} is corrupt or truncated: its header declares "
+                     f"{dtype} {tuple(shape)} ({memory.format_bytes(declared)}"
+                     f"), but it holds {memory.format_bytes(held)} of data.")
+  memory.check_fits(declared * (1 + 8 / dtype.itemsize), f"loading {path} "
+                    f"({shape[0]} potentials on {grid} and a float64 copy)",
+                    "split the file and predict on each part", host=True)
   try:
     v = np.load(path, allow_pickle=False)
   except (ValueError, EOFError, OSError) as e:
