@@ -23,6 +23,9 @@ r"""Benchmarks: figures and ratios printed, never asserted.
 * ``population``, ``predict`` and ``gate``: the models' training and
   prediction speed and the physics gate's accuracy-speed front
   (``experiments/bench_models.py`` says what each measures).
+* ``front``: models against the parameter-free cascade's accuracy-speed
+  front on labelled splits, with each model's matched-accuracy speed-up
+  (``experiments/bench_front.py``; ``--model``, ``--data``).
 * ``datagen``: samples/s of dataset generation (2-D 64x64) with worker
   processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop; and
   the loader's batches/s against what a (proxy) training step consumes.
@@ -46,6 +49,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg as sla
 
+from experiments import bench_front
 from experiments import bench_models
 from experiments import cli
 from pgmoe_jax import Grid
@@ -60,7 +64,8 @@ from pgmoe_jax.timing import timed
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, sine, "
-                          "datagen, multihost, population, predict, gate.")
+                          "datagen, multihost, population, predict, gate, "
+                          "front.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
@@ -373,7 +378,8 @@ BENCHMARKS = {"matvec": bench_matvec, "solvers": bench_solvers,
               "sine": bench_sine,
               "population": bench_models.bench_population,
               "predict": bench_models.bench_predict,
-              "gate": bench_models.bench_gate}
+              "gate": bench_models.bench_gate,
+              "front": bench_front.bench_front}
 
 
 def main(argv):
