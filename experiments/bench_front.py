@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
+from absl import app
 from absl import flags
 import numpy as np
 
@@ -43,8 +44,8 @@ def bench_front(quick: bool, repeats: int) -> None:
   """Runs the front benchmark on the flags' models and splits."""
   del repeats  # --front_repeats (the front needs at least 7)
   if not _DATA.value:
-    raise ValueError("--what=front needs --data=SPLIT[,SPLIT...] (labelled "
-                     "splits, e.g. from experiments.generate_data).")
+    raise app.UsageError("--what=front needs --data=SPLIT[,SPLIT...] "
+                         "(labelled splits, from experiments.generate_data).")
   cli.quiet_library_logs()
   models = {name: pretrained.resolve(name) for name in _MODELS.value}
   splits = [data.open_dataset(path) for path in _DATA.value]
