@@ -60,6 +60,9 @@ def main(argv):
         reference_method=_REFERENCE_METHOD.value)
   except (ValueError, TypeError, KeyError, OSError) as e:
     raise SystemExit(f"evaluate: error: {e}") from None
+  except jax.errors.JaxRuntimeError:
+    cli.await_lost_process()  # a lost process is named, and this one ends
+    raise
   if jax.process_index() != 0:
     return
   print()

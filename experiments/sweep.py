@@ -15,9 +15,13 @@ run in ``<workdir>/trials/<name>`` (the layout is in
 config before anything starts. The local runner runs ``--parallel`` trials
 at once, skips finished ones, reports failed ones (their logs' last lines)
 and reruns them only with ``--rerun_failed``; rerunning the same command
-continues a killed sweep. At the end (and with ``--summarize``) it writes
-``sweep.csv``, ``sweep.md`` and ``sweep_<metric>.png`` under ``--workdir``
-and prints the Markdown table.
+continues a killed sweep. The runner locks ``<workdir>/.lock`` while it
+lives (``pgmoe_jax/locks.py``): a second runner on the same root stops at
+once with one line naming the holder, and a runner killed with ``-9``
+leaves nothing that blocks the next one. ``--print_commands`` and
+``--summarize`` take no lock. At the end (and with ``--summarize``) it
+writes ``sweep.csv``, ``sweep.md`` and ``sweep_<metric>.png`` under
+``--workdir`` and prints the Markdown table.
 
 Exit codes: 0 every trial done; 1 an error (one line on stderr) or failed
 trials; 75 trials stopped to be resumed; 128 + N after signal N.
@@ -36,6 +40,7 @@ for ``--print_commands``) per population:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +51,7 @@ from absl import logging
 import jax
 
 from experiments import cli
+from pgmoe_jax import locks
 from pgmoe_jax import paths
 from pgmoe_jax.workflows import leaderboard
 from pgmoe_jax.workflows import sweep
@@ -112,7 +118,6 @@ def train_one_population(name: str) -> None:
   """``--population``: trains one population here, on this process's
   devices (exit 75 when preempted, 1 when a member failed)."""
   # pylint: disable=g-import-not-at-top
-  from pgmoe_jax import locks
   from pgmoe_jax.training import population
   from pgmoe_jax.training.preemption import EXIT_PREEMPTED
   from pgmoe_jax.training.preemption import Preempted
@@ -153,6 +158,27 @@ def _wants_x64(extra_flags) -> bool:
     elif name == "nojax_enable_x64":
       value = False
   return value
+
+
+def _lock(root: str, held: contextlib.ExitStack) -> None:
+  """Locks ``<root>/.lock`` until ``held`` closes: one runner per root.
+
+  The read-only modes (``--print_commands``, ``--summarize``) take no lock,
+  so a leaderboard can be written while the sweep runs.
+  """
+  os.makedirs(root, exist_ok=True)
+  try:
+    held.enter_context(locks.exclusive(root, "sweep root"))
+  except locks.FolderInUseError as e:
+    if e.holder is None:
+      by = "another sweep runner"
+    else:
+      by = (f"another sweep runner (process {e.holder['pid']} on "
+            f"{e.holder['host']}, since {e.holder['since']})")
+    raise SystemExit(
+        f"sweep: error: {root} is in use by {by}; wait for it to finish or "
+        "stop it (two runners on one root would start every trial twice). "
+        "--summarize and --print_commands need no lock.") from None
 
 
 def _claim(root: str, trials: list[sweep.Trial]) -> None:
@@ -216,30 +242,32 @@ def main(argv):
     for job in jobs:
       print(sweep.shell_command(job.argv))
     return
-  summary = None
-  if run:
-    _claim(root, trials)
-    try:
-      summary = sweep_runner.run_local(
-          jobs, _PARALLEL.value, rerun_failed=_RERUN_FAILED.value,
-          echo=lambda line: print(line, flush=True))
-    except sweep_runner.Interrupted as e:
-      print(f"sweep: {e}", file=sys.stderr)
-      sys.exit(e.exit_code)
-  leaderboard.summarize(root, trials, _METRIC.value, _MODE.value,
-                        config=config, echo=print)
-  table = (paths.resolve(root) / "sweep.md").read_text()
-  print("\n" + table, end="", flush=True)
-  if summary is not None and (summary.failed or summary.skipped_failed):
-    failed = list(summary.failed) + summary.skipped_failed
-    raise SystemExit(
-        f"sweep: error: {len(failed)} job(s) failed: {', '.join(failed)}; "
-        f"logs in {os.path.join(root, 'logs')}; fix the cause and rerun "
-        "with --rerun_failed.")
-  if summary is not None and summary.retry:
-    print(f"sweep: {len(summary.retry)} job(s) stopped to be resumed; "
-          "rerun the same command.", file=sys.stderr)
-    sys.exit(sweep_runner.EXIT_RETRY)
+  with contextlib.ExitStack() as held:
+    summary = None
+    if run:
+      _lock(root, held)
+      _claim(root, trials)
+      try:
+        summary = sweep_runner.run_local(
+            jobs, _PARALLEL.value, rerun_failed=_RERUN_FAILED.value,
+            echo=lambda line: print(line, flush=True))
+      except sweep_runner.Interrupted as e:
+        print(f"sweep: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    leaderboard.summarize(root, trials, _METRIC.value, _MODE.value,
+                          config=config, echo=print)
+    table = (paths.resolve(root) / "sweep.md").read_text()
+    print("\n" + table, end="", flush=True)
+    if summary is not None and (summary.failed or summary.skipped_failed):
+      failed = list(summary.failed) + summary.skipped_failed
+      raise SystemExit(
+          f"sweep: error: {len(failed)} job(s) failed: {', '.join(failed)}; "
+          f"logs in {os.path.join(root, 'logs')}; fix the cause and rerun "
+          "with --rerun_failed.")
+    if summary is not None and summary.retry:
+      print(f"sweep: {len(summary.retry)} job(s) stopped to be resumed; "
+            "rerun the same command.", file=sys.stderr)
+      sys.exit(sweep_runner.EXIT_RETRY)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ fails. The whole config is checked before anything is written.
 
 Exit codes: 0 done; 1 an error (one line on stderr); 75 preempted (SIGTERM
 to any process): a checkpoint was saved at the next step, and rerunning the
-same command resumes from it.
+same command resumes from it. When a process of a multi-process run
+vanishes (killed, crashed, its host down) the others stop within about
+half of ``--heartbeat_timeout_seconds`` (default 60) with one line naming
+it; rerunning all processes resumes from the last checkpoint. (When it is
+process 0, which serves JAX's coordination service, JAX stops the others
+at once with its own message.)
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.initialize_distributed("train")
+  cli.initialize_distributed(
+      "train", rerun_note=": the run resumes from its last checkpoint")
   cli.quiet_library_logs()
   config = _CONFIG.value
   logging.info("JAX %s, backend %s, devices: %s", jax.__version__,
@@ -61,6 +67,9 @@ def main(argv):
     sys.exit(EXIT_PREEMPTED)
   except (ValueError, FloatingPointError, locks.FolderInUseError) as e:
     raise SystemExit(f"train: error: {e}") from None
+  except jax.errors.JaxRuntimeError:
+    cli.await_lost_process()  # a lost process is named, and this one ends
+    raise
 
 
 if __name__ == "__main__":

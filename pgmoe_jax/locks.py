@@ -28,17 +28,37 @@ LOCK_FILE = ".lock"
 
 
 class FolderInUseError(RuntimeError):
-  """Another process holds the folder's lock."""
+  """Another process holds the folder's lock.
+
+  Attributes:
+    folder: the folder (absolute).
+    holder: the holder's record (``pid``, ``host``, ``since``, ``command``),
+      or ``None`` when it cannot be read.
+  """
+
+  def __init__(self, message: str, folder: str, holder: dict | None):
+    super().__init__(message)
+    self.folder = folder
+    self.holder = holder
 
 
-def _describe(path: str) -> str:
+def _read_holder(path: str) -> dict | None:
   try:
     with open(path) as f:
       holder = json.load(f)
-    return (f"process {holder['pid']} on {holder['host']} (since "
-            f"{holder['since']}: {holder['command']})")
-  except (OSError, ValueError, KeyError, TypeError):
+  except (OSError, ValueError):
+    return None
+  keys = ("pid", "host", "since", "command")
+  if not isinstance(holder, dict) or any(k not in holder for k in keys):
+    return None
+  return holder
+
+
+def _describe(holder: dict | None) -> str:
+  if holder is None:
     return "another process"
+  return (f"process {holder['pid']} on {holder['host']} (since "
+          f"{holder['since']}: {holder['command']})")
 
 
 def _acquire(folder: str, what: str) -> int:
@@ -48,10 +68,11 @@ def _acquire(folder: str, what: str) -> int:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
     os.close(fd)
+    holder = _read_holder(path)
     raise FolderInUseError(
-        f"{what} {folder} is in use by {_describe(path)}. Wait for it to "
+        f"{what} {folder} is in use by {_describe(holder)}. Wait for it to "
         "finish, stop it, or use another folder; two processes writing one "
-        "folder would corrupt it.") from None
+        "folder would corrupt it.", folder, holder) from None
   holder = {"pid": os.getpid(), "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(sys.argv)[:500]}

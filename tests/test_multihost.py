@@ -269,6 +269,79 @@ def test_sigkill_of_every_process_loses_only_the_last_steps(tmp_path,
   assert_same(workdir, uninterrupted, 1e-9)
 
 
+class FakeStore:
+  """The coordination service's key-value store, in memory."""
+
+  def __init__(self):
+    self.values = {}
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    assert allow_overwrite or key not in self.values
+    self.values[key] = value
+
+  def key_value_dir_get(self, prefix):
+    return [(k, v) for k, v in self.values.items() if k.startswith(prefix)]
+
+
+def test_peer_watch_names_only_a_process_gone_silent():
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  store, now = FakeStore(), [0.0]
+  watch = [cli.PeerWatch(store, i, 3, 10.0, None, clock=lambda: now[0])
+           for i in range(3)]
+
+  def tick(*ids):
+    now[0] += 1.0
+    return [watch[i].check() for i in ids]
+
+  for _ in range(20):  # all beat
+    assert tick(0, 1, 2) == [[], [], []]
+  for _ in range(20):  # process 0 stalls (the others would name it) ...
+    tick(1, 2)
+  assert tick(0) == [[]]  # ... and, going on, accuses nobody
+  assert tick(0, 1, 2) == [[], [], []]
+  watch[1].stop()  # leaves by itself; process 2 goes silent
+  assert store.values[cli.PeerWatch.PREFIX + "1"] == "exit"
+  for _ in range(11):  # 2's last beat reached 0 one tick late
+    assert tick(0) == [[]]
+  assert tick(0) == [[2]]
+
+
+# experiments.cli's default --heartbeat_timeout_seconds.
+HEARTBEAT_S = 60
+
+
+def test_a_killed_process_is_named_by_the_survivor(tmp_path):
+  """SIGKILL of process 1: process 0 stops within twice the heartbeat
+  timeout with one line naming it, not JAX's abort and thread dump."""
+  import time  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  procs = launch(workdir, "--config.train.num_steps=100000",
+                 "--config.train.log_every_steps=5",
+                 "--config.train.checkpoint_every_steps=50", processes=2)
+  try:
+    wait_for_step(workdir, 10, procs)
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    start = time.monotonic()
+    try:
+      _, err = procs[0].communicate(timeout=2 * HEARTBEAT_S)
+    except subprocess.TimeoutExpired:
+      raise AssertionError("process 0 still runs after twice the heartbeat "
+                           "timeout") from None
+    seconds = time.monotonic() - start
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+  assert seconds < 2 * HEARTBEAT_S
+  assert "Fatal Python error" not in err and "Traceback" not in err, err[-3000:]
+  assert procs[0].returncode == 1, err[-3000:]
+  assert err.strip().splitlines()[-1] == (
+      "train: error: process 1 of 2 stopped sending heartbeats (killed, "
+      "crashed or its host is down); rerun all 2 processes with the same "
+      "flags: the run resumes from its last checkpoint."), err[-3000:]
+
+
 def test_the_compiled_loss_streams_per_device_rows():
   code = textwrap.dedent("""
       import jax

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from pgmoe_jax import locks
 from pgmoe_jax.workflows import leaderboard
 from pgmoe_jax.workflows import sweep
 from pgmoe_jax.workflows import sweep_runner
@@ -208,3 +209,51 @@ def test_sweep_survives_sigkill_and_resumes(tmp_path):
   assert out.returncode == 1
   assert "holds a sweep with other trials" in out.stderr
   assert not os.path.exists(os.path.join(root, "trials", "seed=7"))
+
+
+@linux_only
+def test_a_second_runner_on_one_root_is_refused(tmp_path):
+  """The root is locked while a runner lives: a lock file left behind does
+  not block it, a second runner stops in one line, and the first's trials
+  finish unharmed."""
+  root = tmp_path / "sweep"
+  config = quick_config(str(tmp_path))
+  two = write(tmp_path / "two.py",
+              "def get_sweep():\n  return [{'seed': 0}, {'seed': 1}]\n")
+  args = ("experiments.sweep", f"--config={config}", f"--sweep={two}",
+          f"--workdir={root}", "--metric=train/loss")
+  # What a runner killed with -9 leaves: the file, naming a dead process.
+  write(root / locks.LOCK_FILE, '{"pid": 999999999, "host": "gone", '
+        '"since": "yesterday", "command": "python -m experiments.sweep"}\n')
+  trials_dir = os.path.join(root, "trials") + os.sep
+  first = subprocess.Popen(
+      [sys.executable, "-m", *args], cwd=ROOT,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 240
+    while not processes_with(trials_dir) and time.time() < deadline:
+      assert first.poll() is None, first.communicate()[1][-3000:]
+      time.sleep(0.05)
+    assert processes_with(trials_dir), "no trial started"
+    second = run_module(*args, "--parallel=2")
+    assert second.returncode == 1
+    assert "Traceback" not in second.stderr
+    line = second.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"sweep: error: {root} is in use by another "
+                           f"sweep runner (process {first.pid} on "), line
+    _, err = first.communicate(timeout=240)
+  finally:
+    first.kill()
+    for pid in processes_with(trials_dir):
+      os.kill(pid, signal.SIGKILL)
+  assert first.returncode == 0, err[-3000:]
+  trials = sweep.make_trials(str(root), sweep.load_sweep(two))
+  assert {leaderboard.trial_status(t, 6) for t in trials} == {"done"}
+  assert not glob.glob(os.path.join(root, "logs", "*.failed"))
+  for trial in trials:
+    assert headers(trial.log_path) == 1, trial.name
+  # The leaderboard alone needs no lock (nor does --print_commands).
+  with locks.exclusive(str(root)):
+    out = run_module(*args, "--summarize")
+  assert out.returncode == 0, out.stderr[-3000:]

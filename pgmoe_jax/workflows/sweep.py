@@ -10,6 +10,8 @@ run. Layout of a sweep's root::
 
     <root>/sweep.json          the config and sweep files and the trials
                                (``experiments.sweep`` refuses another sweep)
+    <root>/.lock               held by the local runner while it runs
+                               (:mod:`pgmoe_jax.locks`): one runner per root
     <root>/trials/<name>/      each trial's workdir; <name> is
                                :func:`trial_name` of its overrides
     <root>/logs/<name>.log     its output, one header line per attempt
