@@ -40,6 +40,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 
 from absl import app
 from absl import flags
@@ -162,6 +163,54 @@ def bench_solvers(quick: bool, repeats: int) -> None:
       res = "-" if residuals is None else f"{np.max(residuals):.1e}"
       print(f"| {'x'.join(map(str, shape))} | {label} | {1e3 * t:.2f} | "
             f"{np.mean(its):.1f} | {err:.1e} | {res} | {t_ref / t:.1f} |")
+  bench_solvers_tolerance(quick, repeats)
+
+
+def bench_solvers_tolerance(quick: bool, repeats: int) -> None:
+  """States/s and energy error at residual tolerances, cascade included."""
+  cases = [((64, 64), 32), ((256, 256), 8), ((32, 32, 32), 8)]
+  if quick:
+    cases = [((16, 16), 4)]
+  tols = (1e-3, 1e-5, 1e-8)
+  print("\n## solvers at residual tolerances: many gaussian_wells ground "
+        f"states, one batch each, best of {repeats} (compilation excluded)"
+        "\n\nThe energy error is against eigsh in float64 (median and max, "
+        "Ha). float32 rows only where the tolerance is above float32's "
+        "rounding floor on that grid (5 eps ||K||, solvers.default_tol)."
+        "\n")
+  print("| grid | batch | method | dtype | tol Ha | states/s | iterations "
+        "(mean) | median abs dE Ha | max abs dE Ha | converged |")
+  print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
+  for shape, count in cases:
+    grid = Grid(shape, 20.0)
+    v = np.asarray(potentials.gaussian_wells(jax.random.key(0), grid,
+                                             (count,)))
+    ref = solvers.solve(v, grid, method="eigsh")
+    name = "x".join(map(str, shape))
+
+    def row(method, dtype, tol, ref=ref, v=v, grid=grid, count=count,
+            name=name):
+      run = lambda: solvers.solve(jnp.asarray(v, dtype), grid, method=method,
+                                  tol=tol)
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = run()
+        t = best_time(run, repeats, warmup=False)
+      err = np.abs(np.asarray(out.energies[:, 0], np.float64)
+                   - ref.energies[:, 0])
+      print(f"| {name} | {count} | {method} | {np.dtype(dtype).name} | "
+            f"{tol:g} | {count / t:,.1f} | {np.mean(out.iterations):.1f} | "
+            f"{np.median(err):.1e} | {np.max(err):.1e} | "
+            f"{np.count_nonzero(out.converged)}/{count} |", flush=True)
+
+    row("eigsh", jnp.float64, 1e-8)
+    for tol in tols:
+      for dtype in (jnp.float32, jnp.float64):
+        floor = 5 * float(jnp.finfo(dtype).eps) * kinetic.kinetic_norm(grid)
+        if tol < floor:  # float32's rounding floor (solvers.default_tol)
+          continue
+        for method in ("lobpcg", "cascade"):
+          row(method, dtype, tol)
 
 
 def bench_sine(quick: bool, repeats: int) -> None:
