@@ -41,6 +41,10 @@ _NUM_REFERENCE = flags.DEFINE_integer(
 _REFERENCE_METHOD = flags.DEFINE_enum(
     "reference_method", "lobpcg", ["lobpcg", "eigsh"],
     "Reference solver timed for the speed-up (on CPU, one at a time).")
+_CASCADE_FRONT = flags.DEFINE_bool(
+    "cascade_front", True, "Also time the parameter-free cascade's settings "
+    "on each split and report the model's matched-accuracy speed-up "
+    "against its front (median and p90 dE); single-process runs only.")
 
 cli.define_distributed_flags()
 flags.mark_flags_as_required(["workdir", "data"])
@@ -57,7 +61,8 @@ def main(argv):
         _WORKDIR.value, _DATA.value, out=_OUT.value, which=_WHICH.value,
         symmetrize=_SYMMETRIZE.value, batch_size=_BATCH_SIZE.value,
         num_reference=_NUM_REFERENCE.value,
-        reference_method=_REFERENCE_METHOD.value)
+        reference_method=_REFERENCE_METHOD.value,
+        cascade_front=_CASCADE_FRONT.value and jax.process_count() == 1)
   except (ValueError, TypeError, KeyError, OSError) as e:
     raise SystemExit(f"evaluate: error: {e}") from None
   except jax.errors.JaxRuntimeError:

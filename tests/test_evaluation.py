@@ -382,6 +382,11 @@ def test_cli_writes_table_json_and_figures(datasets, tmp_path):
   summary = record["summaries"]["train"]
   assert summary["n"] == 24 and summary["frac_chemical_accuracy"] == 1.0
   assert "| run | train | 24 |" in (eval_dir / "results.md").read_text()
+  # The oracle's states are exact: more accurate than every cascade
+  # setting, so its speed-up against the front is a lower bound.
+  assert summary["speedup_vs_cascade_median"].startswith(">=")
+  assert summary["speedup_vs_cascade_p90"].startswith(">=")
+  assert "vs cascade, median dE" in (eval_dir / "results.md").read_text()
   for name in ("samples_train.png", "training_curves.png"):
     assert (eval_dir / name).stat().st_size > MIN_PNG_BYTES
 

@@ -48,6 +48,8 @@ COLUMNS = (
     ("predictions_per_s", "predictions/s"),
     ("reference_solves_per_s", "solves/s"),
     ("speedup", "speed-up"),
+    ("speedup_vs_cascade_median", "vs cascade, median dE"),
+    ("speedup_vs_cascade_p90", "vs cascade, p90 dE"),
 )
 
 

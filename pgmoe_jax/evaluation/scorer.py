@@ -149,6 +149,9 @@ class EvalResult:
     num_reference: how many potentials the reference solved for timing.
     reference_solves_per_s: the reference solver's throughput on CPU, NaN if
       ``num_reference`` was 0.
+    cascade_speedups: the matched-accuracy speed-ups against the cascade's
+      front (:mod:`pgmoe_jax.evaluation.front`), for the median and the
+      p90 dE, or ``None`` where the front was not measured.
   """
   split: str
   grid: Grid
@@ -165,6 +168,7 @@ class EvalResult:
   reference_method: str
   num_reference: int
   reference_solves_per_s: float
+  cascade_speedups: tuple[Any, Any] | None = None
 
   def __len__(self) -> int:
     return len(self.infidelity)
@@ -184,7 +188,9 @@ class EvalResult:
       ``dE < 1.6 mHa``, the median residual in Ha, the p90 infidelity over
       samples with gap ``>= 0.5 Ha`` and their count ``n_gapped``, the
       parameter count, predictions/s, reference solves/s and their ratio
-      ``speedup``) plus ``reference_method``.
+      ``speedup``), the matched-accuracy speed-ups against the cascade
+      (text such as ``"0.62x"`` or ``">=1.30x"``, or ``None``), plus
+      ``reference_method``.
     """
     gapped_p90 = n_gapped = None
     if self.gap is not None:
@@ -208,6 +214,12 @@ class EvalResult:
         "predictions_per_s": _scalar(self.predictions_per_s),
         "reference_solves_per_s": _scalar(self.reference_solves_per_s),
         "speedup": _scalar(self.speedup),
+        "speedup_vs_cascade_median": (
+            None if self.cascade_speedups is None
+            else str(self.cascade_speedups[0])),
+        "speedup_vs_cascade_p90": (
+            None if self.cascade_speedups is None
+            else str(self.cascade_speedups[1])),
         "reference_method": self.reference_method,
     }
 

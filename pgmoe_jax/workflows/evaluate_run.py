@@ -27,6 +27,7 @@ import re
 from typing import Callable, Sequence
 
 import jax
+import numpy as np
 
 from pgmoe_jax import checks
 from pgmoe_jax import data
@@ -35,6 +36,7 @@ from pgmoe_jax.evaluation import report
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.inference import load_model
 from pgmoe_jax.training.summaries import METRICS_FILE
+from pgmoe_jax.workflows import front
 
 
 @dataclasses.dataclass
@@ -85,7 +87,7 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
                  out: str | None = None, which: str = "best",
                  symmetrize: bool = False, batch_size: int = 256,
                  num_reference: int = 32, reference_method: str = "lobpcg",
-                 figures: bool = True,
+                 cascade_front: bool = True, figures: bool = True,
                  echo: Callable[[str], None] = print) -> RunEvaluation:
   """Evaluates a workdir's model on datasets and writes the report.
 
@@ -100,6 +102,11 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
       its speed; 0 skips it.
     reference_method: the reference solver timed (``"lobpcg"``,
       ``"eigsh"``).
+    cascade_front: also measure the cascade's front on each split and
+      report the model's matched-accuracy speed-ups against it (median and
+      p90 dE; :mod:`pgmoe_jax.workflows.front`, on up to the first 1,024
+      potentials, timed on one batch of ``batch_size``; single-process
+      runs only).
     figures: draw the PNG figures (needs matplotlib, the ``plots`` extra).
     echo: where progress lines go.
 
@@ -152,6 +159,15 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
         predictor, dataset, batch_size=batch_size,
         reference_method=reference_method, num_reference=num_reference)
     results[name] = result = dataclasses.replace(result, split=name)
+    if cascade_front and jax.process_count() == 1:
+      n = min(len(dataset), 1024)
+      measured = front.measure_split(
+          name, np.asarray(dataset.potentials[:n]),
+          np.asarray(dataset.E0[:n]), dataset.grid, {"model": predictor},
+          batch=min(batch_size, n))
+      row = measured.rows[0]
+      results[name] = result = dataclasses.replace(
+          result, cascade_speedups=(row.speedup_median, row.speedup_p90))
     shown = {k: report.format_value(k, v)
              for k, v in result.summary().items()}
     echo(f"  {name:<18} n={shown['n']:<6} 1-F p90 "

@@ -73,9 +73,17 @@ def _scorer(grid: Grid) -> Callable:
 
 
 def model_fn(predictor) -> Callable:
-  """A loaded model's jitted apply, ``V (b, *grid.shape) -> states``."""
+  """A model as ``V (b, *grid.shape) -> states``.
+
+  A loaded model (:class:`pgmoe_jax.inference.Predictor`) is called
+  through its jitted apply, without ``predict``'s input checks; any other
+  object with ``predict`` (the evaluation's predictor protocol) through
+  that.
+  """
+  apply = getattr(predictor, "_apply", None)
+  if apply is None or not hasattr(predictor, "params"):
+    return predictor.predict
   params = predictor.params
-  apply = predictor._apply  # pylint: disable=protected-access
   return lambda v: apply(params, v)
 
 
