@@ -9,6 +9,8 @@ import importlib
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +89,13 @@ def chunk_files(workdir, step):
   return sorted(files, key=os.path.getsize, reverse=True)
 
 
+def saved_steps(workdir):
+  """The complete checkpoint steps on disk (orbax's temporary folders of
+  an unfinished save excluded)."""
+  folder = os.path.join(workdir, "checkpoints")
+  return sorted(int(s) for s in os.listdir(folder) if s.isdigit())
+
+
 def flip_bytes(path, count=400):
   with open(path, "r+b") as f:
     blob = bytearray(f.read())
@@ -148,6 +157,45 @@ def test_resume_falls_back_and_sets_the_damaged_step_aside(trained):
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # everything intact again: no warning
     assert predictions(trained, which="latest")[0] == 30
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+  """A tiny run with checkpoints at steps 10 and 20, to copy."""
+  train_and_evaluate = importlib.import_module(
+      "pgmoe_jax.training").train_and_evaluate
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  train_and_evaluate(tiny_config(), workdir)
+  return workdir
+
+
+# The JSON files of a checkpoint step (orbax's metadata and the checksums)
+# and an array chunk.
+STEP_FILES = ("_CHECKPOINT_METADATA", "checksums/metadata", "params/_METADATA",
+              "opt_state/_METADATA", "params/array_metadatas/process_0",
+              "params/_sharding", "array chunk")
+
+
+@pytest.mark.parametrize("name", STEP_FILES)
+def test_truncated_newest_checkpoint_is_set_aside(trained_once, tmp_path,
+                                                  caplog, name):
+  train_and_evaluate = importlib.import_module(
+      "pgmoe_jax.training").train_and_evaluate
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_once, workdir)
+  path = (chunk_files(workdir, 20)[0] if name == "array chunk" else
+          os.path.join(workdir, "checkpoints", "20", name))
+  os.truncate(path, os.path.getsize(path) // 2)
+  caplog.set_level("WARNING")
+  train_and_evaluate(tiny_config(num_steps=30), workdir)
+  warning = re.search(r"Checkpoint step 20 was damaged \((.*)\); moved it to "
+                      r"(.*) and resumed from step 10\.", caplog.text)
+  assert warning, caplog.text
+  if name != "array chunk":
+    assert name in warning.group(1), warning.group(1)
+  aside = os.listdir(os.path.join(workdir, "damaged_checkpoints"))
+  assert len(aside) == 1 and aside[0].startswith("20-")  # nothing deleted
+  assert saved_steps(workdir) == [10, 20, 30]  # 20 saved again from 10
 
 
 def test_no_intact_checkpoint_stops(trained):
@@ -321,13 +369,6 @@ def test_full_disk_is_named(tmp_path):
   assert len(meta["shards"]) == 1
   os.remove(path / "shard-00001.potential.npy.tmp")
   assert data.generate(str(path), spec)["complete"]
-
-
-def saved_steps(workdir):
-  """The complete checkpoint steps on disk (orbax's temporary folders of
-  an unfinished save excluded)."""
-  folder = os.path.join(workdir, "checkpoints")
-  return sorted(int(s) for s in os.listdir(folder) if s.isdigit())
 
 
 @pytest.mark.parametrize("how", sorted(helpers.DISK_FULL_ERRORS))

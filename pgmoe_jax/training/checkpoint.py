@@ -27,16 +27,17 @@ is read from the metrics stored with each checkpoint, so it survives
 restarts. Integrity: :meth:`Checkpoints.save` refuses non-finite arrays and
 writes their checksums; :meth:`Checkpoints.restore` verifies them (a
 damaged checkpoint raises :class:`CheckpointDamagedError` naming the step
-and the array) and :meth:`Checkpoints.restore_intact` falls back to the
-newest intact step. Checkpoints written before checksums existed restore
-unverified. Saves are asynchronous: :meth:`Checkpoints.wait` (or
-:meth:`Checkpoints.close`) blocks until they are on disk, and a save in
-progress when the process dies is never mistaken for a complete checkpoint
-(orbax writes to a temporary directory and renames it). A save that fails
-for want of space (or another OS error, however orbax wraps it, whichever
-call it surfaces at) raises one :class:`~pgmoe_jax.checks.OutputError`
-naming the folder, its filesystem and the last intact step; orbax's own
-error logs of it, tracebacks from its save threads, are dropped.
+and the array, or the metadata file cut short) and
+:meth:`Checkpoints.restore_intact` falls back to the newest intact step.
+Checkpoints written before checksums existed restore unverified. Saves are
+asynchronous: :meth:`Checkpoints.wait` (or :meth:`Checkpoints.close`) blocks
+until they are on disk, and a save in progress when the process dies is
+never mistaken for a complete checkpoint (orbax writes to a temporary
+directory and renames it). A save that fails for want of space (or another
+OS error, however orbax wraps it, whichever call it surfaces at) raises one
+:class:`~pgmoe_jax.checks.OutputError` naming the folder, its filesystem and
+the last intact step; orbax's own error logs of it, tracebacks from its
+save threads, are dropped.
 
 Nothing here runs at import.
 """
@@ -63,6 +64,7 @@ from pgmoe_jax import checks
 from pgmoe_jax import paths
 from pgmoe_jax.training.integrity import CheckpointDamagedError
 from pgmoe_jax.training.integrity import all_finite
+from pgmoe_jax.training.integrity import check_json_files
 from pgmoe_jax.training.integrity import discard_failed_reads
 from pgmoe_jax.training.integrity import is_read_error
 from pgmoe_jax.training.integrity import short_error
@@ -348,6 +350,7 @@ class Checkpoints:
     has_sums = (where / "checksums").is_dir()
     if has_sums:
       items["checksums"] = ocp.args.JsonRestore()
+    check_json_files(step, where, items)
     try:
       restored = self._manager.restore(int(step),
                                        args=ocp.args.Composite(**items))
