@@ -2,7 +2,8 @@
 
 Also the two helpers every writer uses: :func:`prepare_output_dir` (a
 folder that exists and can be written) and :func:`writing` (an ``OSError``,
-such as a full disk, becomes one message naming what was being written).
+such as a full disk, becomes one message naming what was being written;
+:func:`os_error` finds one that a library reports wrapped).
 
 Library functions check their inputs here, on concrete arrays, and then
 call unchecked kernels; inside ``jit`` (tracers) the value checks are
@@ -15,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -158,21 +161,71 @@ def prepare_output_dir(path: str, what: str) -> str:
   return path
 
 
+# How TensorStore (under orbax) and Python quote an OS error in a message.
+_ERROR_CODE = re.compile(r"os_error_code='?(\d+)|\[Errno (\d+)\]")
+
+
+def os_error(error: BaseException | None) -> OSError | None:
+  """The operating-system error behind ``error``, or ``None``.
+
+  Libraries that write in the background report a full disk wrapped: orbax
+  re-raises TensorStore's ``ValueError`` (``RESOURCE_EXHAUSTED ... No space
+  left on device [os_error_code='28']``) from its save threads. This looks
+  through ``error``, its causes and contexts, for an ``OSError`` or an
+  error code quoted in a message.
+  """
+  pending, seen = [error], set()
+  while pending:
+    e = pending.pop(0)
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno is not None:
+      return e
+    text = str(e)
+    match = _ERROR_CODE.search(text)
+    if match:
+      code = int(match.group(1) or match.group(2))
+      return OSError(code, os.strerror(code))
+    if "No space left on device" in text:
+      return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    pending += [e.__cause__, e.__context__]
+  return None
+
+
+def mount_point(path: str) -> str:
+  """The mount point of the filesystem that holds ``path``."""
+  path = os.path.realpath(path)
+  while not os.path.ismount(path):
+    path = os.path.dirname(path)
+  return path
+
+
 @contextlib.contextmanager
-def writing(what: str, path: str, advice: str = ""):
+def writing(what: str, path: str, advice: str | Callable[[], str] = ""):
   """Turns an ``OSError`` while writing ``what`` into one clear message.
 
   A full disk (``ENOSPC``), a read-only filesystem or an I/O error raised
   inside the block becomes an :class:`OutputError` naming what was being
-  written, where, the system's reason and ``advice`` (what is safe to do).
+  written, where, the system's reason and ``advice`` (what is safe to do;
+  a callable is asked when the error happens). An exception of another type
+  that carries an OS error (:func:`os_error`) is reported the same way.
   """
   try:
     yield
   except OutputError:
     raise
-  except OSError as e:
-    full = e.errno == errno.ENOSPC
+  except Exception as e:  # pylint: disable=broad-except
+    cause = os_error(e)
+    if cause is None:
+      raise
+    full = ""
+    if cause.errno == errno.ENOSPC:
+      from pgmoe_jax import paths  # pylint: disable=g-import-not-at-top
+      full = ("; the disk is full" if paths.is_remote(path) else
+              f"; the disk is full (the filesystem mounted at "
+              f"{mount_point(os.fspath(path))})")
+    advice = advice() if callable(advice) else advice
     raise OutputError(
-        f"Writing {what} to {path} failed: {e.strerror or e} (errno "
-        f"{e.errno}){'; the disk is full' if full else ''}. "
-        f"{advice}".rstrip()) from None
+        f"Writing {what} to {path} failed: {cause.strerror or cause} (errno "
+        f"{cause.errno}){full}. {advice}".rstrip()) from None

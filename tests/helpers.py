@@ -1,6 +1,8 @@
 """Small builders shared by several test files (imported as ``helpers``)."""
 
+import errno
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -29,3 +31,38 @@ def four_cpu_devices_env(**extra):
   return dict(os.environ, JAX_PLATFORMS="cpu",
               XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4",
               **extra)
+
+
+# How a full disk reaches orbax's background writer: TensorStore reports it
+# as a ValueError carrying the OS error code in its text, Python's own file
+# writes as an OSError.
+DISK_FULL_ERRORS = {
+    "tensorstore": lambda where: ValueError(
+        f'RESOURCE_EXHAUSTED: Error writing local file "{where}/metadata": '
+        "Failed to write 330 bytes to file 30: No space left on device "
+        "[os_error_code='28']"),
+    "oserror": lambda where: OSError(errno.ENOSPC,
+                                     os.strerror(errno.ENOSPC)),
+}
+
+
+def disk_full_at_checkpoint(step, how="tensorstore", patch=setattr):
+  """Makes the save of checkpoint ``step`` fail as on a full disk.
+
+  The step's checksums file fails in orbax's background writer with one of
+  :data:`DISK_FULL_ERRORS`; the other steps are written as usual. ``patch``
+  is ``setattr`` or pytest's ``monkeypatch.setattr`` (undone after the
+  test).
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler
+  handler = json_checkpoint_handler.JsonCheckpointHandler
+  save = handler._save_fn  # pylint: disable=protected-access
+  pattern = re.compile(rf"[/\\]{step}\.orbax-checkpoint-tmp")
+
+  async def failing_save(self, item, directory):
+    if pattern.search(str(directory)):
+      raise DISK_FULL_ERRORS[how](directory)
+    return await save(self, item, directory)
+
+  patch(handler, "_save_fn", failing_save)

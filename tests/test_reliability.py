@@ -9,6 +9,8 @@ import importlib
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
+import helpers
 from pgmoe_jax import Grid
 from pgmoe_jax import data
 from pgmoe_jax import energy
@@ -86,6 +89,13 @@ def chunk_files(workdir, step):
   return sorted(files, key=os.path.getsize, reverse=True)
 
 
+def saved_steps(workdir):
+  """The complete checkpoint steps on disk (orbax's temporary folders of
+  an unfinished save excluded)."""
+  folder = os.path.join(workdir, "checkpoints")
+  return sorted(int(s) for s in os.listdir(folder) if s.isdigit())
+
+
 def flip_bytes(path, count=400):
   with open(path, "r+b") as f:
     blob = bytearray(f.read())
@@ -147,6 +157,45 @@ def test_resume_falls_back_and_sets_the_damaged_step_aside(trained):
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # everything intact again: no warning
     assert predictions(trained, which="latest")[0] == 30
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+  """A tiny run with checkpoints at steps 10 and 20, to copy."""
+  train_and_evaluate = importlib.import_module(
+      "pgmoe_jax.training").train_and_evaluate
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  train_and_evaluate(tiny_config(), workdir)
+  return workdir
+
+
+# The JSON files of a checkpoint step (orbax's metadata and the checksums)
+# and an array chunk.
+STEP_FILES = ("_CHECKPOINT_METADATA", "checksums/metadata", "params/_METADATA",
+              "opt_state/_METADATA", "params/array_metadatas/process_0",
+              "params/_sharding", "array chunk")
+
+
+@pytest.mark.parametrize("name", STEP_FILES)
+def test_truncated_newest_checkpoint_is_set_aside(trained_once, tmp_path,
+                                                  caplog, name):
+  train_and_evaluate = importlib.import_module(
+      "pgmoe_jax.training").train_and_evaluate
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_once, workdir)
+  path = (chunk_files(workdir, 20)[0] if name == "array chunk" else
+          os.path.join(workdir, "checkpoints", "20", name))
+  os.truncate(path, os.path.getsize(path) // 2)
+  caplog.set_level("WARNING")
+  train_and_evaluate(tiny_config(num_steps=30), workdir)
+  warning = re.search(r"Checkpoint step 20 was damaged \((.*)\); moved it to "
+                      r"(.*) and resumed from step 10\.", caplog.text)
+  assert warning, caplog.text
+  if name != "array chunk":
+    assert name in warning.group(1), warning.group(1)
+  aside = os.listdir(os.path.join(workdir, "damaged_checkpoints"))
+  assert len(aside) == 1 and aside[0].startswith("20-")  # nothing deleted
+  assert saved_steps(workdir) == [10, 20, 30]  # 20 saved again from 10
 
 
 def test_no_intact_checkpoint_stops(trained):
@@ -320,6 +369,110 @@ def test_full_disk_is_named(tmp_path):
   assert len(meta["shards"]) == 1
   os.remove(path / "shard-00001.potential.npy.tmp")
   assert data.generate(str(path), spec)["complete"]
+
+
+@pytest.mark.parametrize("how", sorted(helpers.DISK_FULL_ERRORS))
+def test_full_disk_during_a_checkpoint_save(tmp_path, monkeypatch, caplog,
+                                            how):
+  checks = importlib.import_module("pgmoe_jax.checks")
+  train_and_evaluate = importlib.import_module(
+      "pgmoe_jax.training").train_and_evaluate
+  workdir = str(tmp_path / "run")
+  helpers.disk_full_at_checkpoint(20, how, patch=monkeypatch.setattr)
+  with pytest.raises(checks.OutputError) as raised:
+    train_and_evaluate(tiny_config(), workdir)
+  message = str(raised.value)
+  assert "\n" not in message, message
+  for fragment in (os.path.join(workdir, "checkpoints"), "disk is full",
+                   "last intact checkpoint is step 10", "rerun"):
+    assert fragment in message, message
+  assert saved_steps(workdir) == [10]
+  monkeypatch.undo()  # space freed: the same call resumes
+  caplog.set_level("INFO")
+  state = train_and_evaluate(tiny_config(), workdir)
+  assert int(state.step) == 20 and saved_steps(workdir) == [10, 20]
+  assert "Resumed from checkpoint step 10" in caplog.text
+
+
+TRAIN_WITH_A_FULL_DISK = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, "tests")
+    import helpers
+    helpers.disk_full_at_checkpoint(20)
+    from absl import app
+    import jax
+    from experiments import cli
+    from experiments import train
+    jax.config.config_with_absl()
+    app.run(train.main, flags_parser=cli.flags_parser("train"))
+    """)
+
+
+def test_full_disk_stops_training_with_one_line(tmp_path):
+  workdir = str(tmp_path / "run")
+  args = (f"--config={TEST_CONFIG}", f"--workdir={workdir}")
+  out = subprocess.run([sys.executable, "-c", TRAIN_WITH_A_FULL_DISK, *args],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=300, check=False)
+  one_line_error(out, "train", os.path.join(workdir, "checkpoints"),
+                 "disk is full", "last intact checkpoint is step 10")
+  assert "Exception ignored" not in out.stderr, out.stderr[-3000:]
+  assert saved_steps(workdir) == [10]
+  out = run_module("experiments.train", *args)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "Resumed from checkpoint step 10" in out.stderr
+  assert saved_steps(workdir) == [10, 20]
+
+
+@pytest.fixture()
+def small_filesystem(tmp_path):
+  """A 2 MiB tmpfs (root only; skipped where it cannot be mounted)."""
+  mount = tmp_path / "fs"
+  mount.mkdir()
+  if not hasattr(os, "geteuid") or os.geteuid() != 0:
+    pytest.skip("mounting a tmpfs needs root")
+  done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                         str(mount)], capture_output=True, text=True,
+                        check=False)
+  if done.returncode:
+    pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+  try:
+    yield mount
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder, leave):
+  """Fills the filesystem of ``folder`` up to ``leave`` bytes free."""
+  path = os.path.join(folder, "filler")
+  with open(path, "wb") as f:
+    try:
+      while True:
+        f.write(b"\0" * 65536)
+        f.flush()
+    except OSError:
+      pass
+  os.truncate(path, max(0, os.path.getsize(path) - leave))
+  return path
+
+
+def test_training_into_a_full_filesystem(small_filesystem):
+  workdir = str(small_filesystem / "run")
+  args = (f"--config={TEST_CONFIG}", f"--workdir={workdir}")
+  out = run_module("experiments.train", *args, "--config.train.num_steps=10")
+  assert out.returncode == 0, out.stderr[-2000:]
+  filler = fill(small_filesystem, leave=40 * 1024)
+  out = run_module("experiments.train", *args)
+  one_line_error(out, "train", workdir, "disk is full", str(small_filesystem),
+                 "last intact checkpoint is step 10")
+  assert "Exception ignored" not in out.stderr, out.stderr[-3000:]
+  assert "Exception in thread" not in out.stderr, out.stderr[-3000:]
+  assert saved_steps(workdir) == [10]
+  os.remove(filler)
+  out = run_module("experiments.train", *args)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "Resumed from checkpoint step 10" in out.stderr
+  assert saved_steps(workdir) == [10, 20]
 
 
 def test_grid_far_too_large_stops_before_allocating():

@@ -1,8 +1,10 @@
 """metrics.jsonl always, TensorBoard events when tensorboardX is installed."""
 
+import errno
 import json
 import os
 import struct
+import threading
 
 import pytest
 
@@ -58,3 +60,28 @@ def test_resume_cuts_the_jsonl_back_and_tensorboard_can_be_off(tmp_path):
   steps = [json.loads(line)["step"] for line in
            open(tmp_path / summaries.METRICS_FILE)]
   assert steps == [10, 20]
+
+
+def test_a_full_disk_when_closing_is_one_error(tmp_path, monkeypatch):
+  checks = pytest.importorskip("pgmoe_jax.checks")
+  record_writer = pytest.importorskip("tensorboardX.record_writer")
+  log = summaries.MetricsLog(str(tmp_path), 0, tensorboard=True,
+                             advice=lambda: "Step 10 is intact.")
+  log.write(5, "train", {"loss": 1.0})
+  # What tensorboardX runs at exit: each event file's close.
+  writers = log._writers.values()  # pylint: disable=protected-access
+  at_exit = [file_writer.event_writer.close for writer in writers
+             for file_writer in writer.all_writers.values()]
+  flush = record_writer.RecordWriter.flush
+
+  def full(self):
+    if threading.current_thread() is threading.main_thread():
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    flush(self)
+
+  monkeypatch.setattr(record_writer.RecordWriter, "flush", full)
+  with pytest.raises(checks.OutputError, match=r"TensorBoard events to "
+                     r".*tensorboard failed.*disk is full.*Step 10 is intact"):
+    log.close()
+  for close in at_exit:
+    close()  # stopped already: nothing left to flush or fail

@@ -27,12 +27,17 @@ is read from the metrics stored with each checkpoint, so it survives
 restarts. Integrity: :meth:`Checkpoints.save` refuses non-finite arrays and
 writes their checksums; :meth:`Checkpoints.restore` verifies them (a
 damaged checkpoint raises :class:`CheckpointDamagedError` naming the step
-and the array) and :meth:`Checkpoints.restore_intact` falls back to the
-newest intact step. Checkpoints written before checksums existed restore
-unverified. Saves are asynchronous: :meth:`Checkpoints.wait` (or
-:meth:`Checkpoints.close`) blocks until they are on disk, and a save in
-progress when the process dies is never mistaken for a complete checkpoint
-(orbax writes to a temporary directory and renames it).
+and the array, or the metadata file cut short) and
+:meth:`Checkpoints.restore_intact` falls back to the newest intact step.
+Checkpoints written before checksums existed restore unverified. Saves are
+asynchronous: :meth:`Checkpoints.wait` (or :meth:`Checkpoints.close`) blocks
+until they are on disk, and a save in progress when the process dies is
+never mistaken for a complete checkpoint (orbax writes to a temporary
+directory and renames it). A save that fails for want of space (or another
+OS error, however orbax wraps it, whichever call it surfaces at) raises one
+:class:`~pgmoe_jax.checks.OutputError` naming the folder, its filesystem and
+the last intact step; orbax's own error logs of it, tracebacks from its
+save threads, are dropped.
 
 Nothing here runs at import.
 """
@@ -40,9 +45,14 @@ Nothing here runs at import.
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging as py_logging
 import math
 import os
+import sys
+import threading
 import time
+import warnings
 from typing import Any, Mapping
 
 from absl import logging
@@ -50,9 +60,11 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from pgmoe_jax import checks
 from pgmoe_jax import paths
 from pgmoe_jax.training.integrity import CheckpointDamagedError
 from pgmoe_jax.training.integrity import all_finite
+from pgmoe_jax.training.integrity import check_json_files
 from pgmoe_jax.training.integrity import discard_failed_reads
 from pgmoe_jax.training.integrity import is_read_error
 from pgmoe_jax.training.integrity import short_error
@@ -72,6 +84,93 @@ def _metric_value(metrics: Mapping[str, Any] | None, name: str) -> float:
     return math.inf
   value = float(value)
   return value if math.isfinite(value) else math.inf
+
+
+class _SaveFailureEchoes:
+  """Keeps the echoes of a failed save off stderr (it is reported once).
+
+  A save that fails with an OS error (a full disk) reaches the caller as
+  one :class:`~pgmoe_jax.checks.OutputError`. Around it, orbax logs the
+  failure with a traceback from each of its save threads; and the writes it
+  abandoned go on failing in the background: TensorStore completes them
+  into event loops orbax has closed ("Event loop is closed", unraisable),
+  asyncio reports their futures as never retrieved when they are
+  collected, and Python warns at exit of coroutines never awaited.
+
+  While a :class:`Checkpoints` is open (:meth:`acquire`, :meth:`release`),
+  orbax's error logs and unraisable exceptions that carry an OS error, and
+  TensorStore's "Event loop is closed", are dropped. Once a save has failed
+  (:meth:`failed`), orbax's remaining save threads are waited for, and for
+  the rest of the process asyncio's logs of the abandoned futures and the
+  warnings of never-awaited coroutines are dropped too. Any other error
+  still goes where it did.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._users = 0
+    self._failed = False
+    self._hook = None
+
+  def _unraisable(self, previous):
+    def hook(unraisable):
+      error = unraisable.exc_value
+      if (self._users or self._failed) and (
+          checks.os_error(error) is not None
+          or (isinstance(error, RuntimeError)
+              and "Event loop is closed" in str(error))):
+        return
+      previous(unraisable)
+    return hook
+
+  @staticmethod
+  def filter(record) -> bool:
+    """False for an orbax or asyncio error log that carries an OS error."""
+    if record.levelno < py_logging.ERROR or not (
+        "/orbax/" in record.pathname or record.name == "asyncio"):
+      return True
+    error = record.exc_info[1] if record.exc_info else None
+    return checks.os_error(error or Exception(record.getMessage())) is None
+
+  def acquire(self) -> None:
+    with self._lock:
+      if not self._users:
+        logging.get_absl_logger().addFilter(self)
+      if sys.unraisablehook is not self._hook:
+        # Left in place: it passes everything on while no Checkpoints is
+        # open and none has failed.
+        self._hook = self._unraisable(sys.unraisablehook)
+        sys.unraisablehook = self._hook
+      self._users += 1
+
+  def release(self) -> None:
+    with self._lock:
+      self._users -= 1
+      if not self._users:
+        logging.get_absl_logger().removeFilter(self)
+
+  def failed(self, timeout: float = 60.0) -> None:
+    """A save failed: waits for orbax's threads, then drops the echoes."""
+    with self._lock:
+      if not self._failed:
+        self._failed = True
+        self._users += 1  # never released: orbax's threads may log later
+        logging.get_absl_logger().addFilter(self)
+        py_logging.getLogger("asyncio").addFilter(self)
+        warnings.filterwarnings(
+            "ignore", message=r"coroutine '.*' was never awaited",
+            category=RuntimeWarning)
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+      target = getattr(thread, "_target", None)
+      if thread is not threading.current_thread() and any(
+          (getattr(x, "__module__", None) or "").startswith("orbax")
+          for x in (type(thread), target)):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    gc.collect()
+
+
+_ECHOES = _SaveFailureEchoes()
 
 
 @contextlib.contextmanager
@@ -127,6 +226,8 @@ class Checkpoints:
       self._manager = checkpoint_managers.CheckpointManager(
           self.directory, item_names=("params", "opt_state", "checksums"),
           options=options)
+    self._closed = False
+    _ECHOES.acquire()
 
   def __enter__(self) -> "Checkpoints":
     return self
@@ -171,6 +272,8 @@ class Checkpoints:
       ValueError: the step is already saved.
       FloatingPointError: a parameter or optimiser value is NaN or inf
         (nothing is saved).
+      pgmoe_jax.checks.OutputError: this or the previous save failed (a
+        full disk); the message names the last intact step.
     """
     if step in self._manager.all_steps():
       raise ValueError(f"Checkpoint step {step} already exists in "
@@ -185,12 +288,37 @@ class Checkpoints:
         k: float(v) for k, v in metrics.items()}
     sums = {"params": tree_checksums(params),
             "opt_state": tree_checksums(opt_state)}
-    self._manager.save(
-        int(step), args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params),
-            opt_state=ocp.args.StandardSave(opt_state),
-            checksums=ocp.args.JsonSave(sums)),
-        metrics=metrics, force=True)
+    with self._writing():
+      self._manager.save(
+          int(step), args=ocp.args.Composite(
+              params=ocp.args.StandardSave(params),
+              opt_state=ocp.args.StandardSave(opt_state),
+              checksums=ocp.args.JsonSave(sums)),
+          metrics=metrics, force=True)
+
+  @contextlib.contextmanager
+  def _writing(self):
+    """Reports a failed write as one OutputError (see the module doc)."""
+    with checks.writing("checkpoints", self.directory, self.resume_advice):
+      try:
+        yield
+      except Exception as e:  # pylint: disable=broad-except
+        if checks.os_error(e) is not None:
+          _ECHOES.failed()
+        raise
+
+  def resume_advice(self) -> str:
+    """What is left and what to do after a write failed (for messages)."""
+    try:
+      self.reload()  # a failed save may still be listed
+    except Exception:  # pylint: disable=broad-except
+      pass
+    step = self.latest_step()
+    if step is None:
+      return ("No checkpoint was saved before; free the space and rerun the "
+              "same command to start again.")
+    return (f"The last intact checkpoint is step {step}; free the space and "
+            "rerun the same command to resume from it.")
 
   def restore(self, step: int, params: PyTree,
               opt_state: PyTree | None = None) -> tuple[PyTree, PyTree | None]:
@@ -222,6 +350,7 @@ class Checkpoints:
     has_sums = (where / "checksums").is_dir()
     if has_sums:
       items["checksums"] = ocp.args.JsonRestore()
+    check_json_files(step, where, items)
     try:
       restored = self._manager.restore(int(step),
                                        args=ocp.args.Composite(**items))
@@ -326,13 +455,28 @@ class Checkpoints:
     return (step,) + self.restore(step, params, opt_state)
 
   def wait(self) -> None:
-    """Blocks until every started save is on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until every started save is on disk.
+
+    Raises:
+      pgmoe_jax.checks.OutputError: a save failed (a full disk); the
+        message names the last intact step.
+    """
+    with self._writing():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves and releases orbax's resources."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves and releases orbax's resources (also when a
+    save failed: then raises its OutputError, as :meth:`wait`)."""
+    if self._closed:
+      return
+    try:
+      self.wait()
+    finally:
+      self._closed = True
+      try:
+        self._manager.close()
+      finally:
+        _ECHOES.release()
 
 
 def _abstract(tree: PyTree) -> PyTree:

@@ -4,14 +4,17 @@
 pytree (keyed by the array's path and the shard's index, so sharded saves
 verify shard by shard); :func:`verify` compares restored arrays with the
 digests written with them and raises :class:`CheckpointDamagedError` naming
-the step and the array. :func:`all_finite` guards saves: NaN or inf is
-never written.
+the step and the array. :func:`check_json_files` reads a step's JSON files
+(orbax's metadata and the checksums): one cut short or corrupt is named as
+damage too, where orbax would report a bare ``JSONDecodeError``.
+:func:`all_finite` guards saves: NaN or inf is never written.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import sys
 from typing import Any, Mapping
 
@@ -40,11 +43,43 @@ def short_error(error: Exception) -> str:
   return text[:300]
 
 
-def is_read_error(error: Exception) -> bool:
-  text = str(error).lower()
-  return any(word in text for word in ("tensorstore", "corrupt", "truncat",
-                                       "decode", "checksum", "out of range",
-                                       "unexpected end", "data_loss"))
+def is_read_error(error: BaseException) -> bool:
+  """Whether an error restoring a checkpoint says its files are damaged."""
+  while error is not None:
+    if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError)):
+      return True
+    text = str(error).lower()
+    if any(word in text for word in ("tensorstore", "corrupt", "truncat",
+                                     "decode", "checksum", "out of range",
+                                     "unexpected end", "data_loss")):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+# The JSON files of an orbax checkpoint step: the step's metadata (with the
+# metrics that rank it) and, in each item's folder, its tree metadata,
+# shardings and array metadata (or, for a JSON item such as the checksums,
+# the item itself).
+STEP_JSON_FILES = ("_CHECKPOINT_METADATA",)
+ITEM_JSON_FILES = ("_METADATA", "_sharding", "metadata", "array_metadatas/*")
+
+
+def check_json_files(step: int, directory, items) -> None:
+  """Raises CheckpointDamagedError if a JSON file of the step at
+  ``directory`` (an ``epath.Path``) or of one of its ``items`` cannot be
+  read, naming the file."""
+  patterns = list(STEP_JSON_FILES) + [f"{item}/{name}" for item in items
+                                      for name in ITEM_JSON_FILES]
+  for pattern in patterns:
+    for path in sorted(directory.glob(pattern)):
+      try:
+        json.loads(path.read_text())
+      except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        name = path.relative_to(directory).as_posix()
+        raise CheckpointDamagedError(
+            step, f"its file {name} cannot be read, cut short or corrupt "
+            f"({short_error(e)})") from None
 
 
 @jax.jit

@@ -67,8 +67,6 @@ from pgmoe_jax.memory import describe
 from pgmoe_jax.sharding import BATCH_AXIS
 from pgmoe_jax.sharding import SPACE_AXIS
 from pgmoe_jax.sharding import spatial_spec
-RESUME_ADVICE = ("The checkpoints saved before are intact; free the space "
-                 "and rerun the same command to resume.")
 
 Progress = Callable[[int, int], None]
 
@@ -290,9 +288,10 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
       best_metric=config.train.best_metric if val_ds is not None else None)
   log = None
   stack = contextlib.ExitStack()
+  raising = False
   try:
     state, start = restore_or_keep(ckpts, state, workdir)
-    log = MetricsLog(workdir, start)
+    log = MetricsLog(workdir, start, advice=ckpts.resume_advice)
     if start >= num_steps:
       logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
                    num_steps)
@@ -361,28 +360,50 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
         log.write(done, "val", val)
         logging.info("step %d/%d val: %s", done, num_steps, _format(val))
       if is_ckpt:
-        with checks.writing(f"checkpoint step {done}", ckpts.directory,
-                            RESUME_ADVICE):
-          ckpts.save(done, state.params, state.opt_state,
-                     None if val is None else {
-                         f"val/{k}": v for k, v in val.items()})
+        ckpts.save(done, state.params, state.opt_state,
+                   None if val is None else {
+                       f"val/{k}": v for k, v in val.items()})
       other_seconds += time.perf_counter() - tic
       if progress is not None:
         progress(done, num_steps)
       if preempted and not is_last:
-        with checks.writing("checkpoints", ckpts.directory, RESUME_ADVICE):
-          ckpts.wait()
+        ckpts.wait()
         raise Preempted(done, ckpts.directory)
-    with checks.writing("checkpoints", ckpts.directory, RESUME_ADVICE):
-      ckpts.wait()
+    ckpts.wait()
     logging.info("Finished at step %d; checkpoints %s in %s", num_steps,
                  ckpts.steps(), ckpts.directory)
     return state
+  except BaseException:
+    raising = True
+    raise
   finally:
-    stack.close()
-    if log is not None:
-      log.close()
-    ckpts.close()
+    close_all([stack.close, None if log is None else log.close, ckpts.close],
+              quietly=raising)
+
+
+def close_all(closers, *, quietly: bool) -> None:
+  """Calls every closer in order, even after one fails.
+
+  Args:
+    closers: functions of no argument (``None`` is skipped).
+    quietly: an error is already on its way to the caller: a closer's own
+      failure (often the same full disk) is logged, not raised over it.
+      Otherwise the first failure is raised once all have run.
+  """
+  first = None
+  for close in closers:
+    if close is None:
+      continue
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if quietly:
+        logging.info("After the error, closing also failed: %s",
+                     str(e).splitlines()[0] if str(e) else type(e).__name__)
+      elif first is None:
+        first = e
+  if first is not None:
+    raise first
 
 
 def _format(metrics) -> str:

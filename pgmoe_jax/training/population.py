@@ -247,9 +247,11 @@ def _train(runs, workdirs, datasets, mesh, progress) -> list[TrainState]:
            for w in workdirs]
   logs: list[MetricsLog] = []
   stack = contextlib.ExitStack()
+  raising = False
   try:
     states, start = _restore(ckpts, states, workdirs)
-    logs = [MetricsLog(w, start) for w in workdirs]
+    logs = [MetricsLog(w, start, advice=c.resume_advice)
+            for w, c in zip(workdirs, ckpts)]
     if start >= num_steps:
       logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
                    num_steps)
@@ -313,11 +315,9 @@ def _train(runs, workdirs, datasets, mesh, progress) -> list[TrainState]:
               batch_size=config.train.eval_batch_size, dtype=np_dtype))
           logs[k].write(done, "val", val)
         if is_ckpt and done not in ckpts[k].steps():
-          with checks.writing(f"checkpoint step {done}", ckpts[k].directory,
-                              loop.RESUME_ADVICE):
-            ckpts[k].save(done, params, _member(state.opt_state, k),
-                          None if val is None else {
-                              f"val/{name}": v for name, v in val.items()})
+          ckpts[k].save(done, params, _member(state.opt_state, k),
+                        None if val is None else {
+                            f"val/{name}": v for name, v in val.items()})
       other += time.perf_counter() - tic
       if progress is not None:
         progress(done, num_steps)
@@ -333,12 +333,12 @@ def _train(runs, workdirs, datasets, mesh, progress) -> list[TrainState]:
           f"checkpoint is step {ckpts[k].latest_step()}")
                           for k, s in failed.items()})
     return [_member(state, k) for k in members]
+  except BaseException:
+    raising = True
+    raise
   finally:
-    stack.close()
-    for log in logs:
-      log.close()
-    for c in ckpts:
-      c.close()
+    loop.close_all([stack.close] + [log.close for log in logs]
+                   + [c.close for c in ckpts], quietly=raising)
 
 
 def _restore(ckpts, states, workdirs) -> tuple[list[TrainState], int]:

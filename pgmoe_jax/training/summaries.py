@@ -16,9 +16,10 @@ after it, so a resumed run reads as one run in both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from absl import logging
 import jax
@@ -29,6 +30,8 @@ from pgmoe_jax.paths import PathLike
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+ADVICE = ("The checkpoints saved before are intact; free the space and rerun "
+          "the same command to resume.")
 
 
 def tensorboard_available() -> bool:
@@ -65,11 +68,15 @@ class MetricsLog:
       earlier attempt are dropped.
     tensorboard: write TensorBoard event files too; ``None``: when
       tensorboardX is installed.
+    advice: what a failed write's message says is safe to do (or a
+      function that says it when asked, e.g. naming the last checkpoint).
   """
 
   def __init__(self, workdir: PathLike, start_step: int,
-               tensorboard: bool | None = None):
+               tensorboard: bool | None = None,
+               advice: str | Callable[[], str] = ADVICE):
     folder = paths.resolve(workdir)
+    self._advice = advice
     self.path = folder / METRICS_FILE
     self._primary = jax.process_index() == 0
     self._writers: dict[str, Any] = {}
@@ -104,8 +111,7 @@ class MetricsLog:
     if not self._primary:
       return
     with checks.writing(METRICS_FILE, os.fspath(self.path.parent),
-                        "The checkpoints saved before are intact; free the "
-                        "space and rerun the same command to resume."):
+                        self._advice):
       paths.append_line(self.path, json.dumps(
           {"step": int(step), "split": split, **record}) + "\n")
     writer = self._writer(split) if self._tb_dir is not None else None
@@ -115,7 +121,44 @@ class MetricsLog:
           writer.add_scalar(key, value, int(step))
 
   def close(self) -> None:
-    """Flushes and closes the TensorBoard writers."""
-    for writer in self._writers.values():
-      writer.close()
-    self._writers = {}
+    """Flushes and closes the TensorBoard writers.
+
+    Raises:
+      pgmoe_jax.checks.OutputError: the events could not be written (a
+        full disk); every writer is closed all the same.
+    """
+    writers, self._writers = self._writers, {}
+    failed = None
+    for writer in writers.values():
+      try:
+        writer.close()
+      except OSError as e:
+        _abandon(writer)
+        failed = failed or e
+    if failed is not None:
+      with checks.writing("TensorBoard events",
+                          os.fspath(self._tb_dir or self.path.parent),
+                          self._advice):
+        raise failed
+
+
+def _abandon(writer) -> None:
+  """Stops a tensorboardX writer whose events cannot be flushed.
+
+  Its ``close`` fails at the flush, before stopping its thread and closing
+  its file; the exit handler it registered would then fail again (a
+  traceback at exit). This does the rest of ``close`` without the flush.
+  """
+  for file_writer in (getattr(writer, "all_writers", None) or {}).values():
+    events = getattr(file_writer, "event_writer", None)
+    if events is None or getattr(events, "_closed", True):
+      continue
+    # pylint: disable=protected-access
+    with contextlib.suppress(Exception):
+      events._worker.stop()
+    with contextlib.suppress(Exception):
+      events._ev_writer.close()
+    with contextlib.suppress(Exception):
+      events._event_queue.close()
+    events._closed = True
+  writer.file_writer = writer.all_writers = None
