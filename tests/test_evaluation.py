@@ -435,13 +435,16 @@ def test_cli_train_then_evaluate(tmp_path):
       f"--data={tmp_path / 'test'}", "--which=latest", "--num_reference=2")
   record = json.loads((workdir / "eval" / "results.json").read_text())
   assert record["summaries"]["test"]["n"] == 8
+  assert record["summaries"]["test"]["speedup_vs_cascade_median"].endswith(
+      "x")
   assert (workdir / "eval" / "samples_test.png").exists()
   assert not record["symmetrize"]
   # Symmetry-averaged predictions go to their own folder by default.
   out = run("-m", "experiments.evaluate", f"--workdir={workdir}",
             f"--data={tmp_path / 'test'}", "--which=latest",
-            "--num_reference=0", "--symmetrize")
+            "--num_reference=0", "--symmetrize", "--nocascade_front")
   assert "symmetrized" in out.stdout
   record = json.loads(
       (workdir / "eval_symmetrized" / "results.json").read_text())
   assert record["symmetrize"] and record["summaries"]["test"]["n"] == 8
+  assert record["summaries"]["test"]["speedup_vs_cascade_median"] is None
