@@ -217,8 +217,40 @@ def test_solve_cascade_float32_excited_states_and_ground_state():
 
 
 def test_default_cascade_before_lobpcg():
-  assert solvers.default_cascade_iters(Grid((64, 64), 20.0)) == (6, 2, 0)
-  assert solvers.default_cascade_iters(Grid((32, 32, 32), 20.0)) == (6, 2, 0)
-  assert solvers.default_cascade_iters(Grid((16, 16), 20.0)) == (6, 0)
+  assert solvers.default_cascade_iters(Grid((64, 64), 20.0)) == (6, 2, 2)
+  assert solvers.default_cascade_iters(Grid((32, 32, 32), 20.0)) == (6, 2, 2)
+  assert solvers.default_cascade_iters(Grid((16, 16), 20.0)) == (6, 2)
   assert solvers.default_cascade_iters(Grid((15, 16), 20.0)) == (0,)
   assert solvers.default_cascade_iters(Grid((8, 8), 20.0)) == (0,)
+
+
+def test_potentials_the_cascade_solves_skip_lobpcg(wells, exact):
+  # A loose tolerance: (6, 4) meets it for every well, so no LOBPCG
+  # iteration runs; a tight one needs LOBPCG for all.
+  loose = solve(wells, GRID, method="cascade", tol=1e-2,
+                cascade_iters=(6, 4))
+  assert np.asarray(loose.converged).all()
+  assert (np.asarray(loose.iterations) == 0).all()
+  assert (np.asarray(loose.residuals) <= 1e-2).all()
+  e, _ = cascade(wells, GRID, (6, 4))
+  np.testing.assert_allclose(loose.energies[:, 0], e, rtol=0, atol=1e-12)
+  tight = solve(wells, GRID, method="cascade", tol=1e-8,
+                cascade_iters=(6, 4))
+  assert (np.asarray(tight.iterations) > 0).all()
+  np.testing.assert_allclose(tight.energies[:, 0], exact.energies[:, 0],
+                             rtol=0, atol=1e-9)
+  # Mixed: the rows LOBPCG finishes and the rows the cascade finished
+  # sit in their own places.
+  mixed_v = np.concatenate([wells, tilted_double_wells(GRID)[:2]])
+  mixed = solve(mixed_v, GRID, method="cascade", tol=3e-2)
+  its = np.asarray(mixed.iterations)
+  assert (its == 0).any() and (its > 0).any(), its
+  ref = solve(mixed_v, GRID, method="eigsh", num_states=2)
+  assert np.asarray(mixed.converged).all()
+  assert (np.asarray(mixed.residuals) <= 3e-2).all()
+  err = np.asarray(mixed.energies[:, 0]) - ref.energies[:, 0]
+  assert (err >= -1e-12).all()  # upper bounds, and within r^2 / gap
+  assert (err <= np.asarray(mixed.residuals[:, 0])**2 / (
+      ref.energies[:, 1] - ref.energies[:, 0]) + 1e-12).all()
+  np.testing.assert_allclose(energy(mixed.states[:, 0], mixed_v, GRID),
+                             mixed.energies[:, 0], rtol=0, atol=1e-10)

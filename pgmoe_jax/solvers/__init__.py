@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgmoe_jax import checks
+from pgmoe_jax import hamiltonian
 from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
@@ -217,8 +218,10 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       potentials (memory; on CPU, ``1`` is fastest per potential because a
       batch iterates until its slowest member converges).
     cascade_iters: ``method="cascade"`` only: the cascade's fixed-cost
-      iterations per level, coarsest first, before LOBPCG takes over on
-      the grid itself; default :func:`default_cascade_iters`.
+      iterations per level, coarsest first; default
+      :func:`default_cascade_iters`. A ground state (``num_states=1``)
+      whose residual already meets ``tol`` after the cascade is returned
+      as it is (0 LOBPCG iterations); the others continue with LOBPCG.
 
   What ``converged`` certifies: the residual, and for the ground state that
   it has no node (an excited eigenvector in the start block has a zero
@@ -303,6 +306,8 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     _check_memory("lobpcg", grid, b, chunk, block_size, V.dtype)
     offset = jnp.min(flat.reshape(b, -1), axis=1)
     flat = flat - offset.reshape(column)
+    run = functools.partial(_lobpcg_chunks, grid=grid, tol=tol, chunk=chunk,
+                            num_states=num_states, max_iters=int(max_iters))
     if method == "cascade":
       if init is not None:
         raise ValueError("init is only used by method='lobpcg'; the cascade "
@@ -313,36 +318,36 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       iters = (default_cascade_iters(grid) if cascade_iters is None
                else coarse_to_fine.check_iters(cascade_iters))
       grids = coarse_to_fine.level_grids(grid, len(iters))
-      x0 = jnp.concatenate([
+      x_c, e_c, r_c = (jnp.concatenate(parts) for parts in zip(*[
           _cascade_start(flat[i:i + chunk], grids, iters)
-          for i in range(0, b, chunk)])
-      x0 = _pad_block(x0[:, None], grid, block_size)
+          for i in range(0, b, chunk)]))
+      states = normalize_unchecked(x_c, grid)[:, None]
+      e, res = e_c[:, None], r_c[:, None]
+      its = jnp.zeros((b,), jnp.int32)
+      nodal = node_fraction(x_c, grid) > NODE_TOLERANCE
+      # Potentials the cascade already solved to the tolerance (ground
+      # state only) are done; LOBPCG continues from it for the rest.
+      done = (r_c <= tol) & ~nodal if num_states == 1 else jnp.zeros(
+          (b,), bool)
+      todo = np.flatnonzero(~np.asarray(done))
+      if todo.size:
+        x0 = _pad_block(x_c[todo][:, None], grid, block_size)
+        out = _lobpcg_with_restarts(run, flat[todo], x0, grid=grid, tol=tol,
+                                    block_size=block_size,
+                                    restarts=_RESTARTS if max_iters else 0)
+        if todo.size == b:
+          e, states, res, its, nodal = out
+        else:
+          e = jnp.concatenate([e] * num_states, -1).at[todo].set(out[0])
+          states = jnp.concatenate([states] * num_states, 1).at[todo].set(
+              out[1])
+          res = jnp.concatenate([res] * num_states, -1).at[todo].set(out[2])
+          its, nodal = its.at[todo].set(out[3]), nodal.at[todo].set(out[4])
     else:
       x0 = _prepare_init(init, V, grid, block_size, V.dtype)
-    run = functools.partial(_lobpcg_chunks, grid=grid, tol=tol, chunk=chunk,
-                            num_states=num_states, max_iters=int(max_iters))
-    e, x, res, its = run(flat, x0)
-    states = normalize_unchecked(
-        x.reshape((b, num_states) + grid.shape), grid)
-    nodal = node_fraction(states[:, 0], grid) > NODE_TOLERANCE
-    for _ in range(_RESTARTS if max_iters > 0 else 0):
-      # A ground state with a node that met the tolerance is an excited
-      # state (or a mixture with one) that the block settled on: start
-      # again from |psi|, whose Rayleigh quotient is at most psi's for
-      # this H. (One that ran out of iterations is left as it is.)
-      rows = np.flatnonzero(np.asarray(nodal & jnp.all(res <= tol, -1)))
-      if not rows.size:
-        break
-      again = _pad_block(jnp.concatenate(
-          [jnp.abs(states[rows, :1]), states[rows, 1:]], axis=1), grid,
-          block_size)
-      e2, x2, res2, its2 = run(flat[rows], again)
-      s2 = normalize_unchecked(x2.reshape((len(rows), num_states)
-                                          + grid.shape), grid)
-      e, res = e.at[rows].set(e2), res.at[rows].set(res2)
-      its, states = its.at[rows].add(its2), states.at[rows].set(s2)
-      nodal = nodal.at[rows].set(
-          node_fraction(s2[:, 0], grid) > NODE_TOLERANCE)
+      e, states, res, its, nodal = _lobpcg_with_restarts(
+          run, flat, x0, grid=grid, tol=tol, block_size=block_size,
+          restarts=_RESTARTS if max_iters else 0)
     e = e + offset[:, None]
     result = SolverResult(
         e.reshape(batch + (num_states,)),
@@ -362,9 +367,10 @@ def default_cascade_iters(grid: Grid) -> tuple[int, ...]:
   """The cascade before ``solve(method="cascade")``'s LOBPCG on ``grid``.
 
   Up to two halvings per axis while every level keeps at least 8 points
-  per axis: 6 iterations on the coarsest level, 2 on a middle one, and
-  none on the grid itself (LOBPCG works there). ``(0,)`` where the grid
-  does not halve: LOBPCG from K's lowest mode.
+  per axis: 6 iterations on the coarsest level, 2 on a middle one and 2
+  on the grid itself (potentials whose residual then meets the tolerance
+  skip LOBPCG). ``(0,)`` where the grid does not halve: LOBPCG from K's
+  lowest mode.
   """
   halvings = 0
   while halvings < 2 and all(
@@ -373,13 +379,52 @@ def default_cascade_iters(grid: Grid) -> tuple[int, ...]:
     halvings += 1
   if not halvings:
     return (0,)
-  return (6,) + (2,) * (halvings - 1) + (0,)
+  return (6,) + (2,) * halvings
 
 
 @functools.partial(jax.jit, static_argnames=("grids", "iters"))
 def _cascade_start(v, grids, iters):
-  """The cascade's states, unit norm, as LOBPCG's first block vector."""
-  return coarse_to_fine.cascade_unchecked(v, grids, iters)[1]
+  """The cascade's ``(states (unit norm), energies, residual norms)``."""
+  energy, x = coarse_to_fine.cascade_unchecked(v, grids, iters)
+  grid = grids[-1]
+  r = hamiltonian.apply_unchecked(x, v, grid) - energy.reshape(
+      (-1,) + (1,) * grid.ndim) * x
+  return x, energy, jnp.sqrt(jnp.sum(r * r, axis=grid.axes) / jnp.sum(
+      x * x, axis=grid.axes))
+
+
+def _lobpcg_with_restarts(run, flat, x0, *, grid: Grid, tol: float,
+                          block_size: int, restarts: int):
+  """LOBPCG from ``x0``; ground states with a node restarted from ``|psi|``.
+
+  Returns:
+    ``(energies (b, k), states (b, k, *grid.shape) normalised, residuals
+    (b, k), iterations (b,), nodal (b,))``; energies without the offset.
+  """
+  b = flat.shape[0]
+  e, x, res, its = run(flat, x0)
+  num_states = e.shape[-1]
+  states = normalize_unchecked(
+      x.reshape((b, num_states) + grid.shape), grid)
+  nodal = node_fraction(states[:, 0], grid) > NODE_TOLERANCE
+  for _ in range(restarts):
+    # A ground state with a node that met the tolerance is an excited
+    # state (or a mixture with one) that the block settled on: start
+    # again from |psi|, whose Rayleigh quotient is at most psi's for this
+    # H. (One that ran out of iterations is left as it is.)
+    rows = np.flatnonzero(np.asarray(nodal & jnp.all(res <= tol, -1)))
+    if not rows.size:
+      break
+    again = _pad_block(jnp.concatenate(
+        [jnp.abs(states[rows, :1]), states[rows, 1:]], axis=1), grid,
+        block_size)
+    e2, x2, res2, its2 = run(flat[rows], again)
+    s2 = normalize_unchecked(x2.reshape((len(rows), num_states)
+                                        + grid.shape), grid)
+    e, res = e.at[rows].set(e2), res.at[rows].set(res2)
+    its, states = its.at[rows].add(its2), states.at[rows].set(s2)
+    nodal = nodal.at[rows].set(node_fraction(s2[:, 0], grid) > NODE_TOLERANCE)
+  return e, states, res, its, nodal
 
 
 def _lobpcg_chunks(flat, x0, *, grid: Grid, tol: float, chunk: int,
