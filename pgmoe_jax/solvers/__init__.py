@@ -144,18 +144,19 @@ def _prepare_init(init, potentials, grid: Grid, block_size: int, dtype):
   return _pad_block(init, grid, block_size)
 
 
-def _pad_block(given, grid: Grid, block_size: int):
+def _pad_block(given, grid: Grid, block_size: int, first: int = 0):
   """``given (b, j, *grid.shape)`` filled up to the block with K's modes.
 
-  The fill starts from K's lowest mode, not after ``j`` of them: a given
-  state can be an excited eigenvector of H exactly (any kinetic mode is
-  one for a constant potential), and a block without a nodeless vector
-  would then settle on it at once with a zero residual.
+  The fill starts from K's mode ``first``; by default the lowest, not the
+  one after ``j`` of them: a given state can be an excited eigenvector of
+  H exactly (any kinetic mode is one for a constant potential), and a
+  block without a nodeless vector would then settle on it at once with a
+  zero residual.
   """
   b, j = given.shape[:2]
   if j == block_size:
     return given
-  fill = kinetic.kinetic_modes(grid, block_size - j)
+  fill = kinetic.kinetic_modes(grid, block_size - j + first)[first:]
   fill = jnp.broadcast_to(jnp.asarray(fill, given.dtype),
                           (b, block_size - j) + grid.shape)
   return jnp.concatenate([given, fill], axis=1)
@@ -318,9 +319,12 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       iters = (default_cascade_iters(grid) if cascade_iters is None
                else coarse_to_fine.check_iters(cascade_iters))
       grids = coarse_to_fine.level_grids(grid, len(iters))
+      # The cascade is cheap and batched: whole batches of up to 1,024
+      # (LOBPCG's chunk_size is for LOBPCG alone).
+      step = max(chunk, min(b, 1024))
       x_c, e_c, r_c = (jnp.concatenate(parts) for parts in zip(*[
-          _cascade_start(flat[i:i + chunk], grids, iters)
-          for i in range(0, b, chunk)]))
+          _cascade_start(flat[i:i + step], grids, iters)
+          for i in range(0, b, step)]))
       states = normalize_unchecked(x_c, grid)[:, None]
       e, res = e_c[:, None], r_c[:, None]
       its = jnp.zeros((b,), jnp.int32)
@@ -331,7 +335,9 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
           (b,), bool)
       todo = np.flatnonzero(~np.asarray(done))
       if todo.size:
-        x0 = _pad_block(x_c[todo][:, None], grid, block_size)
+        # The cascade's state is nodeless, so the guard vectors start from
+        # K's second mode (the node check catches an exact eigenvector).
+        x0 = _pad_block(x_c[todo][:, None], grid, block_size, first=1)
         out = _lobpcg_with_restarts(run, flat[todo], x0, grid=grid, tol=tol,
                                     block_size=block_size,
                                     restarts=_RESTARTS if max_iters else 0)
