@@ -32,15 +32,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgmoe_jax import checks
-from pgmoe_jax import hamiltonian
 from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
 from pgmoe_jax.solvers import coarse_to_fine
 from pgmoe_jax.solvers.coarse_to_fine import cascade
 from pgmoe_jax.solvers.eigsh import eigsh_batch
+from pgmoe_jax.solvers import lobpcg
+from pgmoe_jax.solvers.lobpcg import NODE_TOLERANCE
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
+from pgmoe_jax.solvers.lobpcg import node_fraction
 from pgmoe_jax.variational import normalize_unchecked
+from pgmoe_jax.variational import residual_norm
 
 __all__ = ["METHODS", "NODE_TOLERANCE", "NotConvergedError", "SolverResult",
            "cascade", "default_cascade_iters", "default_tol", "eigsh_batch",
@@ -141,47 +144,7 @@ def _prepare_init(init, potentials, grid: Grid, block_size: int, dtype):
     raise ValueError("init holds an identically zero state; give a nonzero "
                      "guess or init=None for the default start.")
   init = init.reshape((b, given) + grid.shape).astype(dtype)
-  return _pad_block(init, grid, block_size)
-
-
-def _pad_block(given, grid: Grid, block_size: int, first: int = 0):
-  """``given (b, j, *grid.shape)`` filled up to the block with K's modes.
-
-  The fill starts from K's mode ``first``; by default the lowest, not the
-  one after ``j`` of them: a given state can be an excited eigenvector of
-  H exactly (any kinetic mode is one for a constant potential), and a
-  block without a nodeless vector would then settle on it at once with a
-  zero residual.
-  """
-  b, j = given.shape[:2]
-  if j == block_size:
-    return given
-  fill = kinetic.kinetic_modes(grid, block_size - j + first)[first:]
-  fill = jnp.broadcast_to(jnp.asarray(fill, given.dtype),
-                          (b, block_size - j) + grid.shape)
-  return jnp.concatenate([given, fill], axis=1)
-
-
-# A ground state's negative part may carry this fraction of its squared
-# norm at most (rounding in the far tails carries ~1e-10 in float32).
-NODE_TOLERANCE = 1e-6
-# Restarts from |psi| of a ground state found with a node.
-_RESTARTS = 2
-
-
-def node_fraction(states, grid: Grid):
-  """The fraction of each state's squared norm on its minority sign.
-
-  The stencil Hamiltonian on a connected grid has nonpositive off-diagonal
-  entries, so its ground state is simple and of one sign (Perron-Frobenius):
-  a state whose minority sign carries real norm has a node and is provably
-  not the ground state.
-  """
-  sq = states * states
-  pos = jnp.sum(jnp.where(states > 0, sq, 0.0), axis=grid.axes)
-  neg = jnp.sum(jnp.where(states < 0, sq, 0.0), axis=grid.axes)
-  return jnp.minimum(pos, neg) / jnp.maximum(pos + neg, jnp.finfo(
-      states.dtype).tiny)
+  return lobpcg.pad_block(init, grid, block_size)
 
 
 def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
@@ -307,8 +270,10 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     _check_memory("lobpcg", grid, b, chunk, block_size, V.dtype)
     offset = jnp.min(flat.reshape(b, -1), axis=1)
     flat = flat - offset.reshape(column)
-    run = functools.partial(_lobpcg_chunks, grid=grid, tol=tol, chunk=chunk,
-                            num_states=num_states, max_iters=int(max_iters))
+    run = functools.partial(lobpcg.run_chunks, grid=grid, tol=tol,
+                            chunk=chunk, num_states=num_states,
+                            max_iters=int(max_iters))
+    restarts = lobpcg.RESTARTS if max_iters else 0
     if method == "cascade":
       if init is not None:
         raise ValueError("init is only used by method='lobpcg'; the cascade "
@@ -337,10 +302,11 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
       if todo.size:
         # The cascade's state is nodeless, so the guard vectors start from
         # K's second mode (the node check catches an exact eigenvector).
-        x0 = _pad_block(x_c[todo][:, None], grid, block_size, first=1)
-        out = _lobpcg_with_restarts(run, flat[todo], x0, grid=grid, tol=tol,
-                                    block_size=block_size,
-                                    restarts=_RESTARTS if max_iters else 0)
+        x0 = lobpcg.pad_block(x_c[todo][:, None], grid, block_size,
+                              first=1)
+        out = lobpcg.run_with_restarts(run, flat[todo], x0, grid=grid,
+                                       tol=tol, block_size=block_size,
+                                       restarts=restarts)
         if todo.size == b:
           e, states, res, its, nodal = out
         else:
@@ -351,9 +317,9 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
           its, nodal = its.at[todo].set(out[3]), nodal.at[todo].set(out[4])
     else:
       x0 = _prepare_init(init, V, grid, block_size, V.dtype)
-      e, states, res, its, nodal = _lobpcg_with_restarts(
+      e, states, res, its, nodal = lobpcg.run_with_restarts(
           run, flat, x0, grid=grid, tol=tol, block_size=block_size,
-          restarts=_RESTARTS if max_iters else 0)
+          restarts=restarts)
     e = e + offset[:, None]
     result = SolverResult(
         e.reshape(batch + (num_states,)),
@@ -363,7 +329,7 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
 
   failed = int(np.size(result.converged) - np.count_nonzero(result.converged))
   if failed:
-    warnings.warn(f"{method}: {_failure_text(result, tol, grid)}; raise "
+    warnings.warn(f"{method}: {_failure_text(result, tol)}; raise "
                   "max_iters or block_size, or check the potential.",
                   RuntimeWarning, stacklevel=2)
   return result
@@ -392,66 +358,10 @@ def default_cascade_iters(grid: Grid) -> tuple[int, ...]:
 def _cascade_start(v, grids, iters):
   """The cascade's ``(states (unit norm), energies, residual norms)``."""
   energy, x = coarse_to_fine.cascade_unchecked(v, grids, iters)
-  grid = grids[-1]
-  r = hamiltonian.apply_unchecked(x, v, grid) - energy.reshape(
-      (-1,) + (1,) * grid.ndim) * x
-  return x, energy, jnp.sqrt(jnp.sum(r * r, axis=grid.axes) / jnp.sum(
-      x * x, axis=grid.axes))
+  return x, energy, residual_norm(x, v, grids[-1], energy=energy)
 
 
-def _lobpcg_with_restarts(run, flat, x0, *, grid: Grid, tol: float,
-                          block_size: int, restarts: int):
-  """LOBPCG from ``x0``; ground states with a node restarted from ``|psi|``.
-
-  Returns:
-    ``(energies (b, k), states (b, k, *grid.shape) normalised, residuals
-    (b, k), iterations (b,), nodal (b,))``; energies without the offset.
-  """
-  b = flat.shape[0]
-  e, x, res, its = run(flat, x0)
-  num_states = e.shape[-1]
-  states = normalize_unchecked(
-      x.reshape((b, num_states) + grid.shape), grid)
-  nodal = node_fraction(states[:, 0], grid) > NODE_TOLERANCE
-  for _ in range(restarts):
-    # A ground state with a node that met the tolerance is an excited
-    # state (or a mixture with one) that the block settled on: start
-    # again from |psi|, whose Rayleigh quotient is at most psi's for this
-    # H. (One that ran out of iterations is left as it is.)
-    rows = np.flatnonzero(np.asarray(nodal & jnp.all(res <= tol, -1)))
-    if not rows.size:
-      break
-    again = _pad_block(jnp.concatenate(
-        [jnp.abs(states[rows, :1]), states[rows, 1:]], axis=1), grid,
-        block_size)
-    e2, x2, res2, its2 = run(flat[rows], again)
-    s2 = normalize_unchecked(x2.reshape((len(rows), num_states)
-                                        + grid.shape), grid)
-    e, res = e.at[rows].set(e2), res.at[rows].set(res2)
-    its, states = its.at[rows].add(its2), states.at[rows].set(s2)
-    nodal = nodal.at[rows].set(node_fraction(s2[:, 0], grid) > NODE_TOLERANCE)
-  return e, states, res, its, nodal
-
-
-def _lobpcg_chunks(flat, x0, *, grid: Grid, tol: float, chunk: int,
-                   num_states: int, max_iters: int):
-  """``lobpcg_batch`` over ``flat (b, *grid.shape)`` in chunks (padded)."""
-  b = flat.shape[0]
-  chunk = min(chunk, b)
-  outputs = []
-  for start in range(0, b, chunk):
-    stop = min(start + chunk, b)
-    pad = chunk - (stop - start)  # pad the last chunk: one compilation
-    v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
-                              pad)
-    x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
-    out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
-                       max_iters=max_iters)
-    outputs.append([o[:stop - start] for o in out])
-  return tuple(jnp.concatenate(parts) for parts in zip(*outputs))
-
-
-def _failure_text(result: SolverResult, tol: float, grid: Grid) -> str:
+def _failure_text(result: SolverResult, tol: float) -> str:
   """Says how many potentials failed, and how (residual or node)."""
   converged = np.asarray(result.converged).ravel()
   residuals = np.asarray(result.residuals)
@@ -502,7 +412,7 @@ def ground_state(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
     tol = default_tol(result.energies.dtype, grid) if tol is None else tol
     shown = ", ".join(str(tuple(int(i) for i in b)) for b in bad[:5])
     raise NotConvergedError(
-        f"ground_state ({method}): {_failure_text(result, tol, grid)} "
+        f"ground_state ({method}): {_failure_text(result, tol)} "
         f"(batch indices {shown}{', ...' if len(bad) > 5 else ''}). "
         + (f"Raise max_iters (now {kwargs.get('max_iters', 500)}) or "
            "block_size, " if method != "eigsh" else "")

@@ -10,7 +10,9 @@ near-degenerate pairs (double wells) exact (see :func:`_lobpcg_single`).
 
 :func:`lobpcg_batch` is the unchecked kernel, also run inside PG-MoE's
 physics gate with ``tol = 0`` (a fixed number of iterations, fixed cost);
-:func:`pgmoe_jax.solvers.solve` validates inputs and calls it.
+:func:`pgmoe_jax.solvers.solve` validates inputs and calls it through the
+drivers at the end (:func:`run_chunks`, :func:`pad_block` for the start
+block, :func:`run_with_restarts` for the node check, :func:`node_fraction`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from pgmoe_jax import hamiltonian
 from pgmoe_jax import kinetic
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.variational import normalize_unchecked
 
 
 class _LoopState(NamedTuple):
@@ -114,10 +117,9 @@ def make_preconditioner(grid: Grid, dtype):
     tames the kinetic term, which dominates the high frequencies and is why
     unpreconditioned iterations grow like :math:`1/h^2`.
   * ``c`` is five times the current state's kinetic energy
-    :math:`	heta - \langle x|V|x
-angle` (floored by K's lowest positive
+    :math:`\theta - \langle x|V|x\rangle` (floored by K's lowest positive
     eigenvalue), the natural energy scale of the problem.
-  * :math:`S = \sqrt{c / (c + \max(V - 	heta, 0))}` damps the residual where
+  * :math:`S = \sqrt{c / (c + \max(V - \theta, 0))}` damps the residual where
     the potential rises far above the energy (classically forbidden walls of a
     harmonic or quartic well), where :math:`(K + c)^{-1}` alone overshoots.
     It cuts harmonic-oscillator iterations from ~140 to ~22.
@@ -259,3 +261,99 @@ def lobpcg_batch(potentials, x0, tol, grid, *, num_states, max_iters):
   fn = functools.partial(_lobpcg_single, grid=grid, num_states=num_states,
                          max_iters=max_iters)
   return jax.vmap(fn, in_axes=(0, 0, None))(potentials, x0, tol)
+
+
+# --------------------------------------------------------------------------
+# Driving the kernel for solve(): chunks, the start block, nodal restarts.
+
+
+def pad_block(given, grid: Grid, block_size: int, first: int = 0):
+  """``given (b, j, *grid.shape)`` filled up to the block with K's modes.
+
+  The fill starts from K's mode ``first``; by default the lowest, not the
+  one after ``j`` of them: a given state can be an excited eigenvector of
+  H exactly (any kinetic mode is one for a constant potential), and a
+  block without a nodeless vector would then settle on it at once with a
+  zero residual.
+  """
+  b, j = given.shape[:2]
+  if j == block_size:
+    return given
+  fill = kinetic.kinetic_modes(grid, block_size - j + first)[first:]
+  fill = jnp.broadcast_to(jnp.asarray(fill, given.dtype),
+                          (b, block_size - j) + grid.shape)
+  return jnp.concatenate([given, fill], axis=1)
+
+
+# A ground state's negative part may carry this fraction of its squared
+# norm at most (rounding in the far tails carries ~1e-10 in float32).
+NODE_TOLERANCE = 1e-6
+# Restarts from |psi| of a ground state found with a node.
+RESTARTS = 2
+
+
+def node_fraction(states, grid: Grid):
+  """The fraction of each state's squared norm on its minority sign.
+
+  The stencil Hamiltonian on a connected grid has nonpositive off-diagonal
+  entries, so its ground state is simple and of one sign (Perron-Frobenius):
+  a state whose minority sign carries real norm has a node and is provably
+  not the ground state.
+  """
+  sq = states * states
+  pos = jnp.sum(jnp.where(states > 0, sq, 0.0), axis=grid.axes)
+  neg = jnp.sum(jnp.where(states < 0, sq, 0.0), axis=grid.axes)
+  return jnp.minimum(pos, neg) / jnp.maximum(pos + neg, jnp.finfo(
+      states.dtype).tiny)
+
+
+def run_with_restarts(run, flat, x0, *, grid: Grid, tol: float,
+                      block_size: int, restarts: int):
+  """LOBPCG from ``x0``; ground states with a node restarted from ``|psi|``.
+
+  Returns:
+    ``(energies (b, k), states (b, k, *grid.shape) normalised, residuals
+    (b, k), iterations (b,), nodal (b,))``; energies without the offset.
+  """
+  b = flat.shape[0]
+  e, x, res, its = run(flat, x0)
+  num_states = e.shape[-1]
+  states = normalize_unchecked(
+      x.reshape((b, num_states) + grid.shape), grid)
+  nodal = node_fraction(states[:, 0], grid) > NODE_TOLERANCE
+  for _ in range(restarts):
+    # A ground state with a node that met the tolerance is an excited
+    # state (or a mixture with one) that the block settled on: start
+    # again from |psi|, whose Rayleigh quotient is at most psi's for this
+    # H. (One that ran out of iterations is left as it is.)
+    rows = np.flatnonzero(np.asarray(nodal & jnp.all(res <= tol, -1)))
+    if not rows.size:
+      break
+    again = pad_block(jnp.concatenate(
+        [jnp.abs(states[rows, :1]), states[rows, 1:]], axis=1), grid,
+        block_size)
+    e2, x2, res2, its2 = run(flat[rows], again)
+    s2 = normalize_unchecked(x2.reshape((len(rows), num_states)
+                                        + grid.shape), grid)
+    e, res = e.at[rows].set(e2), res.at[rows].set(res2)
+    its, states = its.at[rows].add(its2), states.at[rows].set(s2)
+    nodal = nodal.at[rows].set(node_fraction(s2[:, 0], grid) > NODE_TOLERANCE)
+  return e, states, res, its, nodal
+
+
+def run_chunks(flat, x0, *, grid: Grid, tol: float, chunk: int,
+               num_states: int, max_iters: int):
+  """``lobpcg_batch`` over ``flat (b, *grid.shape)`` in chunks (padded)."""
+  b = flat.shape[0]
+  chunk = min(chunk, b)
+  outputs = []
+  for start in range(0, b, chunk):
+    stop = min(start + chunk, b)
+    pad = chunk - (stop - start)  # pad the last chunk: one compilation
+    v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
+                              pad)
+    x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
+    out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
+                       max_iters=max_iters)
+    outputs.append([o[:stop - start] for o in out])
+  return tuple(jnp.concatenate(parts) for parts in zip(*outputs))
