@@ -372,3 +372,13 @@ def test_check_labels_finds_a_wrong_label_and_gates_a_script(reference):
   worst = float(out.stdout.split("largest |dE0| = ")[1].split()[0])
   assert worst < 1e-8, out.stdout
   assert out.returncode == 1 and ": FAIL" in out.stdout, out.stderr[-2000:]
+
+
+def test_check_labels_verdict_fails_on_nan():
+  from experiments import check_labels  # pylint: disable=g-import-not-at-top
+  assert check_labels.verdict([1e-9, -2e-9], 1e-8) == (2e-9, True)
+  assert check_labels.verdict([1e-9, 3e-8], 1e-8) == (3e-8, False)
+  worst, ok = check_labels.verdict([1e-9, float("nan"), 2e-9], 1e-8)
+  assert np.isnan(worst) and not ok
+  worst, ok = check_labels.verdict([float("inf")], 1e-8)
+  assert worst == float("inf") and not ok
