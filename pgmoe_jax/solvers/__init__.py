@@ -307,14 +307,12 @@ def solve(V, grid: Grid, *, method: str = "eigsh", num_states: int = 1,
         out = lobpcg.run_with_restarts(run, flat[todo], x0, grid=grid,
                                        tol=tol, block_size=block_size,
                                        restarts=restarts)
-        if todo.size == b:
+        if todo.size == b:  # always so for num_states > 1
           e, states, res, its, nodal = out
-        else:
-          e = jnp.concatenate([e] * num_states, -1).at[todo].set(out[0])
-          states = jnp.concatenate([states] * num_states, 1).at[todo].set(
-              out[1])
-          res = jnp.concatenate([res] * num_states, -1).at[todo].set(out[2])
-          its, nodal = its.at[todo].set(out[3]), nodal.at[todo].set(out[4])
+        else:  # one state: the cascade's rows keep their pairs
+          e, states, res, its, nodal = (
+              old.at[todo].set(new) for old, new in zip(
+                  (e, states, res, its, nodal), out))
     else:
       x0 = _prepare_init(init, V, grid, block_size, V.dtype)
       e, states, res, its, nodal = lobpcg.run_with_restarts(
