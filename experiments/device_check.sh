@@ -86,11 +86,11 @@ fi
 
 if [[ " $PARTS " == *" front "* ]]; then
   "$PY" -m experiments.generate_data --universal_splits --grid=64 \
-    --num_eval=256 --out="$DATA/universal64" > "$OUT/generate.log" 2>&1
+    --num_eval=256 --out="$DATA/front64" > "$OUT/generate.log" 2>&1
   "$PY" -m experiments.generate_data --family=gaussian_wells --ndim=3 \
     --grid=32 --num=200 --seed=1 --solver=lobpcg --chunk_size=200 \
     --out="$DATA/gw3d32/test" >> "$OUT/generate.log" 2>&1
-  splits=$(ls -d "$DATA"/universal64/test_* | paste -sd, -)
+  splits=$(ls -d "$DATA"/front64/test_* | paste -sd, -)
   for run in "universal_64 $splits front64" \
              "gaussian3d_32 $DATA/gw3d32/test front3d"; do
     set -- $run
