@@ -13,7 +13,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo solvers-demo lint test benchmark results clean
+.PHONY: demo solvers-demo lint test benchmark results results-paper \
+	results-large results-universal results-baseline clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,43 +57,70 @@ test: lint
 benchmark: .make-install.stamp
 	$(PY) -m experiments.benchmark
 
-# Every command of RESULTS.md, in its order. Finished training runs are
-# skipped, so a rerun only re-evaluates. Training outputs land in results/
-# and data/ (both ignored); the printed tables of the parts that are not
-# training runs go to results/*.md as well as stdout.
+# Every command of RESULTS.md, section by section, in its order; `make
+# results` runs them all. Finished training runs and complete datasets are
+# skipped, so a rerun only re-evaluates. Training outputs land in results/,
+# runs/ and data/ (all ignored); the printed tables of the parts that are
+# not training runs go to results/*.md as well as stdout. Wall times on a
+# 2-core CPU, from scratch:
+#   results-paper      sections 1-5: the 32x32 and 64x64 grids of runs, the
+#                      ablations, scaling, warm start (about 90 minutes)
+#   results-large      section 6: label-free PG-MoE at 32^3, 64^3, 256^2
+#                      (about 3 hours: three trainings of 30-45 min, data)
+#   results-universal  section 7: the gate's front, universal_32 and
+#                      universal_64 trained and evaluated (about 1 hour)
+#   results-baseline   section 8: every shipped model and the quick start
+#                      against the cascade, the solvers to a tolerance
+#                      (about 30 minutes)
+# Sections 1-5 were measured with the LOBPCG gate (envelope_solver
+# "lobpcg"); their commands pin it, since default.py now uses "fixed".
 REPRO := $(PY) -m experiments.reproduce
+TRAIN := $(PY) -m experiments.train
+EVAL := $(PY) -m experiments.evaluate
+GEN := $(PY) -m experiments.generate_data
+BENCH := $(PY) -m experiments.benchmark
+LOBPCG_GATE := --config.model.envelope_solver=lobpcg
 EVAL32 := $(subst $(space),$(comma),$(addprefix data/repro32/,test_interp \
 	test_extrap ood_harmonic ood_random_smooth))
 ENV_SPLITS := $(subst $(space),$(comma),$(addprefix data/quickstart/,\
 	test_interp test_extrap ood_harmonic))
-results: demo
+UNIVERSAL_TESTS := box_well double_well double_well_symmetric \
+	gaussian_wells harmonic mixture random_smooth woods_saxon
+universal_splits = $(subst $(space),$(comma),$(addprefix $(1)/test_,\
+	$(UNIVERSAL_TESTS)))
+
+results: results-paper results-large results-universal results-baseline
+
+results-paper: demo
 	mkdir -p results
-	$(PY) -m experiments.train --config=experiments/configs/dense.py \
+	$(TRAIN) --config=experiments/configs/dense.py \
 	  --workdir=runs/dense_quickstart
-	for k in 1 3 6 12; do $(PY) -m experiments.train \
-	  --config=experiments/configs/default.py \
-	  --config.model.envelope_iters=$$k --workdir=runs/env$$k || exit 1; done
+	for k in 1 3 6 12; do $(TRAIN) --config=experiments/configs/default.py \
+	  --config.model.envelope_iters=$$k $(LOBPCG_GATE) \
+	  --workdir=runs/env$$k || exit 1; done
 	for run in env1 env3 env6 env12 dense_quickstart; do \
-	  $(PY) -m experiments.evaluate --workdir=runs/$$run \
+	  $(EVAL) --workdir=runs/$$run \
 	  --data=$(ENV_SPLITS) --out=results/envelope_iters/$$run || exit 1; done
 	$(REPRO) --parts=grid --grid=32 --train_sizes=100,300,1000,3000 \
-	  --steps=20000 --data_root=data/repro32 --out=results/repro32
+	  --steps=20000 --envelope_solver=lobpcg --data_root=data/repro32 \
+	  --out=results/repro32
 	$(REPRO) --parts=grid --grid=32 --train_sizes=3000 \
 	  --variants=dense_energy,pgmoe_label_free --steps=100000 \
-	  --data_root=data/repro32 --out=results/repro32_long
-	$(PY) -m experiments.evaluate --symmetrize --data=$(EVAL32) \
+	  --envelope_solver=lobpcg --data_root=data/repro32 \
+	  --out=results/repro32_long
+	$(EVAL) --symmetrize --data=$(EVAL32) \
 	  --workdir=results/repro32_long/runs/pgmoe_label_free
-	$(PY) -m experiments.evaluate --symmetrize \
+	$(EVAL) --symmetrize \
 	  --data=data/repro32/test_interp,data/repro32/test_extrap \
 	  --workdir=results/repro32/runs/dense_energy_n3000
 	$(REPRO) --parts=grid --grid=64 --train_sizes=3000 \
 	  --variants=dense_energy,pgmoe_energy \
 	  --eval_splits=test_interp,test_extrap --steps=20000 \
-	  --data_root=data/repro64 --out=results/repro64
+	  --envelope_solver=lobpcg --data_root=data/repro64 --out=results/repro64
 	$(REPRO) --parts=grid --grid=64 --train_sizes=3000 \
 	  --variants=pgmoe_energy --eval_splits=test_interp,test_extrap \
-	  --steps=20000 --coarse=16 --data_root=data/repro64 \
-	  --out=results/repro64_coarse16
+	  --steps=20000 --coarse=16 --envelope_solver=lobpcg \
+	  --data_root=data/repro64 --out=results/repro64_coarse16
 	$(REPRO) --parts=ablation --data=data/repro64/test_interp \
 	  --workdir=results/repro64/runs/pgmoe_energy_n3000 \
 	  > results/ablation64.md && cat results/ablation64.md
@@ -102,13 +130,93 @@ results: demo
 	$(REPRO) --parts=ablation --data=data/repro32/test_interp \
 	  --workdir=results/repro32_long/runs/pgmoe_label_free \
 	  > results/ablation32.md && cat results/ablation32.md
-	$(REPRO) --parts=scaling > results/scaling.md && cat results/scaling.md
+	$(REPRO) --parts=scaling --envelope_solver=lobpcg \
+	  > results/scaling.md && cat results/scaling.md
 	$(REPRO) --parts=warm_start --data=data/repro32/test_interp \
 	  --workdir=results/repro32_long/runs/pgmoe_label_free \
 	  > results/warm_start.md && cat results/warm_start.md
 	$(REPRO) --parts=warm_start --data=data/quickstart/test_interp \
 	  --workdir=runs/env6 \
 	  > results/warm_start_quickstart.md && cat results/warm_start_quickstart.md
+
+GW := --family=gaussian_wells --solver=lobpcg
+results-large: .make-install.stamp
+	mkdir -p results/large
+	$(GEN) $(GW) --ndim=3 --grid=32 --num=100 --seed=2 --out=data/gw3d32/val
+	$(GEN) $(GW) --ndim=3 --grid=32 --num=200 --seed=1 --out=data/gw3d32/test
+	$(GEN) $(GW) --ndim=3 --grid=64 --num=25 --seed=2 --out=data/gw3d64/val
+	$(GEN) $(GW) --ndim=3 --grid=64 --num=50 --seed=1 --out=data/gw3d64/test
+	$(GEN) $(GW) --grid=256 --num=50 --seed=2 --out=data/gw256/val
+	$(GEN) $(GW) --grid=256 --num=200 --seed=1 --out=data/gw256/test
+	$(PY) -m experiments.check_labels --data=data/gw3d64/test --num=50 \
+	  --method=lanczos
+	$(PY) -m experiments.check_labels --data=data/gw3d32/test --num=200 \
+	  --method=lanczos
+	$(PY) -m experiments.check_labels --data=data/gw256/test --num=20 \
+	  --method=lanczos
+	$(TRAIN) --config=experiments/configs/gaussian3d.py --workdir=runs/gw3d32
+	$(TRAIN) --config=experiments/configs/gaussian3d_64.py \
+	  --workdir=runs/gw3d64
+	$(TRAIN) --config=experiments/configs/gaussian256.py --workdir=runs/gw256
+	$(EVAL) --workdir=runs/gw3d32 --data=data/gw3d32/test \
+	  --out=results/large/gw3d32
+	$(EVAL) --workdir=runs/gw3d64 --data=data/gw3d64/test --batch_size=25 \
+	  --out=results/large/gw3d64
+	$(EVAL) --workdir=runs/gw256 --data=data/gw256/test \
+	  --out=results/large/gw256
+	$(EVAL) --workdir=runs/gw3d32 --data=data/gw3d32/test \
+	  --reference_method=eigsh --num_reference=4 \
+	  --out=results/large/gw3d32_eigsh
+	$(EVAL) --workdir=runs/gw256 --data=data/gw256/test \
+	  --reference_method=eigsh --num_reference=8 \
+	  --out=results/large/gw256_eigsh
+	for run in gw3d32:gw3d32 gw3d64:gw3d64 gw256:gw256; do \
+	  $(REPRO) --parts=ablation --workdir=runs/$${run%%:*} \
+	  --data=data/$${run#*:}/test > results/large/ablation_$${run%%:*}.md \
+	  && cat results/large/ablation_$${run%%:*}.md || exit 1; done
+
+U64 := --config.grid.shape=64,64 \
+	--config.data.val=data/universal64/val_mixture --config.model.tiles=8 \
+	--config.model.envelope_iters=1 --config.model.envelope_start=32 \
+	--config.model.envelope_start_iters="(4, 2)"
+LONG := --config.train.num_steps=30000 --config.train.eval_every_steps=5000 \
+	--config.train.checkpoint_every_steps=5000
+results-universal: .make-install.stamp
+	mkdir -p results
+	$(BENCH) --what=gate > results/gate.md && cat results/gate.md
+	$(GEN) --universal_splits --grid=32 --num_eval=200 --out=data/universal32
+	$(GEN) --universal_splits --grid=64 --num_eval=200 --out=data/universal64
+	$(TRAIN) --config=experiments/configs/universal.py \
+	  --workdir=runs/universal32 $(LONG)
+	$(TRAIN) --config=experiments/configs/universal.py \
+	  --workdir=runs/universal64 $(U64) $(LONG)
+	$(EVAL) --workdir=runs/universal32 \
+	  --data=$(call universal_splits,data/universal32) \
+	  --out=results/universal/universal32
+	$(EVAL) --workdir=runs/universal64 \
+	  --data=$(call universal_splits,data/universal64) \
+	  --out=results/universal/universal64
+
+# Section 8's labelled splits hold 256 potentials per family: their own
+# folders, since section 7's hold 200 under the same seeds.
+results-baseline: demo
+	mkdir -p results
+	$(GEN) --universal_splits --grid=64 --num_eval=256 --out=data/front64
+	$(GEN) --universal_splits --grid=32 --num_eval=256 --out=data/front32
+	$(GEN) $(GW) --ndim=3 --grid=32 --num=200 --seed=1 --out=data/gw3d32/test
+	$(BENCH) --what=front --model=universal_64 \
+	  --data=$(call universal_splits,data/front64) \
+	  --front_out=results/front/universal_64
+	$(BENCH) --what=front --model=universal_32 \
+	  --data=$(call universal_splits,data/front32) \
+	  --front_out=results/front/universal_32
+	$(BENCH) --what=front --model=gaussian3d_32 --data=data/gw3d32/test \
+	  --front_batch=64 --front_out=results/front/gaussian3d_32
+	$(BENCH) --what=front --model=runs/quickstart \
+	  --data=data/quickstart/test_interp,data/quickstart/test_extrap \
+	  --front_out=results/front/quickstart
+	$(BENCH) --what=solvers > results/solvers.md
+	cat results/front/*/front.md results/solvers.md
 
 clean:
 	rm -rf $(VENV) .make-*.stamp *.egg-info

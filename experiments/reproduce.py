@@ -64,6 +64,10 @@ _VARIANTS = flags.DEFINE_list("variants", list(grid_runs.VARIANTS),
 _COARSE = flags.DEFINE_integer(
     "coarse", 0, "grid: points per axis of PG-MoE's coarse envelope; 0 "
     "takes half the grid. Must divide --grid.")
+_ENVELOPE_SOLVER = flags.DEFINE_enum(
+    "envelope_solver", "fixed", ["fixed", "lobpcg"],
+    "grid and scaling: PG-MoE's gate solver (default.py's is 'fixed'; "
+    "RESULTS.md sections 1-5 were measured with 'lobpcg').")
 _PARALLEL = flags.DEFINE_integer(
     "parallel", 1, "grid: runs trained at once (each an experiments.train "
     "process; the figures do not depend on it).", lower_bound=1)
@@ -85,6 +89,7 @@ def _grid() -> None:
       num_eval=_NUM_EVAL.value, data_root=_DATA_ROOT.value, out=_OUT.value,
       base_configs=_BASE_CONFIGS,
       variants=_VARIANTS.value, coarse=_COARSE.value,
+      envelope_solver=_ENVELOPE_SOLVER.value,
       eval_splits=_EVAL_SPLITS.value, workers=os.cpu_count() or 1,
       parallel=_PARALLEL.value, echo=lambda line: print(line, flush=True))
   print(f"\n## Grid of runs ({_OUT.value}/results.md)\n\n{table}")
@@ -92,7 +97,8 @@ def _grid() -> None:
 
 PARTS = {
     "scaling": lambda: print("\n" + studies.scaling(
-        [int(s) for s in _SIZES.value])),
+        [int(s) for s in _SIZES.value],
+        envelope_solver=_ENVELOPE_SOLVER.value)),
     "warm_start": lambda: print("\n" + studies.warm_start(
         _WORKDIR.value, _DATA.value, _NUM.value)),
     "grid": _grid,

@@ -181,6 +181,7 @@ def test_reproduce_scaling_and_unknown_part():
   dense = [int(r.split("|")[2].replace(",", "")) for r in rows]
   pgmoe = [int(r.split("|")[3].replace(",", "")) for r in rows]
   assert dense[1] > 2 * dense[0] and pgmoe[1] < 1.5 * pgmoe[0]
+  assert "gate 'fixed'" in out.stdout  # default.py's gate, not the class's
   out = run_module("experiments.reproduce", "--parts=grid64")
   assert out.returncode != 0
   assert "known: scaling, warm_start, grid" in out.stderr
@@ -188,6 +189,21 @@ def test_reproduce_scaling_and_unknown_part():
                    "--coarse=5", "--data_root=/nonexistent/never/written")
   assert out.returncode != 0
   assert "--coarse=5 must divide --grid=16" in out.stderr
+
+
+def test_grid_runs_pin_the_gate_solver_when_asked():
+  base = sweep.load_config_file(os.path.join(ROOT, "experiments", "configs",
+                                             "default.py"))
+  grid = Grid((16, 16), 20.0)
+  plain = grid_runs.run_overrides("pgmoe_energy", 16, grid, "d", 20, base)
+  assert "model.envelope_solver" not in plain  # the base config's gate
+  pinned = grid_runs.run_overrides("pgmoe_energy", 16, grid, "d", 20, base,
+                                   envelope_solver="lobpcg")
+  config = sweep.apply_overrides(base, pinned)
+  assert config.model.envelope_solver == "lobpcg"
+  dense = grid_runs.run_overrides("dense_sup", 16, grid, "d", 20, base,
+                                  envelope_solver="lobpcg")
+  assert "model.envelope_solver" not in dense
 
 
 @pytest.mark.slow  # CI time: 50-85 s; `make results` runs this workflow

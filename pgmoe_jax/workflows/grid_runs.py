@@ -47,7 +47,8 @@ def model_family(variant: str) -> str:
 
 
 def run_overrides(variant: str, size: int, grid: Grid, root: str,
-                  steps: int, base, coarse: int = 0) -> dict[str, Any]:
+                  steps: int, base, coarse: int = 0,
+                  envelope_solver: str = "") -> dict[str, Any]:
   """The config overrides of one run: a base recipe with a few changes.
 
   Args:
@@ -59,6 +60,8 @@ def run_overrides(variant: str, size: int, grid: Grid, root: str,
     base: the variant's base config (``experiments/configs/default.py``
       for PG-MoE, ``dense.py`` for the dense network, in RESULTS.md).
     coarse: PG-MoE's coarse envelope points per axis; 0: half the grid.
+    envelope_solver: PG-MoE's gate solver (``"fixed"`` or ``"lobpcg"``);
+      empty: the base config's.
   """
   overrides = {
       "grid.shape": tuple(grid.shape), "grid.length": float(grid.length[0]),
@@ -70,6 +73,8 @@ def run_overrides(variant: str, size: int, grid: Grid, root: str,
   if model_family(variant) == "pgmoe":
     overrides["model.tiles"] = max(grid.shape[0] // 8, 1)
     overrides["model.coarse"] = coarse or grid.shape[0] // 2
+    if envelope_solver:
+      overrides["model.envelope_solver"] = envelope_solver
   if variant.endswith("_sup"):
     overrides["loss.energy_weight"] = 0.0
   elif variant.endswith("_energy"):
@@ -114,6 +119,7 @@ def run_grid(*, grid_size: int, train_sizes: Sequence[int], steps: int,
              num_eval: int, data_root: str, out: str,
              base_configs: Mapping[str, str],
              variants: Sequence[str] = VARIANTS, coarse: int = 0,
+             envelope_solver: str = "",
              eval_splits: Sequence[str] = ("test_interp", "test_extrap",
                                            "ood_harmonic",
                                            "ood_random_smooth"),
@@ -126,6 +132,7 @@ def run_grid(*, grid_size: int, train_sizes: Sequence[int], steps: int,
       (``experiments/configs/default.py`` and ``dense.py`` for RESULTS.md),
       as ``experiments.train --config`` takes them, from the working
       directory the runs start in.
+    envelope_solver: PG-MoE's gate solver; empty: the base config's.
     workers: processes generating the data.
     parallel: runs trained at once.
 
@@ -165,7 +172,8 @@ def run_grid(*, grid_size: int, train_sizes: Sequence[int], steps: int,
       label = variant if variant.endswith("label_free") else (
           f"{variant}_n{size}")
       group.append(sweep.Trial(label, run_overrides(
-          variant, size, grid, data_root, steps, bases[family], coarse),
+          variant, size, grid, data_root, steps, bases[family], coarse,
+          envelope_solver),
                                os.path.join(out, "runs", label)))
     configs = sweep.check_trials(bases[family], group)
     jobs += sweep.trial_jobs(group, configs, base_configs[family],

@@ -42,10 +42,15 @@ from pgmoe_jax.variational import residual
 
 
 def scaling(sizes=(32, 64, 128, 256), batch: int = 16,
-            repeats: int = 5) -> str:
-  """The scaling table (see the module docstring)."""
+            repeats: int = 5, envelope_solver: str = "fixed") -> str:
+  """The scaling table (see the module docstring).
+
+  Args:
+    envelope_solver: PG-MoE's gate, ``"fixed"`` (``default.py``'s) or
+      ``"lobpcg"``; 6 iterations either way.
+  """
   lines = ["## Scaling: parameters and forward time, 2-D, batch "
-           f"{batch}, float32", "",
+           f"{batch}, float32, gate {envelope_solver!r}", "",
            "| n per axis | dense params | PG-MoE params | ratio | dense ms | "
            "PG-MoE ms | dense / PG-MoE time | PG-MoE envelope alone ms |",
            "|---|---|---|---|---|---|---|---|"]
@@ -56,7 +61,8 @@ def scaling(sizes=(32, 64, 128, 256), batch: int = 16,
     row = []
     for config in (dict(name="dense", hidden=(512, 512)),
                    dict(name="pgmoe", tiles=n // 8, coarse=n // 2,
-                        envelope_iters=6, gate="envelope")):
+                        envelope_iters=6, envelope_solver=envelope_solver,
+                        gate="envelope")):
       model = build_model(config, grid)
       variables = jax.jit(model.init)(jax.random.key(0), v[:1])
       apply = jax.jit(model.apply)
