@@ -179,7 +179,7 @@ def get_config() -> ml_collections.ConfigDict:
   # or "both" (envelope plus a learned correction).
   # "envelope" is the default: as accurate as "both" on test_interp and far
   # better out of distribution, where a learned global gate memorises the
-  # training family (RESULTS in the issue-4 notes, WORKSPACE.md).
+  # training family (WORKSPACE.md, "Models and training, in short").
   model.gate = "envelope"
   # Coarse-grid points per axis for the gate (int >= 2); must divide
   # grid.shape on every axis; 0: the full grid (the gate's solve at full

@@ -7,8 +7,8 @@ coarse-to-fine physics gate on the full grid: 4 fixed-cost iterations on
 ``envelope_start_iters=(4, 2)``, ``envelope_iters=2``). That gate alone
 leaves a median energy error of 0.8 mHa on test_interp (the 16x16
 coarse envelope of default.py: 98 mHa), so 5,000 steps are enough: about
-45 s of training on a 2-core CPU (default.py's 20,000 steps took about
-2 minutes, and reached 5.1 mHa).
+70 s of training on a 2-core CPU (README.md, "What make demo does", gives
+the measured time and figures).
 
     python -m experiments.train --config=experiments/configs/quickstart.py \
         --workdir=runs/quickstart
