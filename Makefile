@@ -170,6 +170,9 @@ results-large: .make-install.stamp
 	$(EVAL) --workdir=runs/gw256 --data=data/gw256/test \
 	  --reference_method=eigsh --num_reference=8 \
 	  --out=results/large/gw256_eigsh
+	$(BENCH) --what=sine > results/large/sine.md
+	$(BENCH) --what=solvers --repeats=1 > results/large/solvers.md
+	cat results/large/sine.md results/large/solvers.md
 	for run in gw3d32:gw3d32 gw3d64:gw3d64 gw256:gw256; do \
 	  $(REPRO) --parts=ablation --workdir=runs/$${run%%:*} \
 	  --data=data/$${run#*:}/test > results/large/ablation_$${run%%:*}.md \
