@@ -20,7 +20,9 @@ r"""Benchmarks of the models' speed (``python -m experiments.benchmark``).
   to the fine grid, no experts; mHa against the fine grid's E0 from the
   reference solver in float64) on 32 potentials of each family.
 
-Figures depend on the machine; compare within one run.
+Every figure is the best of ``--repeats`` timed calls after an untimed
+warm-up (compilation excluded), on both sides of every ratio. Figures
+depend on the machine; compare within one run.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pgmoe_jax import variational
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import build_model
 from pgmoe_jax.timing import best_time
-from pgmoe_jax.timing import timed
+from pgmoe_jax.timing import timed_best
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import population
@@ -185,7 +187,8 @@ def bench_predict(quick: bool, repeats: int) -> None:
   device = jax.devices()[0]
   print(f"\n## predict: PG-MoE predictions/s (float32, batch {batch}) "
         f"against JAX LOBPCG ground states/s (float64, one batch of "
-        f"{batch}), on {device.platform} ({device.device_kind})\n")
+        f"{batch}), on {device.platform} ({device.device_kind}); both the "
+        f"best of {repeats} after a warm-up\n")
   print("| n per axis | PG-MoE params | predictions/s | LOBPCG solves/s | "
         "LOBPCG iterations | speed-up |")
   print("|---:|---:|---:|---:|---:|---:|")
@@ -201,9 +204,8 @@ def bench_predict(quick: bool, repeats: int) -> None:
     apply = jax.jit(model.apply)
     predict_s = best_time(lambda: apply(variables, v32), repeats)
     v64 = np.asarray(v, np.float64)
-    timed(lambda: solvers.solve(v64, grid, method="lobpcg").energies)
-    result, solve_s = timed(lambda: solvers.solve(v64, grid,
-                                                  method="lobpcg"))
+    result, solve_s = timed_best(
+        lambda: solvers.solve(v64, grid, method="lobpcg"), repeats)
     params = sum(x.size for x in jax.tree.leaves(variables["params"]))
     print(f"| {n} | {params:,} | {batch / predict_s:,.0f} | "
           f"{batch / solve_s:,.1f} | {int(np.max(result.iterations))} | "

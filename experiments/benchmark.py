@@ -2,6 +2,15 @@ r"""Benchmarks: figures and ratios printed, never asserted.
 
     python -m experiments.benchmark --what=matvec,solvers [--quick]
 
+Every timed row is a warm-up call (compilation, caches; untimed) and then
+the best of ``--repeats`` timed calls on the same inputs
+(:func:`pgmoe_jax.timing.timed_best`), so both sides of every ratio are
+timed alike; ``matvec`` and ``multihost``, whose calls take microseconds,
+take the best of a fixed multiple of ``--repeats`` on every row, and
+``front`` its own ``--front_repeats`` round-robin rounds for models and
+cascade alike. What is done once (``datagen`` writing a dataset) is one
+timed pass on every row of its table, after a warm-up, and says so.
+
 * ``matvec``: the stencil ``apply_hamiltonian`` in float32, its achieved
   memory bandwidth (reads psi and V, writes H psi) against a jitted copy that
   moves the same number of bytes on this machine, both timed per call (so
@@ -10,7 +19,8 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   potentials in float64, for SciPy eigsh shift-invert (the reference), SciPy
   LOBPCG (with the same sine-transform preconditioner, fixed shift), and the
   JAX LOBPCG one potential at a time and as one batch. Times exclude JAX
-  compilation (a warm-up call) and include SciPy's factorisations.
+  compilation (every row's warm-up, the SciPy LOBPCG's jitted
+  preconditioner included) and include SciPy's factorisations.
 * ``sine``: K's eigenbasis transform on 2-D fields (both axes), by dense
   per-axis sine matrices against the FFT-based DST-I, float64 and float32,
   at 16 ... 1024 points per axis: their largest difference, the time per
@@ -27,8 +37,11 @@ r"""Benchmarks: figures and ratios printed, never asserted.
   front on labelled splits, with each model's matched-accuracy speed-up
   (``experiments/bench_front.py``; ``--model``, ``--data``).
 * ``datagen``: samples/s of dataset generation (2-D 64x64) with worker
-  processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop; and
-  the loader's batches/s against what a (proxy) training step consumes.
+  processes and with the JAX LOBPCG, against a one-at-a-time eigsh loop
+  (each row one timed pass after a warm-up: the loop's first solve, or
+  generating the first shard into a scratch folder); and the loader's
+  batches/s against what a (proxy) training step consumes (both best of
+  ``--repeats``).
 
 Machine-dependent: the header prints what ran it.
 """
@@ -36,6 +49,7 @@ Machine-dependent: the header prints what ran it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import shutil
@@ -62,6 +76,7 @@ from pgmoe_jax import potentials
 from pgmoe_jax import solvers
 from pgmoe_jax.timing import best_time
 from pgmoe_jax.timing import timed
+from pgmoe_jax.timing import timed_best
 
 _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "Benchmarks to run: matvec, solvers, sine, "
@@ -69,7 +84,9 @@ _WHAT = flags.DEFINE_list("what", ["matvec", "solvers"],
                           "front.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Small sizes only (a smoke run, for tests).")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timing repeats (best is kept).")
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 5, "Timed calls of every row, after an untimed warm-up (the "
+    "best is kept).", lower_bound=1)
 
 
 def bench_matvec(quick: bool, repeats: int) -> None:
@@ -78,7 +95,7 @@ def bench_matvec(quick: bool, repeats: int) -> None:
   if not quick:
     cases += [((512, 512), 4), ((64, 64, 64), 4)]
   print("\n## matvec: apply_hamiltonian, float32, one jitted call (best of "
-        f"{repeats * 6})\n")
+        f"{repeats * 6} after a warm-up, the copy alike)\n")
   print("| grid | batch | MiB per array | matvec us | matvec GB/s | "
         "copy GB/s | matvec / copy |")
   print("|---|---|---|---|---|---|---|")
@@ -101,11 +118,17 @@ def bench_matvec(quick: bool, repeats: int) -> None:
           f"{bw_c:.1f} | {bw_h / bw_c:.2f} |")
 
 
+@functools.lru_cache(maxsize=None)
+def _kinetic_inverse(grid):
+  """The jitted ``(K + c)^-1``, one per grid, so a warm-up compiles it."""
+  return jax.jit(kinetic.make_kinetic_inverse(grid, np.float64))
+
+
 def _scipy_lobpcg(potentials, grid, tol):
   """SciPy LOBPCG with the (K + c)^-1 preconditioner at a fixed c = 5 Ha."""
 
   k_matrix = kinetic.kinetic_matrix(grid)
-  inverse = jax.jit(kinetic.make_kinetic_inverse(grid, np.float64))
+  inverse = _kinetic_inverse(grid)
   n = grid.size
   precond = sla.LinearOperator(
       (n, n), dtype=np.float64,
@@ -133,7 +156,8 @@ def bench_solvers(quick: bool, repeats: int) -> None:
     cases = [((16, 16), 2)]
   tol = 1e-8
   print("\n## solvers: one gaussian_wells ground state, float64, residual "
-        f"tolerance {tol:g} Ha\n")
+        f"tolerance {tol:g} Ha; every row the best of {repeats} after a "
+        "warm-up (compilation excluded)\n")
   print("| grid | method | ms per state | iterations (mean) | max abs(E - "
         "E_eigsh) Ha | max residual Ha | speed-up vs eigsh |")
   print("|---|---|---|---|---|---|---|")
@@ -142,21 +166,21 @@ def bench_solvers(quick: bool, repeats: int) -> None:
     v = np.asarray(potentials.gaussian_wells(jax.random.key(0), grid,
                                              (count,)))
     rows = []
-    ref = solvers.solve(v, grid, method="eigsh", tol=tol)
-    t_ref = best_time(
-        lambda: solvers.solve(v, grid, method="eigsh", tol=tol),
-        max(1, repeats // 3)) / count
+    ref, t_ref = timed_best(
+        lambda: solvers.solve(v, grid, method="eigsh", tol=tol), repeats)
+    t_ref /= count
     rows.append(("eigsh shift-invert", t_ref, ref.iterations, ref.energies,
                  ref.residuals))
-    (e_sp, it_sp), t_sp = timed(lambda: _scipy_lobpcg(v, grid, tol))
+    (e_sp, it_sp), t_sp = timed_best(lambda: _scipy_lobpcg(v, grid, tol),
+                                     repeats)
     t_sp /= count
     rows.append(("scipy lobpcg", t_sp, it_sp, e_sp[:, None], None))
     for label, chunk in (("jax lobpcg, one by one", 1),
                          (f"jax lobpcg, batch of {count}", count)):
       run = lambda chunk=chunk: solvers.solve(v, grid, method="lobpcg",
                                               tol=tol, chunk_size=chunk)
-      out = run()
-      t = best_time(run, repeats) / count
+      out, t = timed_best(run, repeats)
+      t /= count
       rows.append((label, t, out.iterations, out.energies, out.residuals))
     for label, t, its, energies, residuals in rows:
       err = np.max(np.abs(np.asarray(energies)[:, 0] - ref.energies[:, 0]))
@@ -194,8 +218,7 @@ def bench_solvers_tolerance(quick: bool, repeats: int) -> None:
                                   tol=tol)
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = run()
-        t = best_time(run, repeats, warmup=False)
+        out, t = timed_best(run, repeats)
       err = np.abs(np.asarray(out.energies[:, 0], np.float64)
                    - ref.energies[:, 0])
       print(f"| {name} | {count} | {method} | {np.dtype(dtype).name} | "
@@ -217,7 +240,8 @@ def bench_sine(quick: bool, repeats: int) -> None:
 
   sizes = [16, 32] if quick else [16, 32, 64, 128, 256, 512, 1024]
   print("\n## sine: K's eigenbasis transform of 2-D fields (both axes), "
-        f"dense matrices against the FFT DST-I (best of {repeats})\n")
+        f"dense matrices against the FFT DST-I (best of {repeats} after a "
+        "warm-up, both alike)\n")
   print("| n | fields | dtype | max abs(fft - dense) | dense us/field | "
         "fft us/field | dense / fft | picked |")
   print("|---|---|---|---|---|---|---|---|")
@@ -270,19 +294,23 @@ def _proxy_train_step(grid, batch_size):
 
 def bench_datagen(quick: bool, repeats: int) -> None:
 
-  del repeats
   shape, count = ((16, 16), 16) if quick else ((64, 64), 256)
   grid = Grid(shape, 20.0)
   spec = data.DatasetSpec("gaussian_wells", grid, count, shard_size=64)
   label = "x".join(map(str, shape))
   print(f"\n## datagen: {count} gaussian_wells samples at {label} "
         "(E0, E1, psi0; float64; residual 1e-8 Ha)\n")
-  print("| how | seconds | samples/s | vs one-at-a-time eigsh |")
+  print("Writing a dataset is done once: every row of this table is one "
+        "timed pass, after an untimed warm-up (the loop's first solve; "
+        "generate's first shard into a scratch folder), so compilation is "
+        "excluded and the ratio compares one pass with one pass.\n")
+  print("| how | seconds (one pass) | samples/s | vs one-at-a-time eigsh |")
   print("|---|---|---|---|")
   potentials = data.make_split_sampler(spec)(0, count)
-  _, t_loop = timed(lambda: [solvers.solve(v, grid, method="eigsh",
-                                           num_states=2).energies
-                             for v in potentials])
+  solve = lambda v: solvers.solve(v, grid, method="eigsh",
+                                  num_states=2).energies
+  timed(lambda: solve(potentials[0]))  # warm-up, untimed
+  _, t_loop = timed(lambda: [solve(v) for v in potentials])
   rows = [("eigsh loop, one process (no I/O)", t_loop)]
   tmp = tempfile.mkdtemp()
   try:
@@ -293,6 +321,8 @@ def bench_datagen(quick: bool, repeats: int) -> None:
         ("generate, JAX LOBPCG one by one", "lobpcg", 1, 1)):
       path = os.path.join(tmp, how.replace(" ", "_").replace(",", ""))
       run_spec = dataclasses.replace(spec, solver=solver)
+      data.generate(path + "_warmup", run_spec, workers=workers,
+                    chunk_size=chunk, max_shards=1)  # warm-up, untimed
       rows.append((how, timed(lambda: data.generate(
           path, run_spec, workers=workers, chunk_size=chunk))[1]))
     for how, seconds in rows:
@@ -307,23 +337,23 @@ def bench_datagen(quick: bool, repeats: int) -> None:
       out = [jax.block_until_ready(batch) for epoch in range(epochs)
              for batch in ds.batches(batch_size, epoch=epoch)]
       return len(out), out[-1]
-    (batches, batch), seconds = timed(read_all)
+    (batches, batch), seconds = timed_best(read_all, repeats)
     loader = batches / seconds
     params, step = _proxy_train_step(grid, batch_size)
     v = batch["potential"]
-    params, _ = step(params, v)  # compile
     steps = 3 if quick else 30
 
     def train_steps(params=params):
       for _ in range(steps):
         params, value = step(params, v)
       return value
-    consumed = steps / timed(train_steps)[1]
+    consumed = steps / timed_best(train_steps, repeats)[1]
     print(f"\nLoader: {loader:.0f} batches/s of {batch_size} (memory-mapped "
           f"shards, shuffled, float32, to device). A proxy train step (dense "
           f"MLP {grid.size}->512->512->{grid.size}, energy loss, "
           f"value_and_grad) consumes {consumed:.0f} batches/s: the loader is "
-          f"{loader / consumed:.0f}x faster than training needs.")
+          f"{loader / consumed:.0f}x faster than training needs. Both the "
+          f"best of {repeats} after a warm-up.")
   finally:
     shutil.rmtree(tmp)
 
@@ -344,7 +374,7 @@ batch = NamedSharding(mesh, PartitionSpec("batch"))
 stream = potentials.make_potential_stream("gaussian_wells", grid, {batch})
 draw = jax.jit(lambda k: jax.lax.with_sharding_constraint(stream(k), batch))
 key = jax.random.key(0)
-seconds = best_time(lambda: draw(key), 20)
+seconds = best_time(lambda: draw(key), {timed_calls})
 # The label-free training loss itself, compiled for this mesh: its streamed
 # potentials are per-device arrays of the device's rows.
 from experiments.configs import test as test_config
@@ -372,11 +402,12 @@ def bench_multihost(quick: bool, repeats: int) -> None:
   import socket  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  del repeats
   n, batch = (16, 64) if quick else (64, 256)
+  timed_calls = 4 * repeats  # a draw takes microseconds
   print(f"\n## multihost: gaussian_wells potentials streamed per second "
         f"({n}x{n}, global batch {batch}, float32, drawn inside jit under a "
-        "batch sharding)\n")
+        f"batch sharding; every row the best of {timed_calls} after a "
+        "warm-up)\n")
   print("| processes x devices | potentials/s | vs 1 x 1 | streamed rows "
         "per device in the compiled label-free loss |")
   print("|---|---|---|---|")
@@ -387,7 +418,7 @@ def bench_multihost(quick: bool, repeats: int) -> None:
       port = s.getsockname()[1]
     code = _STREAM_SCRIPT.format(
         devices=devices, processes=processes, port=port, n=n, batch=batch,
-        per_device=batch // (devices * processes))
+        per_device=batch // (devices * processes), timed_calls=timed_calls)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,

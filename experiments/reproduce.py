@@ -48,6 +48,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart",
 _DATA = flags.DEFINE_string("data", "data/quickstart/test_interp",
                             "Dataset for warm_start and ablation.")
 _NUM = flags.DEFINE_integer("num", 50, "Potentials for warm_start.")
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 5, "scaling and warm_start: timed runs of every timed row "
+    "(the best counts, after an untimed warm-up).", lower_bound=1)
 _SIZES = flags.DEFINE_list("sizes", ["32", "64", "128", "256"],
                            "Points per axis for scaling.")
 _GRID = flags.DEFINE_integer("grid", 32, "grid: points per axis (2-D).")
@@ -97,10 +100,10 @@ def _grid() -> None:
 
 PARTS = {
     "scaling": lambda: print("\n" + studies.scaling(
-        [int(s) for s in _SIZES.value],
+        [int(s) for s in _SIZES.value], repeats=_REPEATS.value,
         envelope_solver=_ENVELOPE_SOLVER.value)),
     "warm_start": lambda: print("\n" + studies.warm_start(
-        _WORKDIR.value, _DATA.value, _NUM.value)),
+        _WORKDIR.value, _DATA.value, _NUM.value, _REPEATS.value)),
     "grid": _grid,
     "ablation": lambda: print("\n" + studies.ablation(_WORKDIR.value,
                                                       _DATA.value)),

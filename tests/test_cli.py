@@ -249,7 +249,7 @@ def test_reproduce_grid_runs_resumes_and_writes_tables(tmp_path):
   # energies, and the exact state in float32 needs far fewer iterations than
   # the cold start (the ceiling any float32 predictor could reach).
   out = run_module("experiments.reproduce", "--parts=warm_start", "--num=4",
-                   f"--workdir={run_dir}",
+                   "--repeats=1", f"--workdir={run_dir}",
                    f"--data={tmp_path / 'data' / 'test_interp'}")
   assert out.returncode == 0, out.stderr
   rows, history = {}, {}

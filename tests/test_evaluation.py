@@ -371,7 +371,7 @@ def test_cli_writes_table_json_and_figures(datasets, tmp_path):
   workdir.mkdir()
   write_metrics(workdir / "metrics.jsonl")
   out = run_cli(tmp_path, f"--workdir={workdir}", f"--data={ds.path}",
-                "--num_reference=2", "--batch_size=16",
+                "--num_reference=2", "--batch_size=16", "--timing_repeats=2",
                 env={"FAKE_DATA": ds.path})
   assert out.returncode == 0, out.stderr
   eval_dir = workdir / "eval"
@@ -387,6 +387,8 @@ def test_cli_writes_table_json_and_figures(datasets, tmp_path):
   assert summary["speedup_vs_cascade_median"].startswith(">=")
   assert summary["speedup_vs_cascade_p90"].startswith(">=")
   assert "vs cascade, median dE" in (eval_dir / "results.md").read_text()
+  assert "best of 2 timed runs after an untimed warm-up" in (
+      eval_dir / "results.md").read_text()
   for name in ("samples_train.png", "training_curves.png"):
     assert (eval_dir / name).stat().st_size > MIN_PNG_BYTES
 

@@ -11,10 +11,12 @@ r"""Scoring models on labelled data: the one scorer, and model evaluation.
   :func:`pgmoe_jax.inference.load_model` returns) in float64 against the
   stored references, and measures its speed: predictions per second, and
   the reference solver's solves per second on some of the same potentials,
-  in the same run. The result is an :class:`EvalResult`. A near-degenerate
-  pair (symmetric multi-well potentials) makes the ground state
-  ill-determined, so the summary also reports the p90 infidelity of samples
-  with a gap ``E1 - E0`` of at least :data:`GAP_THRESHOLD_HA`.
+  in the same run, each the best of the same number of timed calls after
+  an untimed warm-up (compilation excluded). The result is an
+  :class:`EvalResult`. A near-degenerate pair (symmetric multi-well
+  potentials) makes the ground state ill-determined, so the summary also
+  reports the p90 infidelity of samples with a gap ``E1 - E0`` of at least
+  :data:`GAP_THRESHOLD_HA`.
 
 Tables and figures are in :mod:`pgmoe_jax.evaluation.report`.
 """
@@ -144,10 +146,12 @@ class EvalResult:
     gap: ``(n,)`` ``E1 - E0`` in Ha, or ``None`` if the dataset has no E1.
     num_params: the model's trainable parameters.
     batch_size: the batch the model was called with.
-    predictions_per_s: model throughput (best of several timed calls).
+    predictions_per_s: model throughput (best of ``timing_repeats`` timed
+      calls after a warm-up).
     reference_method: the reference solver (``"lobpcg"`` or ``"eigsh"``).
     num_reference: how many potentials the reference solved for timing.
-    reference_solves_per_s: the reference solver's throughput on CPU, NaN if
+    reference_solves_per_s: the reference solver's throughput on CPU (best
+      of the same number of timed passes after a warm-up), NaN if
       ``num_reference`` was 0.
     cascade_speedups: the matched-accuracy speed-ups against the cascade's
       front (:mod:`pgmoe_jax.evaluation.front`), for the median and the
@@ -271,15 +275,20 @@ def predict_batch(predictor: Predictor, potentials, grid: Grid,
 
 
 def reference_speed(potentials: np.ndarray, grid: Grid, method: str,
-                    repeats: int = 1) -> float:
+                    repeats: int = 5) -> float:
   """Solves per second of the reference solver, one potential at a time, CPU.
+
+  Timed like the model in :func:`evaluate_predictor`: one untimed warm-up
+  pass over all ``m`` potentials (it compiles the JAX solver), then the best
+  of ``repeats`` timed passes (:func:`pgmoe_jax.timing.timed_best`).
 
   Args:
     potentials: ``(m, *grid.shape)`` float64, Hartree.
     grid: the grid.
     method: a method of :func:`pgmoe_jax.solvers.solve`.
-    repeats: timed runs over all ``m`` potentials (the best is kept), after
-      one warm-up solve of the first potential (it compiles the JAX solver).
+    repeats: timed passes over all ``m`` potentials (the best is kept); pass
+      the model's number of timed calls, so that the speed-up compares like
+      with like.
 
   Returns:
     ``m`` / seconds, or NaN when ``m`` is 0.
@@ -288,15 +297,13 @@ def reference_speed(potentials: np.ndarray, grid: Grid, method: str,
     return math.nan
   # One at a time on the CPU is the fastest way to solve there (a batch
   # iterates until its slowest member converges). Each potential is its own
-  # call with the same shapes, so the warm-up compiles everything.
+  # call with the same shapes.
 
   def run_all():
     return [solvers.solve(v[None], grid, method=method,
                           chunk_size=1).energies for v in potentials]
   with jax.default_device(jax.devices("cpu")[0]):
-    timing.timed(lambda: solvers.solve(potentials[:1], grid, method=method,
-                                       chunk_size=1).energies)
-    seconds = timing.best_time(run_all, repeats, warmup=False)
+    _, seconds = timing.timed_best(run_all, repeats)
   return len(potentials) / seconds
 
 
@@ -316,7 +323,9 @@ def evaluate_predictor(predictor: Predictor, dataset, *,
       (:data:`pgmoe_jax.solvers.METHODS`).
     num_reference: how many of the dataset's potentials (the first ones) the
       reference solves for timing; 0 skips it (speed-up NaN).
-    timing_repeats: timed model calls (the best counts), after a warm-up.
+    timing_repeats: timed model calls, and timed passes of the reference
+      over its potentials (the best of each counts), each side after one
+      untimed warm-up call on the same inputs.
 
   Returns:
     An :class:`EvalResult` with per-sample arrays in float64.
@@ -385,4 +394,5 @@ def evaluate_predictor(predictor: Predictor, dataset, *,
       predictions_per_s=batch / seconds, reference_method=reference_method,
       num_reference=len(reference),
       reference_solves_per_s=reference_speed(reference, grid,
-                                             reference_method))
+                                             reference_method,
+                                             int(timing_repeats)))

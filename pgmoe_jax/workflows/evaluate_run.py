@@ -6,7 +6,8 @@ scores it on every sample of each dataset
 (:func:`pgmoe_jax.evaluation.evaluate_predictor`: infidelity, energy error in
 mHa under the exact H in float64, residual, gap-restricted p90,
 predictions/s against the reference solver's solves/s measured in the same
-run) and writes, under ``out`` (default ``<workdir>/eval``, or
+run, each the best of ``timing_repeats`` timed runs after a warm-up) and
+writes, under ``out`` (default ``<workdir>/eval``, or
 ``<workdir>/eval_symmetrized`` with ``symmetrize``)::
 
     results.md              the table, with what was evaluated and where
@@ -87,7 +88,8 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
                  out: str | None = None, which: str = "best",
                  symmetrize: bool = False, batch_size: int = 256,
                  num_reference: int = 32, reference_method: str = "lobpcg",
-                 cascade_front: bool = True, figures: bool = True,
+                 timing_repeats: int = 5, cascade_front: bool = True,
+                 figures: bool = True,
                  echo: Callable[[str], None] = print) -> RunEvaluation:
   """Evaluates a workdir's model on datasets and writes the report.
 
@@ -102,6 +104,8 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
       its speed; 0 skips it.
     reference_method: the reference solver timed (``"lobpcg"``,
       ``"eigsh"``).
+    timing_repeats: timed model calls and timed reference passes (the best
+      of each counts, after a warm-up on each side).
     cascade_front: also measure the cascade's front on each split and
       report the model's matched-accuracy speed-ups against it (median and
       p90 dE; :mod:`pgmoe_jax.workflows.front`, on up to the first 1,024
@@ -157,7 +161,8 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
   for name, dataset in datasets.items():
     result = scorer.evaluate_predictor(
         predictor, dataset, batch_size=batch_size,
-        reference_method=reference_method, num_reference=num_reference)
+        reference_method=reference_method, num_reference=num_reference,
+        timing_repeats=timing_repeats)
     results[name] = result = dataclasses.replace(result, split=name)
     if cascade_front and jax.process_count() == 1:
       n = min(len(dataset), 1024)
@@ -191,6 +196,8 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
           f"time, on (up to) the first {num_reference} potentials of "
           f"each split; the model ran on {jax.default_backend()} "
           f"({device.device_kind}) with batches of up to {batch_size}. "
+          f"Both speeds are the best of {timing_repeats} timed runs after "
+          "an untimed warm-up (compilation excluded). "
           "1-F: infidelity against the stored ground state; dE = "
           "E[psi_pred] - E0 under the exact H (float64); the gap column "
           "restricts the p90 to samples with E1 - E0 >= "

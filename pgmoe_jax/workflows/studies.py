@@ -4,16 +4,19 @@ Each returns its Markdown table (what ``python -m experiments.reproduce``
 prints):
 
 * :func:`scaling`: parameters and forward time (batch 16, float32, jitted,
-  best of 5) of the dense baseline (hidden 512, 512) and PG-MoE (8x8 tiles,
-  the quick-start expert, coarse envelope at half resolution) per grid size,
-  2-D, and the time of PG-MoE's coarse envelope alone (the physics gate).
-  Models are untrained: size and speed do not depend on the weights.
+  best of ``repeats``, default 5, after a warm-up) of the dense baseline
+  (hidden 512, 512) and PG-MoE (8x8 tiles, the quick-start expert, coarse
+  envelope at half resolution) per grid size, 2-D, and the time of
+  PG-MoE's coarse envelope alone (the physics gate). Models are untrained:
+  size and speed do not depend on the weights.
 * :func:`warm_start`: LOBPCG iterations to residuals of 1e-8 Ha and 1e-4 Ha
   started from a trained model's prediction (``init=model.predict(V)``),
   against the default cold start (lowest kinetic modes), a random start, the
   exact state rounded to float32 (the ceiling for any float32 predictor) and
   SciPy eigsh: the start's infidelity and residual, iterations, time per
-  potential, the agreement of the energies, and the residual history.
+  potential (every row, and the prediction, the best of the same number of
+  passes after a warm-up), the agreement of the energies, and the residual
+  history.
 * :func:`ablation`: a trained PG-MoE with and without its experts
   (``use_experts=False``): what the gate alone gives.
 """
@@ -46,6 +49,10 @@ def scaling(sizes=(32, 64, 128, 256), batch: int = 16,
   """The scaling table (see the module docstring).
 
   Args:
+    sizes: points per axis.
+    batch: potentials per call.
+    repeats: timed calls of each model and of the envelope (the best
+      counts, after a warm-up call).
     envelope_solver: PG-MoE's gate, ``"fixed"`` (``default.py``'s) or
       ``"lobpcg"``; 6 iterations either way.
   """
@@ -84,13 +91,21 @@ def _residuals(psi, v, grid) -> np.ndarray:
   return np.asarray(residual(jnp.asarray(psi), jnp.asarray(v), grid))
 
 
-def warm_start(workdir: str, data_path: str, num: int = 50) -> str:
+def warm_start(workdir: str, data_path: str, num: int = 50,
+               repeats: int = 5) -> str:
   """The warm-start tables (see the module docstring).
 
   Each start is solved to two residuals: 1e-8 Ha and 1e-4 Ha (about
   float32 round-off on these grids; the energy is then within roughly 1e-8
   Ha, since its error is quadratic in the state's). A random start and the
   exact state rounded to float32 bound what any warm start can gain.
+
+  Args:
+    workdir: the trained model's run.
+    data_path: a labelled dataset on the model's grid.
+    num: potentials (the dataset's first).
+    repeats: timed passes of every timed row (each LOBPCG start, eigsh, the
+      prediction): the best of each counts, after an untimed warm-up pass.
   """
   model = load_model(workdir)
   ds = data.open_dataset(data_path, grid=model.grid, what="the model")
@@ -107,8 +122,7 @@ def warm_start(workdir: str, data_path: str, num: int = 50) -> str:
   def run(init, tol):
     solve = lambda: solvers.solve(v, grid, method="lobpcg", tol=tol,
                                   chunk_size=1, init=init)
-    jax.block_until_ready(solve().energies)  # compile every shape involved
-    out, seconds = timing.timed(lambda: solve())
+    out, seconds = timing.timed_best(solve, repeats)
     return out, seconds / len(v)
 
   starts = (("cold: lowest kinetic modes (default)", None),
@@ -117,14 +131,15 @@ def warm_start(workdir: str, data_path: str, num: int = 50) -> str:
             ("warm: exact state rounded to float32", rounded))
   results = {label: [run(init, tol) for tol in tols]
              for label, init in starts}
-  ref, t_ref = timing.timed(lambda: solvers.solve(v, grid, method="eigsh",
-                                                  tol=tols[0]))
+  ref, t_ref = timing.timed_best(
+      lambda: solvers.solve(v, grid, method="eigsh", tol=tols[0]), repeats)
   t_ref /= len(v)
   t_pred = timing.best_time(
-      lambda: model.predict(jnp.asarray(v, jnp.float32)), 5) / len(v)
+      lambda: model.predict(jnp.asarray(v, jnp.float32)), repeats) / len(v)
 
   lines = [f"## Warm start: {len(v)} potentials of {data_path}, model "
-           f"{workdir} ({model.num_params:,} parameters)", "",
+           f"{workdir} ({model.num_params:,} parameters); times: best of "
+           f"{repeats} passes after a warm-up", "",
            "| start | start 1-F median | start residual median (Ha) | "
            "iterations to 1e-8 Ha (mean) | ms per potential | "
            "max abs(E - E0) Ha | converged | iterations to 1e-4 Ha (mean) |",
