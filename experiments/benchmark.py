@@ -265,8 +265,11 @@ def bench_sine(quick: bool, repeats: int) -> None:
 
 
 def _proxy_train_step(grid, batch_size):
-  """A stand-in for issue 4's train step: a dense MLP (n^d -> 512 -> 512 ->
-  n^d) trained on the energy loss, value_and_grad plus an SGD update."""
+  """A stand-in for the dense baseline's train step.
+
+  An MLP (n^d -> 512 -> 512 -> n^d) trained on the energy loss:
+  value_and_grad plus an SGD update.
+  """
   del batch_size
   n = grid.size
   keys = jax.random.split(jax.random.key(0), 3)
