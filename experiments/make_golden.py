@@ -140,15 +140,18 @@ def load(name: str) -> dict[str, np.ndarray]:
     return dict(f)
 
 
-def differences(model, golden) -> dict[str, float]:
+def differences(model, golden, v: np.ndarray | None = None
+                ) -> dict[str, float]:
   """Largest differences of ``model``'s prediction from ``golden``.
 
-  Regenerates the stored batch from its seed and indices, predicts it as
-  one batch and returns ``{"potentials", "states", "energies"}``: the
-  largest absolute difference of each from the stored arrays.
+  Regenerates the stored batch from its seed and indices (unless ``v``, the
+  regenerated batch, is given), predicts it as one batch and returns
+  ``{"potentials", "states", "energies"}``: the largest absolute difference
+  of each from the stored arrays.
   """
   step = int(golden["stride"])
-  v = potentials(model, golden["index"])
+  if v is None:
+    v = potentials(model, golden["index"])
   psi, e = predict(model, v)
   return {
       "potentials": float(np.abs(thin(v, model.grid, step)
