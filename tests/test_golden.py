@@ -4,10 +4,10 @@
 a seeded batch of 8 potentials per shipped model and the states and
 energies the model predicted for it. Each model must reproduce them to
 :data:`ATOL`, predicting the batch whole, as ``make_golden`` does (float32
-outputs depend on the batch a potential is predicted in, by up to ~2.5e-4,
-but not on the process). The mutation tests show that the comparison fails
-for a model with its experts zeroed, its gate's iterations removed (or
-cut to 1), or other weights.
+outputs of a potential predicted alone differ from those within the batch
+by up to ~3e-5 here, but not between processes). The mutation tests show
+that the comparison fails for a model with its experts zeroed, its gate's
+iterations removed (or cut to 1), or other weights.
 """
 
 import jax
