@@ -203,6 +203,12 @@ def test_experts_switched_off_leave_the_gate_envelope(gate):
   # The envelope gate's output interpolated to the grid is that state.
   log_env, energy = model.apply(variables, v, method="coarse_envelope")
   assert log_env.shape == (2, 8, 8) and energy.shape == (2,)
+  if gate == "envelope":
+    fine = tiling.interpolate(log_env, grid)
+    state = jnp.exp(fine - jnp.max(fine, axis=(1, 2), keepdims=True))
+    state = state / jnp.sqrt(jnp.sum(state**2, axis=(1, 2), keepdims=True)
+                             * grid.volume_element)
+    np.testing.assert_allclose(gate_only, state, rtol=0, atol=1e-12)
 
 
 def test_gate_interface():
@@ -217,6 +223,9 @@ def test_gate_interface():
   coarse_v = tiling.block_mean(v, grid, (8, 8))
   e_coarse, _ = ground_state(np.asarray(coarse_v), Grid((8, 8), 10.0))
   np.testing.assert_allclose(out.energy, e_coarse, rtol=1e-10)
+  np.testing.assert_array_equal(
+      np.argmax(np.reshape(out.log_envelope, (3, -1)), axis=1),
+      np.argmin(np.reshape(coarse_v, (3, -1)), axis=1))
   learned = gates.LearnedGate(grid, (8, 8), hidden=(8,))
   variables = learned.init(jax.random.key(0), v)
   out = learned.apply(variables, v)

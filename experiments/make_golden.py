@@ -1,0 +1,198 @@
+r"""Golden outputs of the shipped models: a fixed batch, its predictions.
+
+    python -m experiments.make_golden --check
+    python -m experiments.make_golden --overwrite [--models=universal_32]
+
+For every shipped model (:func:`pgmoe_jax.pretrained.available`) this draws
+a seeded batch of :data:`BATCH` well-conditioned potentials from the
+model's own training family (``config.data.family`` with its ranges or
+mixture, through the same seeded split sampler as ``generate_data``:
+sample ``i`` of split :data:`SPLIT` with seed :data:`SEED`), keeping the
+first candidates whose gap ``E1 - E0`` (float64, the generator's solver) is
+at least :data:`MIN_GAP_HA`, predicts them as one batch and writes
+``tests/golden/<model>.npz`` (plain arrays, read with
+``allow_pickle=False``):
+
+* ``family``, ``split``, ``seed``, ``index`` (the samples' numbers in the
+  split): what regenerates the potentials;
+* ``stride``: 1 in 2-D, 2 in 3-D, where only every 2nd grid point per axis
+  of the potentials and states is stored;
+* ``potentials`` (float32, the model's inputs) and ``states`` (float32,
+  its predictions), both at ``stride``;
+* ``energies``: ``E[psi]`` (Ha, float64) of the full predicted states;
+  ``E0`` and ``gap``: the reference solver's ground-state energy and gap.
+
+A model predicts bitwise the same batch in every process on the same
+machine, but not the same numbers for one potential alone as within a
+batch (float32 reductions are grouped differently), so the batch is always
+predicted whole. ``tests/test_golden.py`` compares against these files;
+``--check`` does so here, writing nothing, and exits with status 1 on a
+difference above ``--atol``. An existing file is replaced only with
+``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from experiments import cli
+from pgmoe_jax import data
+from pgmoe_jax import energy
+from pgmoe_jax import pretrained
+from pgmoe_jax import solvers
+from pgmoe_jax.training.config import stream_ranges
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN_DIR = os.path.join(ROOT, "tests", "golden")
+BATCH = 8
+SEED = 0
+SPLIT = "golden"
+MIN_GAP_HA = 0.5
+MAX_CANDIDATES = 64
+
+_MODELS = flags.DEFINE_list("models", None, "Shipped models (default: all).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Replace existing golden files.")
+_CHECK = flags.DEFINE_bool("check", False, "Compare with the stored files; "
+                           "write nothing.")
+_ATOL = flags.DEFINE_float("atol", 1e-6, "Largest difference that passes "
+                           "with --check (states and energies).")
+
+
+def path(name: str) -> str:
+  """The golden file of the shipped model ``name``."""
+  return os.path.join(GOLDEN_DIR, f"{name}.npz")
+
+
+def stride(grid) -> int:
+  """Stored grid points per axis: every one in 2-D, every 2nd in 3-D."""
+  return 2 if grid.ndim == 3 else 1
+
+
+def thin(x: np.ndarray, grid, step: int) -> np.ndarray:
+  """Every ``step``-th point of the trailing grid axes of ``x``."""
+  lead = (slice(None),) * (np.ndim(x) - grid.ndim)
+  return np.asarray(x)[lead + (slice(None, None, step),) * grid.ndim]
+
+
+def spec(model, num: int) -> data.DatasetSpec:
+  """The split the golden batch of ``model`` is drawn from."""
+  method = "lobpcg" if model.grid.ndim == 3 else "eigsh"
+  return data.DatasetSpec(model.config.data.family, model.grid, num, SEED,
+                          SPLIT, stream_ranges(model.config), solver=method)
+
+
+def potentials(model, index) -> np.ndarray:
+  """Samples ``index`` of the golden split of ``model`` (float32)."""
+  index = np.asarray(index)
+  sample = data.make_split_sampler(spec(model, int(index.max()) + 1))
+  return sample(0, int(index.max()) + 1)[index].astype(np.float32)
+
+
+def predict(model, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``(states float32, energies float64)`` of the batch ``v``, whole."""
+  psi = np.asarray(model.predict(v))
+  e = np.asarray(energy(psi.astype(np.float64), v.astype(np.float64),
+                        model.grid))
+  return psi, e
+
+
+def make(name: str) -> dict[str, np.ndarray]:
+  """The golden arrays of the shipped model ``name`` (needs x64)."""
+  model = pretrained.load_pretrained(name)
+  split = spec(model, MAX_CANDIDATES)
+  candidates = data.make_split_sampler(split)(0, MAX_CANDIDATES)
+  index, e0, gap = [], [], []
+  for i in range(MAX_CANDIDATES):
+    result = solvers.solve(candidates[i:i + 1], model.grid,
+                           method=split.solver, num_states=2)
+    if not bool(np.asarray(result.converged).all()):
+      continue
+    energies = np.asarray(result.energies, np.float64)[0]
+    if energies[1] - energies[0] >= MIN_GAP_HA:
+      index.append(i)
+      e0.append(energies[0])
+      gap.append(energies[1] - energies[0])
+    if len(index) == BATCH:
+      break
+  if len(index) < BATCH:
+    raise ValueError(f"{name}: only {len(index)} of the first "
+                     f"{MAX_CANDIDATES} candidates have a gap of at least "
+                     f"{MIN_GAP_HA} Ha; {BATCH} are needed.")
+  v = potentials(model, index)
+  psi, e = predict(model, v)
+  step = stride(model.grid)
+  return {"family": np.array(split.family), "split": np.array(SPLIT),
+          "seed": np.array(SEED), "index": np.array(index),
+          "stride": np.array(step), "potentials": thin(v, model.grid, step),
+          "states": thin(psi, model.grid, step), "energies": e,
+          "E0": np.array(e0), "gap": np.array(gap)}
+
+
+def load(name: str) -> dict[str, np.ndarray]:
+  """The stored golden arrays of ``name``."""
+  with np.load(path(name), allow_pickle=False) as f:
+    return dict(f)
+
+
+def differences(model, golden, v: np.ndarray | None = None
+                ) -> dict[str, float]:
+  """Largest differences of ``model``'s prediction from ``golden``.
+
+  Regenerates the stored batch from its seed and indices (unless ``v``, the
+  regenerated batch, is given), predicts it as one batch and returns
+  ``{"potentials", "states", "energies"}``: the largest absolute difference
+  of each from the stored arrays.
+  """
+  step = int(golden["stride"])
+  if v is None:
+    v = potentials(model, golden["index"])
+  psi, e = predict(model, v)
+  return {
+      "potentials": float(np.abs(thin(v, model.grid, step)
+                                 - golden["potentials"]).max()),
+      "states": float(np.abs(thin(psi, model.grid, step)
+                             - golden["states"]).max()),
+      "energies": float(np.abs(e - golden["energies"]).max())}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.quiet_library_logs()
+  jax.config.update("jax_enable_x64", True)
+  names = _MODELS.value or list(pretrained.available())
+  failed = []
+  for name in names:
+    if _CHECK.value:
+      if not os.path.exists(path(name)):
+        raise SystemExit(f"make_golden: {path(name)} does not exist; run "
+                         "without --check to write it.")
+      diff = differences(pretrained.load_pretrained(name), load(name))
+      ok = max(diff.values()) <= _ATOL.value
+      failed += [] if ok else [name]
+      print(f"{name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items())
+            + f" (atol {_ATOL.value:g}): {'pass' if ok else 'FAIL'}")
+      continue
+    if os.path.exists(path(name)) and not _OVERWRITE.value:
+      raise SystemExit(f"make_golden: {path(name)} exists; pass --overwrite "
+                       "to replace it (nothing was written).")
+    arrays = make(name)
+    os.makedirs(GOLDEN_DIR, exist_ok=True)
+    temporary = path(name) + ".partial.npz"
+    np.savez_compressed(temporary, **arrays)
+    os.replace(temporary, path(name))
+    print(f"{path(name)}: samples {arrays['index'].tolist()}, gaps "
+          f"{np.round(arrays['gap'], 3).tolist()} Ha, "
+          f"{os.path.getsize(path(name)):,} bytes")
+  if failed:
+    raise SystemExit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

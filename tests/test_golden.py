@@ -1,0 +1,140 @@
+"""The shipped models predict what they predicted when they shipped.
+
+``tests/golden/<model>.npz`` (written by ``experiments.make_golden``) holds
+a seeded batch of 8 potentials per shipped model and the states and
+energies the model predicted for it. Each model must reproduce them to
+:data:`ATOL`, predicting the batch whole, as ``make_golden`` does (float32
+outputs of a potential predicted alone differ from those within the batch
+by up to ~3e-5 here, but not between processes). The mutation tests show
+that the comparison fails for a model with its experts zeroed, its gate's
+iterations removed (or cut to 1), or other weights.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import make_golden
+from pgmoe_jax import inference
+from pgmoe_jax import pretrained
+from pgmoe_jax.models import gates
+
+ATOL = 1e-6
+# A broken model must miss the golden states by this much at least.
+FAR = 100 * ATOL
+SHIPPED = pretrained.available()
+# Whose checkpoint stands in for a model's own (every leaf of the same
+# shape is taken from it).
+OTHER = {"universal_32": "universal_64", "universal_64": "universal_32",
+         "gaussian3d_32": "universal_32"}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+  """Per model: the loaded model, its golden arrays, its regenerated batch."""
+  out = {}
+  for name in SHIPPED:
+    model = pretrained.load_pretrained(name)
+    golden = make_golden.load(name)
+    out[name] = (model, golden,
+                 make_golden.potentials(model, golden["index"]))
+  return out
+
+
+def check(diff):
+  """Raises AssertionError unless ``diff`` is within the golden tolerance."""
+  assert diff["potentials"] == 0, diff
+  assert diff["states"] <= ATOL and diff["energies"] <= ATOL, diff
+
+
+def test_every_shipped_model_has_a_golden_file(shipped):
+  assert set(OTHER) == set(SHIPPED)
+  for name in SHIPPED:
+    model, golden, _ = shipped[name]
+    step = int(golden["stride"])
+    assert step == (2 if model.grid.ndim == 3 else 1)
+    assert golden["index"].shape == (make_golden.BATCH,)
+    assert golden["states"].shape == (
+        (make_golden.BATCH,) + tuple(s // step for s in model.grid.shape))
+    assert golden["states"].dtype == np.float32
+    assert (golden["gap"] >= make_golden.MIN_GAP_HA).all()
+    assert str(golden["family"]) == model.config.data.family
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_matches_golden(name, shipped):
+  model, golden, v = shipped[name]
+  check(make_golden.differences(model, golden, v))
+
+
+def _experts_zeroed(name, model, monkeypatch):
+  del name, monkeypatch
+  params = dict(model.params)
+  params["expert"] = jax.tree.map(jnp.zeros_like, params["expert"])
+  return params, model.model
+
+
+def _gate_iterations_0(name, model, monkeypatch):
+  # The config cannot ask for this: envelope_iters=0 means an exact dense
+  # eigh on the gate's grid. The gate's kernel with no iteration on any
+  # level returns the kinetic operator's lowest mode, whatever V is.
+  del name
+  cascade = gates.cascade_unchecked
+  monkeypatch.setattr(
+      gates, "cascade_unchecked",
+      lambda v, grids, iters, exact_coarsest=False: cascade(
+          v, grids, (0,) * len(iters), exact_coarsest=False))
+  return model.params, model.model
+
+
+def _gate_iterations_1(name, model, monkeypatch):
+  # Every level of the gate cut to 1 iteration, through the model's config.
+  del name, monkeypatch
+  start = model.model.envelope_start_iters
+  start = 1 if np.ndim(start) == 0 else (1,) * len(start)
+  module = model.model.clone(envelope_iters=1, envelope_start_iters=start)
+  if module.envelope_start_iters == model.model.envelope_start_iters:
+    assert model.model.envelope_iters > 1
+  return model.params, module
+
+
+def _reinitialised(name, model, monkeypatch):
+  del name, monkeypatch
+  v = jnp.zeros((1,) + model.grid.shape, model.dtype)
+  params = jax.jit(model.model.init)(jax.random.key(1), v)["params"]
+  return jax.tree.map(lambda x: x.astype(model.dtype), params), model.model
+
+
+def _other_checkpoint(name, model, monkeypatch):
+  del monkeypatch
+  other = pretrained.load_pretrained(OTHER[name]).params
+  own = jax.tree_util.tree_flatten_with_path(model.params)[0]
+  theirs = dict(jax.tree_util.tree_flatten_with_path(other)[0])
+  leaves = [theirs[k] if k in theirs and theirs[k].shape == x.shape else x
+            for k, x in own]
+  assert sum(a is not b for (_, a), b in zip(own, leaves)) >= 2
+  params = jax.tree.unflatten(jax.tree.structure(model.params), leaves)
+  return params, model.model
+
+
+MUTATIONS = {"experts_zeroed": _experts_zeroed,
+             "gate_iterations_0": _gate_iterations_0,
+             "gate_iterations_1": _gate_iterations_1,
+             "reinitialised": _reinitialised,
+             "other_checkpoint": _other_checkpoint}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+@pytest.mark.parametrize("name", SHIPPED)
+def test_golden_check_catches_a_broken_model(name, mutation, shipped,
+                                             monkeypatch):
+  model, golden, v = shipped[name]
+  params, module = MUTATIONS[mutation](name, model, monkeypatch)
+  broken = inference.Predictor(model.config, model.grid, module, params,
+                               model.step)
+  diff = make_golden.differences(broken, golden, v)
+  assert diff["potentials"] == 0
+  assert diff["states"] > FAR, diff
+  with pytest.raises(AssertionError):
+    check(diff)
