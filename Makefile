@@ -1,20 +1,28 @@
-# Two entry points for a fresh machine with Python 3.11 and the package index:
+# Entry points for a fresh machine with Python 3.11 and the package index:
 #   make demo   set up .venv, generate the quick-start data, train PG-MoE,
 #               evaluate it (the main job, on an embedded default)
 #   make test   set up .venv with the test extra, lint (flake8) and run the
-#               whole test suite
+#               test suite (tests marked slow are skipped)
+#   make test-slow  the tests marked slow alone (pytest --runslow -m slow),
+#               in the same .venv
+#   make test-lower  set up .venv-lower with the lower bounds that setup.cfg
+#               declares (pinned in .ci/lower-bounds.txt), lint and run
+#               the test suite there (slow tests skipped)
 #   make results  make demo, then every command behind RESULTS.md (about 90
 #               minutes on 2 cores)
-# Both are idempotent: the venv is created once and the package is reinstalled
-# only when setup.cfg or pyproject.toml changes.
+# All are idempotent: each venv is created once and the package is
+# reinstalled only when setup.cfg or pyproject.toml (or, for .venv-lower,
+# .ci/lower-bounds.txt) changes.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+LOWER_VENV := .venv-lower
+LOWER_PY := $(LOWER_VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo solvers-demo lint test benchmark results results-paper \
-	results-large results-universal results-baseline clean
+.PHONY: demo solvers-demo lint test test-slow test-lower benchmark results \
+	results-paper results-large results-universal results-baseline clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +34,14 @@ $(PY):
 
 .make-test.stamp: .make-install.stamp
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(LOWER_PY):
+	$(PYTHON) -m venv $(LOWER_VENV)
+	$(LOWER_PY) -m pip install --quiet --upgrade pip
+
+.make-lower.stamp: $(LOWER_PY) setup.cfg pyproject.toml .ci/lower-bounds.txt
+	$(LOWER_PY) -m pip install --quiet -c .ci/lower-bounds.txt -e '.[test]'
 	touch $@
 
 QUICKSTART_SPLITS := test_interp test_extrap ood_harmonic ood_double_well \
@@ -53,6 +69,13 @@ lint: .make-test.stamp
 
 test: lint
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-slow: .make-test.stamp
+	$(PY) -m pytest -n 2 --runslow -m slow $(PYTEST_ARGS)
+
+test-lower: .make-lower.stamp
+	$(LOWER_PY) -m flake8 pgmoe_jax experiments tests
+	$(LOWER_PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 benchmark: .make-install.stamp
 	$(PY) -m experiments.benchmark
@@ -222,4 +245,4 @@ results-baseline: demo
 	cat results/front/*/front.md results/solvers.md
 
 clean:
-	rm -rf $(VENV) .make-*.stamp *.egg-info
+	rm -rf $(VENV) $(LOWER_VENV) .make-*.stamp *.egg-info

@@ -76,8 +76,8 @@ def test_symmetrized_prediction_averages_and_is_equivariant(trained):
   model = inference.load_model(workdir, which="latest", symmetrize=True)
   assert "symmetrized" in repr(model) and "symmetrized" not in repr(plain)
   v = np.asarray(val.potentials[:3], np.float64)
-  # Exact checks in float64: in float32 the coarse eigh's rounding in the
-  # far tails depends on the batch (about 1e-5 absolute).
+  # Exact checks in float64: in float32 the gate's rounding in the
+  # far tails depends on the batch.
   config = ml_collections.ConfigDict(plain.config.to_dict())
   config.dtype = "float64"
   params = jax.tree.map(lambda x: np.asarray(x, np.float64), plain.params)

@@ -1,7 +1,7 @@
 r"""Four trials of the test config: 2 seeds x 2 learning rates (tests, smoke).
 
     python -m experiments.sweep --config=experiments/configs/test.py \
-        --sweep=experiments/sweeps/test_lr_seed.py --workdir=/tmp/sweep_test \
+        --sweep=experiments/sweeps/test_lr_seed.py --workdir=runs/sweep_test \
         --parallel=2 --metric=train/loss
 """
 
