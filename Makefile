@@ -8,8 +8,8 @@
 #   make test-lower  set up .venv-lower with the lower bounds that setup.cfg
 #               declares (pinned in .ci/lower-bounds.txt), lint and run
 #               the test suite there (slow tests skipped)
-#   make results  make demo, then every command behind RESULTS.md (about 90
-#               minutes on 2 cores)
+#   make results  make demo, then every command behind RESULTS.md,
+#               sections 1-8 (about 5.5 hours on 2 cores; parts below)
 # All are idempotent: each venv is created once and the package is
 # reinstalled only when setup.cfg or pyproject.toml (or, for .venv-lower,
 # .ci/lower-bounds.txt) changes.
