@@ -1,8 +1,10 @@
 """Small builders shared by several test files (imported as ``helpers``)."""
 
 import errno
+import importlib
 import os
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,27 @@ import numpy as np
 
 from pgmoe_jax import ground_state
 from pgmoe_jax import potentials
+
+
+def import_script(name):
+  """``experiments.<name>``, imported into this test process.
+
+  Scripts define their absl flags when imported, and two scripts may name
+  a flag alike (``--data``); one pytest-xdist worker may import both. The
+  flags the other scripts defined are removed first (tests call the
+  scripts' functions, never their parsed flags in-process), so the import
+  order of the test files does not matter.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  module = f"experiments.{name}"
+  if module in sys.modules:
+    return sys.modules[module]
+  for owner, defined in list(flags.FLAGS.flags_by_module_dict().items()):
+    if owner.startswith("experiments.") and owner != module:
+      for flag in list(defined):
+        if flag.name in flags.FLAGS:
+          delattr(flags.FLAGS, flag.name)
+  return importlib.import_module(module)
 
 
 def labelled(grid, count=3, seed=0):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import four_cpu_devices_env
+from helpers import import_script
 from pgmoe_jax import Grid
 from pgmoe_jax import apply_hamiltonian
 from pgmoe_jax import data
@@ -339,7 +340,7 @@ def test_check_labels_finds_a_wrong_label_and_gates_a_script(reference):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
 
-  from experiments import check_labels  # pylint: disable=g-import-not-at-top
+  check_labels = import_script("check_labels")
   ds = data.open_dataset(reference)
   e0 = np.asarray(ds.E0[:3]).copy()
   e0[1] += 1e-3  # a label off by 1 mHa
@@ -375,7 +376,7 @@ def test_check_labels_finds_a_wrong_label_and_gates_a_script(reference):
 
 
 def test_check_labels_verdict_fails_on_nan():
-  from experiments import check_labels  # pylint: disable=g-import-not-at-top
+  check_labels = import_script("check_labels")
   assert check_labels.verdict([1e-9, -2e-9], 1e-8) == (2e-9, True)
   assert check_labels.verdict([1e-9, 3e-8], 1e-8) == (3e-8, False)
   worst, ok = check_labels.verdict([1e-9, float("nan"), 2e-9], 1e-8)
