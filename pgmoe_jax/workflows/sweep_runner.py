@@ -20,18 +20,18 @@ Resuming: jobs whose ``is_done()`` holds are skipped; jobs recorded as
 failed are skipped and reported unless ``rerun_failed``; every other job
 runs (a training run resumes from its own checkpoints).
 
-The children die with the runner. Each starts in its own session (a
-terminal's Ctrl-C reaches the runner alone) with the parent-death signal
-set to SIGKILL (``prctl(PR_SET_PDEATHSIG)`` through ctypes, Linux), so a
-runner killed with SIGKILL leaves no orphan behind. A few lines of Python
-set it in the child and then ``exec`` the job, rather than a
-``preexec_fn``: the runner has JAX's threads, and Python code between
-``fork`` and ``exec`` of a threaded parent can deadlock (JAX warns so on
-every fork). The parent-death signal follows the thread that started the
-child: call :func:`run_local` from the main thread. On SIGINT or SIGTERM
-the runner sends SIGTERM to its children (a training run saves a
-checkpoint at its next step and exits 75, :data:`EXIT_RETRY`), waits for
-them, and raises :class:`Interrupted`.
+The children die with the runner. Each starts in its own process session
+(``setsid``: a terminal's Ctrl-C reaches the runner alone) with the
+parent-death signal set to SIGKILL (``prctl(PR_SET_PDEATHSIG)`` through
+ctypes, Linux), so a runner killed with SIGKILL leaves no orphan behind.
+A few lines of Python set it in the child and then ``exec`` the job,
+rather than a ``preexec_fn``: the runner has JAX's threads, and Python
+code between ``fork`` and ``exec`` of a threaded parent can deadlock
+(JAX warns so on every fork). The parent-death signal follows the thread
+that started the child: call :func:`run_local` from the main thread. On
+SIGINT or SIGTERM the runner sends SIGTERM to its children (a training
+run saves a checkpoint at its next step and exits 75,
+:data:`EXIT_RETRY`), waits for them, and raises :class:`Interrupted`.
 
 Nothing here imports JAX.
 """
