@@ -128,12 +128,11 @@ def kinetic_modes(grid: Grid, count: int) -> np.ndarray:
 
 
 # Grid points per axis from which the Dirichlet sine transforms use the FFT
-# instead of a dense matrix. Measured on a 2-core x86_64 CPU
-# (``python -m experiments.benchmark --what=sine``, 2026-12-03): the dense
-# matmul (O(n^2) per line) is 3-8x faster up to 256 points per axis and
-# still 1.3-1.7x at 512; at 1024 the FFT is 1.2x faster in float32 (even in
-# float64). XLA's CPU FFT is slow for the odd lengths ``2 (n + 1)`` a DST-I
-# needs (``n = 256`` gives 514 = 2 x 257, a prime). Not measured on GPU.
+# instead of a dense matrix: below it the dense matmul (O(n^2) per line)
+# is faster on CPU, because XLA's CPU FFT is slow for the lengths
+# ``2 (n + 1)`` a DST-I needs (``n = 256`` gives 514 = 2 x 257).
+# ``python -m experiments.benchmark --what=sine`` measures the crossover
+# (RESULTS.md, section 6).
 FFT_MIN_SIZE = 1024
 
 

@@ -1,8 +1,8 @@
 """Reliability probes: damaged checkpoints, interrupted and concurrent
 writers, edited metadata, and clear errors where a traceback used to be.
 
-Each test reproduces one probe of the reliability issue (items 2-7); the
-solver's wrong answer (item 1) is tested in test_solvers.py.
+Each test reproduces one probe; the solver's wrong answers (an excited
+or unconverged state flagged as converged) are tested in test_solvers.py.
 """
 
 import importlib

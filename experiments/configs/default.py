@@ -188,7 +188,7 @@ def get_config() -> ml_collections.ConfigDict:
   # alone has a median infidelity of 0.035 (0.46 with 8).
   model.coarse = 16
   # How the coarse Hamiltonian is solved: 0 for an exact dense eigh (cost
-  # grows like coarse^(3d): fine for 8x8, 0.9 s per batch of 64 at 16x16), or
+  # grows like coarse^(3d): cheap at 8x8, costly from 16x16 on), or
   # k > 0 for k iterations of the matrix-free LOBPCG (6 reach the eigh
   # envelope's accuracy at 16x16 for a fraction of the cost).
   model.envelope_iters = 6
@@ -196,8 +196,8 @@ def get_config() -> ml_collections.ConfigDict:
   # single-vector LOBPCG built for throughput (pgmoe_jax.solvers.fixed_iters:
   # no vmap, no while loop, matmuls only in the preconditioner's sine
   # transforms), or "lobpcg", the vmapped reference LOBPCG with a 2-vector
-  # block (the only solver before 0.3, and what a config.json without this
-  # field means).
+  # block (the only solver of releases 0.1.0 and 0.2.0, and what a
+  # config.json without this field means).
   model.envelope_solver = "fixed"
   # Coarse-to-fine gate (envelope_solver "fixed" only): 0 starts the gate's
   # iterations from the kinetic operator's lowest mode; s > 0 (dividing

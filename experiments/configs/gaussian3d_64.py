@@ -15,8 +15,7 @@ float64 JAX LOBPCG:
     python -m experiments.train --config=experiments/configs/gaussian3d_64.py \\
         --workdir=runs/gw3d64
 
-2,000 steps took 45 min on a 2-core CPU shared with other runs (median dE
-0.87 mHa on the 50 test samples; RESULTS.md section 6).
+RESULTS.md section 6 gives its training time and test figures.
 """
 
 import ml_collections

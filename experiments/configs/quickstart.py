@@ -5,10 +5,9 @@ plus the variational energy, weight 1 per Hartree, batches of 64) with a
 coarse-to-fine physics gate on the full grid: 4 fixed-cost iterations on
 8x8, 2 on 16x16, then 2 on 32x32 (``envelope_start=16``,
 ``envelope_start_iters=(4, 2)``, ``envelope_iters=2``). That gate alone
-leaves a median energy error of 0.8 mHa on test_interp (the 16x16
-coarse envelope of default.py: 98 mHa), so 5,000 steps are enough: about
-70 s of training on a 2-core CPU (README.md, "What make demo does", gives
-the measured time and figures).
+leaves a small energy error on test_interp (far smaller than the 16x16
+coarse envelope of default.py), so 5,000 steps are enough (README.md,
+"What make demo does", gives the measured time and figures).
 
     python -m experiments.train --config=experiments/configs/quickstart.py \
         --workdir=runs/quickstart

@@ -99,8 +99,8 @@ class _Solver:
     if spec.solver == "eigsh" and workers > 1:
       # spawn, not fork: forking a process that runs JAX's threads can
       # deadlock; the workers only need NumPy and SciPy. One BLAS thread per
-      # worker: oversubscribed threads made 2 workers slower than 1 (14 s
-      # against 10 s for 2000 samples at 32x32; 6 s with this).
+      # worker: with more, the workers' threads oversubscribe the cores and
+      # several workers run slower than one.
       saved = {k: os.environ.get(k) for k in _THREAD_VARS}
       os.environ.update({k: "1" for k in _THREAD_VARS})
       try:

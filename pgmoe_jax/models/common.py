@@ -44,8 +44,8 @@ class PartsDense(nn.Module):
   per-tile embedding ``(T, E)`` joins per-sample features ``(b, T, F)``
   without a broadcast copy). The parameters are ``nn.Dense``'s, with the
   same names, shapes and initialisation: a checkpoint of one loads into
-  the other. On CPU the concatenated tile features fused into the matmul's
-  operand made XLA run it 2-3x slower than these separate matmuls.
+  the other. Separate matmuls, because XLA on CPU fuses a concatenation
+  into the matmul's operand and then runs the matmul far slower.
   """
   features: int
 

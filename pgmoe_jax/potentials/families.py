@@ -81,7 +81,7 @@ def gaussian_wells(key: jax.Array, grid: Grid,
   max_wells = int(m_high)
 
   # One block of uniform draws per sample, sliced into the parameters: each
-  # separate jax.random call adds a threefry kernel and ~0.1 s of compile.
+  # separate jax.random call adds a threefry kernel to compile.
   d = grid.ndim
   u = jax.random.uniform(key, batch + (1 + max_wells * (2 + d),), dtype)
   wells = u[..., 1:].reshape(batch + (max_wells, 2 + d))

@@ -17,9 +17,10 @@ is built for a model's forward pass rather than for a reference solve:
 * a fixed number of iterations, no tolerance: the cost does not depend on
   the data, and it runs the same on CPU, GPU and TPU.
 
-On a 2-D batch of 256 potentials on a 32x32 grid it is about 4x faster per
-call than the vmapped LOBPCG with a 2-vector block, at a slightly slower
-convergence per iteration (``python -m experiments.benchmark --what=gate``).
+Against the vmapped LOBPCG with a 2-vector block it trades a slightly
+slower convergence per iteration for much cheaper iterations (no vmapped
+while loop, one state per potential); ``python -m experiments.benchmark
+--what=gate`` measures both (RESULTS.md, "The physics gate").
 
 Precision: the sine transforms run at ``Precision.HIGHEST`` (float32 on
 TPU and on GPUs with TF32, not bfloat16 passes), and so does everything

@@ -49,11 +49,10 @@ def slot_env(slot: int, parallel: int,
   * CPU: ``XLA_FLAGS`` gains ``--xla_force_host_platform_device_count=1``
     (appended, so it wins over an earlier count) and, with one CPU per
     slot, ``--xla_cpu_multi_thread_eigen=false``. What JAX 0.10 on CPU
-    honours (checked on the 2-core machine): XLA aborts on
-    ``--intra_op_parallelism_threads`` in ``XLA_FLAGS``; its thread pools
-    follow the CPUs the process may run on (one CPU of affinity: 14
-    threads instead of 20), while ``OMP_NUM_THREADS=1`` removed only 2
-    (NumPy's OpenBLAS pool). So the runner pins each child to its own
+    honours: XLA aborts on ``--intra_op_parallelism_threads`` in
+    ``XLA_FLAGS``; its thread pools follow the CPUs the process may run
+    on, while ``OMP_NUM_THREADS=1`` reaches only NumPy's OpenBLAS pool.
+    So the runner pins each child to its own
     CPUs (:func:`slot_cpus`), and sets ``OMP_NUM_THREADS``,
     ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` (NumPy's and SciPy's
     BLAS) to the slot's CPU count unless already set.
