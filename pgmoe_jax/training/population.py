@@ -66,9 +66,9 @@ from pgmoe_jax.training import workdir as workdir_lib
 from pgmoe_jax.training.preemption import Preempted
 from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.step import TrainState
+from pgmoe_jax.training.step import clipped_adamw
 from pgmoe_jax.training.step import create_train_state
 from pgmoe_jax.training.step import grad_clip_norm
-from pgmoe_jax.training.step import make_optimizer
 from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
 from pgmoe_jax.training.summaries import MetricsLog
@@ -150,18 +150,21 @@ def make_population_step(run: config_lib.Run, apply_fn,
 
   Every argument has a leading member axis; ``keys`` are the members'
   step keys (folded with each member's step, as a single run does) and
-  ``hparams`` come from :func:`member_hyperparameters` of ``configs``.
+  ``hparams`` come from :func:`member_hyperparameters` of ``configs``. Each
+  member's step is the single run's
+  (:func:`~pgmoe_jax.training.step.make_train_step`) with its optimiser
+  (:func:`~pgmoe_jax.training.step.clipped_adamw`) and loss weights
+  (:func:`~pgmoe_jax.training.losses.make_loss_fn`'s ``hparams``) taken
+  from ``hparams``.
   """
-  config = run.config
   schedules = [make_schedule(c) for c in configs]
 
   def member_step(state: TrainState, batch, key, hparams):
     def schedule(count):
       return jnp.stack([s(count) for s in schedules])[hparams["member"]]
 
-    optimizer = make_optimizer(config, schedule=schedule,
-                               weight_decay=hparams["optim.weight_decay"],
-                               grad_clip=hparams["optim.grad_clip"])
+    optimizer = clipped_adamw(schedule, hparams["optim.weight_decay"],
+                              hparams["optim.grad_clip"])
     step = make_train_step(
         losses.make_loss_fn(run, apply_fn, hparams=hparams), optimizer,
         schedule)
