@@ -2,22 +2,15 @@
 
 :func:`run_loop` owns what every kind of training shares, as the flax
 examples' loop owns its periodic actions and netket's driver its callbacks:
-the step counter, the cadence of logging, evaluation and checkpoints
-(``config.train``), the steps-per-second clock (evaluation and saving not
-counted), preemption (a SIGTERM saves at the next step and raises
-:class:`~pgmoe_jax.training.preemption.Preempted`) and the wait for the
-last asynchronous saves. What runs and what is written are parameters:
-
-* ``step_fn(state, batch) -> (state, metrics)``: a single run's jitted step
-  (:mod:`pgmoe_jax.training.loop`) or a population's vmapped one
-  (:mod:`pgmoe_jax.training.population`);
-* ``hooks`` (:class:`Hooks`): the finiteness check, the ``train`` records,
-  the evaluation and the checkpoints, each called at the steps the cadence
-  names.
-
-:class:`RunOutputs` is one run's ``metrics.jsonl`` and checkpoints, and the
-hooks of a single run; a population's hooks write each member through its
-own. :func:`closing` closes the outputs however training ends.
+the step counter, the log, evaluation and checkpoint cadence, the
+steps-per-second clock (evaluation and saving not counted), preemption
+(:mod:`pgmoe_jax.training.preemption`) and the final wait. The step is a
+parameter (a single run's jitted step, :mod:`pgmoe_jax.training.loop`, or a
+population's vmapped one, :mod:`pgmoe_jax.training.population`), and so is
+the work at the cadence's steps (:class:`Hooks`). :class:`RunOutputs`
+writes one run's ``metrics.jsonl`` and checkpoints: it is a single run's
+hooks, and each population member's writer. :func:`closing` closes the
+outputs however training ends.
 """
 
 from __future__ import annotations
@@ -39,7 +32,6 @@ from pgmoe_jax.training.summaries import MetricsLog
 
 PyTree = Any
 Progress = Callable[[int, int], None]
-StepFn = Callable[[PyTree, Any], tuple[PyTree, dict]]
 
 
 class Hooks(Protocol):
@@ -65,7 +57,8 @@ class Hooks(Protocol):
     """Returns once the asynchronous saves are written."""
 
 
-def run_loop(state: PyTree, step_fn: StepFn, batches: Iterator, hooks: Hooks,
+def run_loop(state: PyTree, step_fn: Callable[[PyTree, Any], tuple],
+             batches: Iterator, hooks: Hooks,
              train: ml_collections.ConfigDict, *, start: int, evaluate: bool,
              progress: Progress | None = None) -> PyTree:
   """Trains from step ``start`` to ``train.num_steps``.
