@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ from pgmoe_jax import inference
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import population
 from pgmoe_jax.training import train_and_evaluate
+from pgmoe_jax.training.preemption import Preempted
 from tests.test_training import assert_trees_close
 from tests.test_training import datasets  # noqa: F401
 from tests.test_training import read_records
@@ -113,6 +115,29 @@ def test_population_resumes_from_the_common_step(trained_population,
     assert_trees_close(a.params, b.params, rtol=1e-9, atol=1e-12)
   steps = [r["step"] for r in read_records(dirs[0]) if r["split"] == "val"]
   assert steps == [10, 20, 30]
+
+
+def test_a_preempted_population_saves_every_member_and_resumes(
+    trained_population, tmp_path):
+  configs, pop_dirs, states = trained_population
+  dirs = [str(tmp_path / f"member{k}") for k in range(len(MEMBERS))]
+
+  def sigterm_at_step_7(step, num_steps):
+    del num_steps
+    if step == 7:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  with pytest.raises(Preempted) as e:
+    population.train_population(configs, dirs, progress=sigterm_at_step_7)
+  assert e.value.step == 8
+  for d in dirs:
+    assert [s for s in os.listdir(os.path.join(d, "checkpoints"))
+            if s.isdigit()] == ["8"]
+  resumed = population.train_population(configs, dirs)
+  for k, (a, b) in enumerate(zip(resumed, states)):
+    assert_trees_close(a.params, b.params, rtol=1e-9, atol=1e-12)
+    assert ([(r["step"], r["split"]) for r in read_records(dirs[k])]
+            == [(r["step"], r["split"]) for r in read_records(pop_dirs[k])])
 
 
 def test_only_batchable_fields_may_differ(datasets, tmp_path):  # noqa: F811

@@ -6,7 +6,11 @@
   label-free objectives.
 * :mod:`~pgmoe_jax.training.step`: optimiser, :class:`TrainState`, the pure
   train step.
-* :mod:`~pgmoe_jax.training.loop`: :func:`train_and_evaluate`.
+* :mod:`~pgmoe_jax.training.driver`: the one training loop
+  (:func:`~pgmoe_jax.training.driver.run_loop`), the step a parameter and
+  the periodic work on hooks.
+* :mod:`~pgmoe_jax.training.loop`: :func:`train_and_evaluate`, a single
+  run; :mod:`~pgmoe_jax.training.population`: K runs in one vmapped step.
 * :mod:`~pgmoe_jax.training.workdir`: a run's sealed ``config.json``.
 * :mod:`~pgmoe_jax.training.checkpoint`: orbax checkpoints with checksums
   (:mod:`~pgmoe_jax.training.integrity`); what :func:`pgmoe_jax.load_model`
@@ -31,8 +35,9 @@ _LAZY = {
     "resolve": "config",
     "resolve_model": "config",
 }
-_SUBMODULES = ("checkpoint", "config", "integrity", "losses", "loop",
-               "preemption", "step", "summaries", "workdir")
+_SUBMODULES = ("checkpoint", "config", "driver", "integrity", "losses",
+               "loop", "population", "preemption", "step", "summaries",
+               "workdir")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

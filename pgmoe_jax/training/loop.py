@@ -1,13 +1,16 @@
-"""The training loop: ``train_and_evaluate(config, workdir)``.
+"""A single run: ``train_and_evaluate(config, workdir)``.
 
 It resolves and checks the whole config first (nothing is written before),
 opens the datasets, writes ``config.json``, restores the latest checkpoint
-if there is one (resume is the default), trains data-parallel over all
-devices of this (single) host, logs to ``metrics.jsonl`` (and TensorBoard
-when available, :mod:`pgmoe_jax.training.summaries`), evaluates on
-``data.val`` with the one scorer (:mod:`pgmoe_jax.evaluation.scorer`),
-checkpoints (:mod:`pgmoe_jax.training.checkpoint`, layout there) and
-returns the final state.
+if there is one (resume is the default) and trains data-parallel over the
+devices of every process (the mesh of ``config.mesh``) in the one loop
+(:func:`pgmoe_jax.training.driver.run_loop`): it logs to ``metrics.jsonl``
+(and TensorBoard when available, :mod:`pgmoe_jax.training.summaries`),
+evaluates on ``data.val`` with the one scorer
+(:mod:`pgmoe_jax.evaluation.scorer`), checkpoints
+(:mod:`pgmoe_jax.training.checkpoint`, layout there) and returns the final
+state. The datasets, batches and restore here serve populations too
+(:mod:`pgmoe_jax.training.population`).
 
 Reproducibility: the initial parameters come from ``key(seed)`` split into
 ``(init_key, step_key)``; step ``s`` (the update that takes ``state.step``
@@ -28,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import time
 from typing import Callable, Iterator
 
 from absl import logging
@@ -49,26 +51,22 @@ from pgmoe_jax import paths
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
-from pgmoe_jax.sharding import fetch
+from pgmoe_jax.memory import describe
+from pgmoe_jax.sharding import BATCH_AXIS
+from pgmoe_jax.sharding import SPACE_AXIS
+from pgmoe_jax.sharding import spatial_spec
 from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import driver
 from pgmoe_jax.training import losses
+from pgmoe_jax.training import workdir as workdir_lib
+from pgmoe_jax.training.driver import Progress
 from pgmoe_jax.training.step import TrainState
 from pgmoe_jax.training.step import create_train_state
 from pgmoe_jax.training.step import make_optimizer
 from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
-from pgmoe_jax.training.preemption import Preempted
-from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.summaries import MetricsLog
-from pgmoe_jax.training import workdir as workdir_lib
-
-from pgmoe_jax.memory import describe
-from pgmoe_jax.sharding import BATCH_AXIS
-from pgmoe_jax.sharding import SPACE_AXIS
-from pgmoe_jax.sharding import spatial_spec
-
-Progress = Callable[[int, int], None]
 
 
 def make_mesh(devices=None, data: int = -1, space: int = 1) -> Mesh:
@@ -148,7 +146,7 @@ def train_batches(ds: data_lib.Dataset, batch_size: int, seed: int,
 
 # A training set this small (after the dtype cast) is copied to the devices
 # once and each step gathers its batch there: no per-step host indexing and
-# transfer, which on a 2-core CPU cost about a third of a quick-start step.
+# transfer.
 RESIDENT_BYTES = 256 * 2**20
 
 
@@ -202,8 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       by the device count.
     FloatingPointError: a non-finite loss or gradient; the message names the
       step, and the checkpoints saved before it are kept.
-    Preempted: a SIGTERM (to any process) stopped training after saving a
-      checkpoint at the next step (:mod:`pgmoe_jax.training.preemption`).
+    pgmoe_jax.training.preemption.Preempted: a SIGTERM (to any process)
+      stopped training after saving a checkpoint at the next step.
   """
   run = config_lib.resolve(config)
   data_devices, space_devices = config_lib.mesh_shape(config)
@@ -250,28 +248,41 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def validation(score_fn, val_ds: data_lib.Dataset | None,
+               config: ml_collections.ConfigDict, sharding=None):
+  """``evaluate(params) -> metrics`` on ``val_ds`` with the one scorer
+  (``score_fn(params, batch)``, jitted), or ``None`` without ``val_ds``."""
+  if val_ds is None:
+    return None
+
+  def evaluate(params):
+    return scorer.summarize(scorer.score_dataset(
+        lambda batch: score_fn(params, batch), val_ds,
+        batch_size=config.train.eval_batch_size,
+        dtype=np.dtype(config.dtype), sharding=sharding))
+
+  return evaluate
+
+
 def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
            progress: Progress | None) -> TrainState:
   """:func:`train_and_evaluate` in a checked, locked workdir."""
   config = run.config
   dtype, grid, model = run.dtype, run.grid, run.model
-  num_steps = config.train.num_steps
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
 
   if jax.process_index() == 0:
     save_config(config, workdir)
   apply_fn = make_apply_fn(model)
-  schedule = make_schedule(config)
-  optimizer = make_optimizer(config)
   # Streamed potentials are drawn where they are used: split along the
   # batch, and along the first grid axis on a spatially sharded mesh.
   stream_sharding = (NamedSharding(mesh, spatial_spec(1 + grid.ndim,
                                                       grid.ndim))
                      if mesh.shape[SPACE_AXIS] > 1 else batch_sharding)
   train_step = make_train_step(
-      losses.make_loss_fn(run, apply_fn, stream_sharding), optimizer,
-      schedule)
+      losses.make_loss_fn(run, apply_fn, stream_sharding),
+      make_optimizer(config), make_schedule(config))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(init_key, config, model,
                              np.zeros((1,) + grid.shape, dtype),
@@ -282,21 +293,15 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
                dict(mesh.shape), jax.devices(),
                describe(config_lib.memory_estimate(config, run)))
 
-  ckpts = checkpoint.Checkpoints(
-      checkpoint.checkpoint_dir(workdir),
-      keep=config.train.keep_checkpoints,
-      best_metric=config.train.best_metric if val_ds is not None else None)
-  log = None
-  stack = contextlib.ExitStack()
-  raising = False
-  try:
+  with driver.closing() as closers:
+    ckpts = checkpoint.Checkpoints(
+        checkpoint.checkpoint_dir(workdir),
+        keep=config.train.keep_checkpoints,
+        best_metric=config.train.best_metric if val_ds is not None else None)
+    closers.append(ckpts.close)
     state, start = restore_or_keep(ckpts, state, workdir)
     log = MetricsLog(workdir, start, advice=ckpts.resume_advice)
-    if start >= num_steps:
-      logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
-                   num_steps)
-      return state
-
+    closers.append(log.close)
     np_dtype = np.dtype(config.dtype)
     resident = (resident_training_set(train_ds, np_dtype, replicated)
                 if run.uses_labels else None)
@@ -309,9 +314,6 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
 
     step_fn = jax.jit(keyed_step, donate_argnums=0,
                       out_shardings=(replicated, replicated))
-    # Scores come back replicated: every process reads whole metrics.
-    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid),
-                       out_shardings=replicated)
     if resident is not None:
       batches = resident_batch_indices(train_ds, config.train.batch_size,
                                        config.seed, start)
@@ -320,95 +322,20 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
                               start, np_dtype, batch_sharding)
     else:
       batches = itertools.repeat({})
-
-    pending: list[dict] = []
-    watch = stack.enter_context(PreemptionWatch())
-    clock = time.perf_counter()
-    last_log = start
-    other_seconds = 0.0  # evaluation and saving, not counted as training
-    for step in range(start, num_steps):
-      state, metrics = step_fn(state, next(batches), step_key, resident)
-      pending.append(metrics)
-      done = step + 1
-      is_last = done == num_steps
-      # Every process asks at every step; all get the same answer.
-      preempted = watch.reached(done)
-      is_log = done % config.train.log_every_steps == 0 or is_last
-      is_eval = val_ds is not None and (
-          done % config.train.eval_every_steps == 0 or is_last or (
-              done % config.train.checkpoint_every_steps == 0))
-      is_ckpt = (done % config.train.checkpoint_every_steps == 0 or is_last
-                 or preempted)
-      if is_log or is_ckpt or is_eval:
-        _check_finite(state, pending, done, ckpts)
-      if is_log:
-        now = time.perf_counter()
-        record = summarise(pending, (done - last_log) / max(
-            now - clock - other_seconds, 1e-9))
-        log.write(done, "train", record)
-        logging.info("step %d/%d train: %s", done, num_steps,
-                     _format(record))
-        pending, clock, last_log, other_seconds = [], now, done, 0.0
-      val = None
-      tic = time.perf_counter()
-      if is_eval:
-        params = state.params
-        val = scorer.summarize(scorer.score_dataset(
-            lambda batch, params=params: score_fn(params, batch), val_ds,
-            batch_size=config.train.eval_batch_size, dtype=np_dtype,
-            sharding=batch_sharding))
-        log.write(done, "val", val)
-        logging.info("step %d/%d val: %s", done, num_steps, _format(val))
-      if is_ckpt:
-        ckpts.save(done, state.params, state.opt_state,
-                   None if val is None else {
-                       f"val/{k}": v for k, v in val.items()})
-      other_seconds += time.perf_counter() - tic
-      if progress is not None:
-        progress(done, num_steps)
-      if preempted and not is_last:
-        ckpts.wait()
-        raise Preempted(done, ckpts.directory)
-    ckpts.wait()
-    logging.info("Finished at step %d; checkpoints %s in %s", num_steps,
-                 ckpts.steps(), ckpts.directory)
+    # Scores come back replicated: every process reads whole metrics.
+    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid),
+                       out_shardings=replicated)
+    outputs = driver.RunOutputs(
+        log, ckpts, validation(score_fn, val_ds, config, batch_sharding),
+        num_steps=config.train.num_steps)
+    state = driver.run_loop(
+        state, lambda state, batch: step_fn(state, batch, step_key,
+                                            resident), batches,
+        outputs, config.train, start=start, evaluate=val_ds is not None,
+        progress=progress)
+    logging.info("Finished at step %d; checkpoints %s in %s",
+                 config.train.num_steps, ckpts.steps(), ckpts.directory)
     return state
-  except BaseException:
-    raising = True
-    raise
-  finally:
-    close_all([stack.close, None if log is None else log.close, ckpts.close],
-              quietly=raising)
-
-
-def close_all(closers, *, quietly: bool) -> None:
-  """Calls every closer in order, even after one fails.
-
-  Args:
-    closers: functions of no argument (``None`` is skipped).
-    quietly: an error is already on its way to the caller: a closer's own
-      failure (often the same full disk) is logged, not raised over it.
-      Otherwise the first failure is raised once all have run.
-  """
-  first = None
-  for close in closers:
-    if close is None:
-      continue
-    try:
-      close()
-    except Exception as e:  # pylint: disable=broad-except
-      if quietly:
-        logging.info("After the error, closing also failed: %s",
-                     str(e).splitlines()[0] if str(e) else type(e).__name__)
-      elif first is None:
-        first = e
-  if first is not None:
-    raise first
-
-
-def _format(metrics) -> str:
-  return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                   for k, v in metrics.items())
 
 
 def restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
@@ -439,33 +366,3 @@ def restore_or_keep(ckpts: checkpoint.Checkpoints, state: TrainState,
   logging.info("Resumed from checkpoint step %d in %s", start,
                ckpts.directory)
   return state.replace(step=step, params=params, opt_state=opt_state), start
-
-
-def summarise(pending: list[dict], steps_per_sec: float) -> dict[str, float]:
-  """Means of the steps' metrics since the last log; ``lr`` of the last."""
-  values = fetch(pending)
-  record = {k: float(np.mean([m[k] for m in values]))
-            for k in values[0] if k != "finite"}
-  record["lr"] = float(values[-1]["lr"])
-  record["steps_per_sec"] = steps_per_sec
-  return record
-
-
-def _check_finite(state: TrainState, pending: list[dict], done: int,
-                  ckpts: checkpoint.Checkpoints) -> None:
-  """Raises FloatingPointError if a step since the last check was bad."""
-  bad = int(fetch(state.nonfinite_step))
-  if bad < 0:
-    return
-  first = done - len(pending)
-  loss = (float(fetch(pending[bad - first]["loss"]))
-          if 0 <= bad - first < len(pending) else float("nan"))
-  ckpts.wait()
-  last_good = ckpts.latest_step()
-  kept = (f"the last good checkpoint is step {last_good} in "
-          f"{ckpts.directory}" if last_good is not None else
-          "no checkpoint had been saved yet")
-  raise FloatingPointError(
-      f"Non-finite loss or gradients at step {bad} (loss {loss}); training "
-      f"stopped and that state was not saved; {kept}. Try a lower "
-      "optim.learning_rate or optim.grad_clip, or check the data.")

@@ -71,12 +71,14 @@ def augment(key: jax.Array, batch: Mapping[str, jax.Array],
 def energy_weight(config, step, weight=None) -> jax.Array:
   """The energy-loss weight at ``step`` under ``config.loss.schedule``.
 
-  ``weight`` (possibly traced) replaces ``config.loss.energy_weight``.
+  ``weight`` (possibly traced) replaces ``config.loss.energy_weight``; the
+  result is float32 either way.
   """
   loss = config.loss
-  w = float(loss.energy_weight) if weight is None else weight
+  w = jnp.asarray(loss.energy_weight if weight is None else weight,
+                  jnp.float32)
   if loss.schedule == "constant":
-    return jnp.asarray(w, jnp.float32) if weight is None else w
+    return w
   t = jnp.clip(jnp.asarray(step, jnp.float32) / max(int(loss.anneal_steps), 1),
                0.0, 1.0)
   return w * 0.5 * (1.0 - jnp.cos(math.pi * t))
@@ -93,10 +95,10 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
       the batch axis with it, so each device draws only its part of the
       global batch (JAX's partitionable PRNG makes the values the same for
       any device count): N devices stream N times the potentials per second.
-    hparams: per-member ``loss.energy_weight`` and ``loss.supervised_weight``
-      (possibly traced: a vmapped population,
-      :mod:`pgmoe_jax.training.population`); the config's otherwise. With
-      them the energy term is always built (a member's weight may be 0).
+    hparams: values that replace the config's ``loss.energy_weight`` and
+      ``loss.supervised_weight``, by those names; other keys are ignored.
+      They may be traced (a population member's, passed in by its vmapped
+      step, :mod:`pgmoe_jax.training.population`).
 
   Returns:
     A pure function; ``batch`` is a labelled batch (``{}`` in label-free
@@ -110,23 +112,20 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
   loss_cfg = config.loss
   supervised_fn = (infidelity if loss_cfg.supervised == "infidelity"
                    else normalized_mse)
-  if hparams is None:
-    w_config = float(loss_cfg.energy_weight)
-    w_supervised = loss_cfg.supervised_weight
-    energy_term = loss_cfg.energy_weight > 0
-  else:
-    w_config = hparams["loss.energy_weight"]
-    w_supervised = hparams["loss.supervised_weight"]
-    energy_term = True
+  hparams = hparams or {}
+  w_config = hparams.get("loss.energy_weight", loss_cfg.energy_weight)
+  w_supervised = hparams.get("loss.supervised_weight",
+                             loss_cfg.supervised_weight)
+  # An energy weight fixed at 0 leaves the term out of the gradient; a
+  # traced one may be 0 or not.
+  energy_term = not isinstance(w_config, (int, float)) or w_config > 0
 
   def loss_fn(params, batch, key, step):
     key_aug, key_stream = jax.random.split(key)
     # Label-free training has nothing to anneal against: full weight always.
-    w_energy = (energy_weight(config, step, None if hparams is None
-                              else w_config)
-                if loss_cfg.mode != "label_free"
-                else jnp.asarray(w_config, jnp.float32) if hparams is None
-                else w_config)
+    w_energy = (jnp.asarray(w_config, jnp.float32)
+                if loss_cfg.mode == "label_free"
+                else energy_weight(config, step, w_config))
     metrics = {"energy_weight": w_energy}
     total = 0.0
     if loss_cfg.mode != "label_free":

@@ -5,7 +5,10 @@ accelerator (and even a CPU's vector units) mostly idle. A population stacks
 the parameters and optimiser states of K *members* along a leading axis and
 trains them with one ``jax.vmap`` of the ordinary train step
 (:func:`pgmoe_jax.training.step.make_train_step`), so K runs cost one
-program.
+program. The vmapped step builds each member's optimiser and loss from its
+own hyperparameters (:func:`make_population_step`) and runs in the one
+training loop (:func:`pgmoe_jax.training.driver.run_loop`), whose hooks
+write each member as a single run writes itself.
 
 Members are ordinary runs: each has its own config and workdir, and ends
 with what ``train_and_evaluate`` would have left there (``config.json``,
@@ -45,8 +48,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from absl import logging
 import jax
@@ -60,17 +62,17 @@ from pgmoe_jax import models
 from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training import config as config_lib
+from pgmoe_jax.training import driver
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import loop
 from pgmoe_jax.training import workdir as workdir_lib
-from pgmoe_jax.training.preemption import Preempted
-from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.step import TrainState
+from pgmoe_jax.training.step import clipped_adamw
 from pgmoe_jax.training.step import create_train_state
 from pgmoe_jax.training.step import grad_clip_norm
-from pgmoe_jax.training.step import make_optimizer
 from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
+from pgmoe_jax.training.driver import Progress
 from pgmoe_jax.training.summaries import MetricsLog
 
 # Traced per member inside the vmapped step.
@@ -79,8 +81,6 @@ HYPERPARAMETERS = ("optim.weight_decay", "optim.grad_clip",
 # May differ between members: the learning-rate schedule, keys and data too.
 BATCHABLE = ("seed", "data.num_train", "optim.learning_rate",
              "optim.end_learning_rate_factor") + HYPERPARAMETERS
-
-Progress = Callable[[int, int], None]
 
 
 class MemberFailed(RuntimeError):
@@ -150,18 +150,21 @@ def make_population_step(run: config_lib.Run, apply_fn,
 
   Every argument has a leading member axis; ``keys`` are the members'
   step keys (folded with each member's step, as a single run does) and
-  ``hparams`` come from :func:`member_hyperparameters` of ``configs``.
+  ``hparams`` come from :func:`member_hyperparameters` of ``configs``. Each
+  member's step is the single run's
+  (:func:`~pgmoe_jax.training.step.make_train_step`) with its optimiser
+  (:func:`~pgmoe_jax.training.step.clipped_adamw`) and loss weights
+  (:func:`~pgmoe_jax.training.losses.make_loss_fn`'s ``hparams``) taken
+  from ``hparams``.
   """
-  config = run.config
   schedules = [make_schedule(c) for c in configs]
 
   def member_step(state: TrainState, batch, key, hparams):
     def schedule(count):
       return jnp.stack([s(count) for s in schedules])[hparams["member"]]
 
-    optimizer = make_optimizer(config, schedule=schedule,
-                               weight_decay=hparams["optim.weight_decay"],
-                               grad_clip=hparams["optim.grad_clip"])
+    optimizer = clipped_adamw(schedule, hparams["optim.weight_decay"],
+                              hparams["optim.grad_clip"])
     step = make_train_step(
         losses.make_loss_fn(run, apply_fn, hparams=hparams), optimizer,
         schedule)
@@ -212,23 +215,61 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
     raise ValueError("A population trains in one process; launch one "
                      "population per process instead.")
   runs = [config_lib.resolve(c) for c in configs]
-  device = jax.devices()[0]
-  mesh = loop.make_mesh([device])
   datasets = [loop.open_datasets(r, 1) for r in runs]
   workdirs = [checks.prepare_output_dir(w, "workdir") for w in workdirs]
   with contextlib.ExitStack() as held:
     for w in workdirs:
       held.enter_context(locks.exclusive(w, "workdir"))
-    return _train(runs, workdirs, datasets, mesh, progress)
+    return _train(runs, workdirs, datasets, progress)
 
 
-def _train(runs, workdirs, datasets, mesh, progress) -> list[TrainState]:
+class _Members:
+  """A population's :class:`~pgmoe_jax.training.driver.Hooks`: each member
+  still training is written through its own
+  :class:`~pgmoe_jax.training.driver.RunOutputs`; one that turned non-finite
+  stops there (:attr:`failed`: member -> step)."""
+
+  def __init__(self, outputs: list[driver.RunOutputs], workdirs, num_steps):
+    self.outputs, self.workdirs, self.num_steps = outputs, workdirs, num_steps
+    self.failed: dict[int, int] = {}
+    self.directory = ", ".join(o.directory for o in outputs)
+
+  def _live(self):
+    return [k for k in range(len(self.outputs)) if k not in self.failed]
+
+  def check(self, state, pending, step) -> None:
+    del pending, step
+    for k, bad in enumerate(np.asarray(state.nonfinite_step)):
+      if bad >= 0 and k not in self.failed:
+        self.failed[k] = int(bad)
+        logging.warning("Member %d (%s): non-finite loss or gradients at "
+                        "step %d; it stops there.", k, self.workdirs[k], bad)
+
+  def write_train(self, step, pending, steps_per_sec) -> None:
+    values = jax.device_get(pending)
+    for k in self._live():
+      self.outputs[k].write_train(step, [_member(m, k) for m in values],
+                                  steps_per_sec)
+    logging.info("step %d/%d: population of %d at %.3g steps/s", step,
+                 self.num_steps, len(self.outputs), steps_per_sec)
+
+  def evaluate_and_save(self, step, state, *, evaluate, save) -> None:
+    for k in self._live():
+      # A member resumed from before its newest checkpoint has them already.
+      self.outputs[k].evaluate_and_save(
+          step, _member(state, k), evaluate=evaluate,
+          save=save and step not in self.outputs[k].ckpts.steps())
+
+  def wait(self) -> None:
+    for o in self.outputs:
+      o.wait()
+
+
+def _train(runs, workdirs, datasets, progress) -> list[TrainState]:
   """:func:`train_population` in checked, locked workdirs."""
   run = runs[0]
   config, grid, model = run.config, run.grid, run.model
   configs = [r.config for r in runs]
-  num_steps = config.train.num_steps
-  members = range(len(runs))
   for c, w in zip(configs, workdirs):
     loop.save_config(c, w)
   apply_fn = loop.make_apply_fn(model)
@@ -240,105 +281,41 @@ def _train(runs, workdirs, datasets, mesh, progress) -> list[TrainState]:
   logging.info("Population of %d x %s on %s: %d parameters each; device %s",
                len(runs), config.model.name, grid,
                models.count_params(states[0].params), jax.devices()[0])
-  ckpts = [checkpoint.Checkpoints(
-      checkpoint.checkpoint_dir(w), keep=config.train.keep_checkpoints,
-      best_metric=(config.train.best_metric
-                   if datasets[0][1] is not None else None))
-           for w in workdirs]
-  logs: list[MetricsLog] = []
-  stack = contextlib.ExitStack()
-  raising = False
-  try:
+  evaluate = datasets[0][1] is not None
+  with driver.closing() as closers:
+    ckpts = []
+    for w in workdirs:
+      ckpts.append(checkpoint.Checkpoints(
+          checkpoint.checkpoint_dir(w), keep=config.train.keep_checkpoints,
+          best_metric=config.train.best_metric if evaluate else None))
+      closers.append(ckpts[-1].close)
     states, start = _restore(ckpts, states, workdirs)
-    logs = [MetricsLog(w, start, advice=c.resume_advice)
-            for w, c in zip(workdirs, ckpts)]
-    if start >= num_steps:
-      logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
-                   num_steps)
-      return states
+    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid))
+    outputs = []
+    for w, c, (_, val_ds) in zip(workdirs, ckpts, datasets):
+      log = MetricsLog(w, start, advice=c.resume_advice)
+      closers.append(log.close)
+      outputs.append(driver.RunOutputs(
+          log, c, loop.validation(score_fn, val_ds, config)))
     hparams = member_hyperparameters(configs, run.dtype)
     step_fn = jax.jit(make_population_step(run, apply_fn, configs),
                       donate_argnums=0)
-    score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid))
-    np_dtype = np.dtype(config.dtype)
-    streams = [loop.train_batches(
-        ds[0], c.train.batch_size, c.seed, start, np_dtype, None)
+    streams = [loop.train_batches(ds[0], c.train.batch_size, c.seed, start,
+                                  np.dtype(c.dtype), None)
                if r.uses_labels else itertools.repeat({})
                for ds, c, r in zip(datasets, configs, runs)]
-    state = _stack(states)
-    pending: list[dict] = []
-    failed: dict[int, int] = {}
-    watch = stack.enter_context(PreemptionWatch())
-    clock, last_log, other = time.perf_counter(), start, 0.0
-    for step in range(start, num_steps):
-      batch = _stack([next(s) for s in streams])
-      state, metrics = step_fn(state, batch, step_keys, hparams)
-      pending.append(metrics)
-      done = step + 1
-      is_last = done == num_steps
-      preempted = watch.reached(done)
-      train = config.train
-      is_log = done % train.log_every_steps == 0 or is_last
-      is_ckpt = (done % train.checkpoint_every_steps == 0 or is_last
-                 or preempted)
-      is_eval = datasets[0][1] is not None and (
-          done % train.eval_every_steps == 0 or is_last or (
-              done % train.checkpoint_every_steps == 0))
-      if is_log or is_ckpt or is_eval:
-        for k, bad in enumerate(np.asarray(state.nonfinite_step)):
-          if bad >= 0 and k not in failed:
-            failed[k] = int(bad)
-            logging.warning("Member %d (%s): non-finite loss or gradients "
-                            "at step %d; it stops there.", k, workdirs[k],
-                            bad)
-      if is_log:
-        now = time.perf_counter()
-        rate = (done - last_log) / max(now - clock - other, 1e-9)
-        values = jax.device_get(pending)
-        for k in members:
-          if k not in failed:
-            record = loop.summarise(
-                [_member(m, k) for m in values], rate)
-            logs[k].write(done, "train", record)
-        logging.info("step %d/%d: population of %d at %.3g steps/s",
-                     done, num_steps, len(runs), rate)
-        pending, clock, last_log, other = [], now, done, 0.0
-      tic = time.perf_counter()
-      for k in members:
-        if k in failed or not (is_eval or is_ckpt):
-          continue
-        params = _member(state.params, k)
-        val = None
-        if is_eval:
-          val = scorer.summarize(scorer.score_dataset(
-              lambda b, params=params: score_fn(params, b), datasets[k][1],
-              batch_size=config.train.eval_batch_size, dtype=np_dtype))
-          logs[k].write(done, "val", val)
-        if is_ckpt and done not in ckpts[k].steps():
-          ckpts[k].save(done, params, _member(state.opt_state, k),
-                        None if val is None else {
-                            f"val/{name}": v for name, v in val.items()})
-      other += time.perf_counter() - tic
-      if progress is not None:
-        progress(done, num_steps)
-      if preempted and not is_last:
-        for c in ckpts:
-          c.wait()
-        raise Preempted(done, ", ".join(c.directory for c in ckpts))
-    for c in ckpts:
-      c.wait()
-    if failed:
+    members = _Members(outputs, workdirs, config.train.num_steps)
+    state = driver.run_loop(
+        _stack(states),
+        lambda state, batch: step_fn(state, batch, step_keys, hparams),
+        map(lambda *batches: _stack(batches), *streams), members,
+        config.train, start=start, evaluate=evaluate, progress=progress)
+    if members.failed:
       raise MemberFailed({workdirs[k]: (
           f"non-finite loss or gradients at step {s}; its last good "
           f"checkpoint is step {ckpts[k].latest_step()}")
-                          for k, s in failed.items()})
-    return [_member(state, k) for k in members]
-  except BaseException:
-    raising = True
-    raise
-  finally:
-    loop.close_all([stack.close] + [log.close for log in logs]
-                   + [c.close for c in ckpts], quietly=raising)
+                          for k, s in members.failed.items()})
+    return [_member(state, k) for k in range(len(runs))]
 
 
 def _restore(ckpts, states, workdirs) -> tuple[list[TrainState], int]:

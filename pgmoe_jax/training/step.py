@@ -1,15 +1,18 @@
 """The optimiser, the train state and the pure train step.
 
-* :func:`make_optimizer` builds ``clip_by_global_norm -> adamw`` with a
-  warmup-cosine learning-rate schedule (:func:`make_schedule`) from the
-  ``optim`` section; :func:`create_train_state` initialises a
-  :class:`TrainState`; :func:`make_train_step` returns the pure, undecorated
-  ``train_step(state, batch, key) -> (state, metrics)`` that callers jit.
+* :func:`make_optimizer` builds :func:`clipped_adamw`
+  (``clip_by_global_norm -> adamw``) with a warmup-cosine learning-rate
+  schedule (:func:`make_schedule`) from the ``optim`` section;
+  :func:`create_train_state` initialises a :class:`TrainState`;
+  :func:`make_train_step` returns the pure, undecorated
+  ``train_step(state, batch, key) -> (state, metrics)`` that callers jit
+  (alone, or vmapped over a population's members).
 
 Non-finite guard: a step whose loss or gradient norm is not finite applies
 no update and records its step in ``TrainState.nonfinite_step``; once set,
 every later step leaves the state as it is (the last good parameters), and
-the loop stops with a message naming the step.
+the loop stops with a message naming the step (in a population, that member
+stops).
 """
 
 from __future__ import annotations
@@ -63,31 +66,29 @@ def grad_clip_norm(value: float) -> float:
   return float(value) if value > 0 else float("inf")
 
 
-def make_optimizer(config: ml_collections.ConfigDict, *,
-                   schedule: optax.Schedule | None = None,
-                   weight_decay: Any = None,
-                   grad_clip: Any = None) -> optax.GradientTransformation:
-  """``clip_by_global_norm(grad_clip)`` then AdamW on :func:`make_schedule`.
+def make_optimizer(
+    config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The ``optim`` section's :func:`clipped_adamw` on :func:`make_schedule`.
 
   ``grad_clip = 0`` clips at infinity rather than dropping the transform, so
   the optimiser state has the same structure either way and a run can be
   resumed with the other setting.
-
-  The keyword arguments replace the config's values, possibly with traced
-  ones (a vmapped population, :mod:`pgmoe_jax.training.population`):
-  ``grad_clip`` is then already a norm (:func:`grad_clip_norm`). The
-  state's structure is the same either way, so a population member's state
-  is an ordinary run's.
   """
   optim = config.optim
-  if grad_clip is None:
-    grad_clip = grad_clip_norm(optim.grad_clip)
-  if weight_decay is None:
-    weight_decay = optim.weight_decay
-  return optax.chain(
-      optax.clip_by_global_norm(grad_clip),
-      optax.adamw(make_schedule(config) if schedule is None else schedule,
-                  weight_decay=weight_decay))
+  return clipped_adamw(make_schedule(config), optim.weight_decay,
+                       grad_clip_norm(optim.grad_clip))
+
+
+def clipped_adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Any,
+                  clip_norm: Any) -> optax.GradientTransformation:
+  """``clip_by_global_norm(clip_norm)`` then AdamW.
+
+  The values may be traced (a population's step passes each member's), and
+  the state's structure does not depend on them, so a population member's
+  state is an ordinary run's.
+  """
+  return optax.chain(optax.clip_by_global_norm(clip_norm),
+                     optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
 def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
@@ -108,8 +109,8 @@ def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
   dtype = config_dtype(config)
   optimizer = make_optimizer(config)
 
-  # Jitted: op-by-op initialisation of a PG-MoE took 3x longer than
-  # compiling it. With a sharding (replicated over a mesh that may span
+  # Jitted: op-by-op initialisation of a PG-MoE is slower than compiling
+  # it. With a sharding (replicated over a mesh that may span
   # processes) every process makes the same state in place.
   @functools.partial(jax.jit, out_shardings=sharding)
   def init(key, v):
