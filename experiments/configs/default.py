@@ -167,6 +167,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.tiles = 4
   # Grid points each expert sees beyond its tile on every side.
   model.halo = 2
+  # The experts (pgmoe_jax.models.EXPERTS): "mlp" (each patch flattened
+  # into an MLP; what a config.json without this field means).
+  model.experts = "mlp"
   # Hidden layer widths of each expert MLP.
   model.expert_hidden = (64, 64)
   # True: one expert for all tiles, told its tile by a learned embedding;
