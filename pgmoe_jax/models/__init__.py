@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.models import conv_experts
 from pgmoe_jax.models import experts as experts_lib
 from pgmoe_jax.models import gates
 from pgmoe_jax.models import tiling
@@ -134,6 +135,7 @@ def make_mlp_experts(config: PGMoEConfig, tiles: tiling.Tiling):
 # Experts name -> factory(config, tiling) -> the experts module.
 EXPERTS: dict[str, Callable[..., Any]] = {
     "mlp": make_mlp_experts,
+    "conv": conv_experts.make_conv_experts,
 }
 
 
