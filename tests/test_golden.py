@@ -22,6 +22,7 @@ import pytest
 
 from helpers import import_script
 from pgmoe_jax import inference
+from pgmoe_jax import models
 from pgmoe_jax import pretrained
 from pgmoe_jax.models import gates
 
@@ -116,11 +117,15 @@ def _gate_iterations_0(name, model, monkeypatch):
 def _gate_iterations_1(name, model, monkeypatch):
   # Every level of the gate cut to 1 iteration, through the model's config.
   del name, monkeypatch
-  start = model.model.envelope_start_iters
+  fields = dict(model.config.model)
+  start = fields.get("envelope_start_iters", 6)
   start = 1 if np.ndim(start) == 0 else (1,) * len(start)
-  module = model.model.clone(envelope_iters=1, envelope_start_iters=start)
-  if module.envelope_start_iters == model.model.envelope_start_iters:
-    assert model.model.envelope_iters > 1
+  module = models.build_model(
+      {**fields, "envelope_iters": 1, "envelope_start_iters": start},
+      model.grid)
+  old, new = model.model.gate, module.gate
+  assert (old.envelope_iters, old.start_levels) != (new.envelope_iters,
+                                                    new.start_levels)
   return model.params, module
 
 

@@ -91,6 +91,33 @@ def test_tiles_gather_and_scatter_round_trip():
                                                                   tiles)]))
 
 
+def test_tiling_cuts_padded_patches_and_merges_tiles():
+  grid = Grid((8, 12), 10.0)
+  t = tiling.Tiling(grid, [2, 3], 1)
+  assert (t.tiles, t.tile_shape, t.patch_shape, t.num_tiles) == (
+      (2, 3), (4, 4), (6, 6), 6)
+  assert t == tiling.Tiling(grid, (2, 3), 1) and hash(t) == hash(
+      tiling.Tiling(grid, (2, 3), 1))
+  x = jnp.arange(2 * 8 * 12, dtype=jnp.float64).reshape(2, 8, 12)
+  patches = t.cut(x, "constant", -1.0)
+  assert patches.shape == (2, 6, 6, 6)
+  padded = jnp.pad(x, [(0, 0), (1, 1), (1, 1)], constant_values=-1.0)
+  np.testing.assert_array_equal(patches[:, 1 * 3 + 2], padded[:, 4:10, 8:14])
+  # Each patch without its halo is its tile; merged, they are the grid.
+  np.testing.assert_array_equal(t.merge(patches[:, :, 1:-1, 1:-1]), x)
+  np.testing.assert_array_equal(
+      t.merge(patches[:, :, 1:-1, 1:-1].reshape(2, 6, 16)), x)
+  # A halo wider than a tile is cut from the padded grid.
+  wide = tiling.Tiling(grid, (2, 3), 5)
+  np.testing.assert_array_equal(
+      wide.cut(x, "edge")[:, 4],
+      jnp.pad(x, [(0, 0), (5, 5), (5, 5)], mode="edge")[:, 4:18, 4:18])
+  with pytest.raises(ValueError, match="tiles=5 must divide"):
+    tiling.Tiling(grid, 5)
+  with pytest.raises(ValueError, match="halo must be >= 0"):
+    tiling.Tiling(grid, 2, -1)
+
+
 @pytest.mark.parametrize("shape, tiles, halo", [
     ((12,), (3,), 4), ((64, 64), (8, 8), 2), ((32, 32), (4, 4), 2),
     ((16, 16), (8, 8), 3), ((16, 16), (4, 4), 0), ((8, 12, 16), (2, 3, 4), 1),

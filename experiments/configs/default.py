@@ -167,7 +167,12 @@ def get_config() -> ml_collections.ConfigDict:
   model.tiles = 4
   # Grid points each expert sees beyond its tile on every side.
   model.halo = 2
-  # Hidden layer widths of each expert MLP.
+  # The experts (pgmoe_jax.models.EXPERTS): "mlp" (each patch flattened
+  # into an MLP; what a config.json without this field means) or "conv" (a
+  # small CNN on each patch, pgmoe_jax.models.conv_experts).
+  model.experts = "mlp"
+  # Hidden layer widths of each expert MLP ("conv": channels of each hidden
+  # convolution).
   model.expert_hidden = (64, 64)
   # True: one expert for all tiles, told its tile by a learned embedding;
   # False: separate experts (parameters stacked on a tile axis, vmapped).

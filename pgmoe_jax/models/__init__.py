@@ -6,24 +6,175 @@ one from the ``model`` section of a config; :func:`count_params` counts a
 parameter pytree.
 
 * ``dense``: the monolithic baseline (flattened V -> MLP -> n^d values).
-* ``pgmoe``: the Physics-Guided Mixture-of-Experts (tiles, vmapped experts,
-  a physics-guided gate); its parts are :mod:`~pgmoe_jax.models.gates`
-  (the :class:`~pgmoe_jax.models.gates.Gate` interface),
-  :mod:`~pgmoe_jax.models.experts` and :mod:`~pgmoe_jax.models.tiling`.
+* ``pgmoe``: the Physics-Guided Mixture-of-Experts,
+  :class:`~pgmoe_jax.models.pgmoe.PGMoE` composed of a gate, experts and a
+  :class:`~pgmoe_jax.models.tiling.Tiling`. The config section is flat
+  (:class:`PGMoEConfig`); its ``gate`` and ``experts`` names pick the
+  modules from :data:`GATES` and :data:`EXPERTS`, here and nowhere else: a
+  new gate or experts kind is a module with a factory
+  ``make(config: PGMoEConfig, ...) -> module`` and one registry line.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.models import conv_experts
+from pgmoe_jax.models import experts as experts_lib
+from pgmoe_jax.models import gates
+from pgmoe_jax.models import tiling
 from pgmoe_jax.models.dense import Dense
 from pgmoe_jax.models.pgmoe import PGMoE
 
-MODELS = {"dense": Dense, "pgmoe": PGMoE}
+
+@dataclasses.dataclass(frozen=True)
+class PGMoEConfig:
+  """The fields of a ``pgmoe`` config section (experiments/configs/
+  default.py documents each); the defaults are what a config.json without
+  the field means.
+
+  ``gate`` names a factory in :data:`GATES`, ``experts`` one in
+  :data:`EXPERTS`; the other fields are read by the factories (and the
+  model's own ``potential_scale``, ``input_clip``, ``correction_bound``,
+  ``damp_forbidden``).
+  """
+  tiles: int | Sequence[int] = 4
+  halo: int = 2
+  experts: str = "mlp"
+  expert_hidden: Sequence[int] = (64, 64)
+  shared_expert: bool = True
+  embedding_dim: int = 8
+  gate: str = "envelope"
+  coarse: int | Sequence[int] = 8
+  gate_hidden: Sequence[int] = (64,)
+  potential_scale: float = 10.0
+  expert_init_scale: float = 0.01
+  envelope_iters: int = 0
+  envelope_solver: str = "lobpcg"
+  envelope_start: int | Sequence[int] = 0
+  envelope_start_iters: int | Sequence[int] = 6
+  input_clip: float = 3.0
+  correction_bound: float = 5.0
+  damp_forbidden: bool = True
+
+  def coarse_shape(self, grid: Grid) -> tuple[int, ...]:
+    """The gate's grid per axis (``coarse=0``: the full grid), checked."""
+    if np.ndim(self.coarse) == 0 and int(self.coarse) == 0:
+      return grid.shape
+    coarse = tiling.per_axis(self.coarse, grid, "coarse")
+    if any(c < 2 or n % c for n, c in zip(grid.shape, coarse)):
+      raise ValueError(f"PG-MoE coarse={self.coarse!r} must divide the grid "
+                       f"{grid.shape} on every axis (and be >= 2).")
+    return coarse
+
+  def start_shape(self, grid: Grid) -> tuple[int, ...] | None:
+    """The gate's start grid per axis, or ``None`` (no coarse start)."""
+    start = self.envelope_start
+    if np.ndim(start) == 0 and int(start) == 0:
+      return None
+    if np.ndim(start) == 0:
+      start = (int(start),) * grid.ndim
+    if len(start) != grid.ndim:
+      raise ValueError(
+          f"PG-MoE envelope_start={self.envelope_start!r} needs one number "
+          f"or {grid.ndim} (one per axis).")
+    return tuple(int(s) for s in start)
+
+  def start_iters(self) -> int | tuple[int, ...]:
+    """``envelope_start_iters`` as an int or a tuple (hashable)."""
+    iters = self.envelope_start_iters
+    return int(iters) if np.ndim(iters) == 0 else tuple(int(k) for k in iters)
+
+
+def make_envelope(config: PGMoEConfig, grid: Grid) -> gates.EnvelopeGate:
+  """The physics envelope of ``config`` (built, so its start is checked)."""
+  if config.envelope_solver not in gates.ENVELOPE_SOLVERS:
+    raise ValueError(f"Unknown envelope_solver {config.envelope_solver!r}; "
+                     f"known: {', '.join(gates.ENVELOPE_SOLVERS)}.")
+  return gates.EnvelopeGate(grid, config.coarse_shape(grid),
+                            int(config.envelope_iters),
+                            config.envelope_solver, config.start_shape(grid),
+                            config.start_iters())
+
+
+def make_learned_gate(config: PGMoEConfig, grid: Grid,
+                      base: gates.EnvelopeGate | None) -> gates.LearnedGate:
+  """The gate network of ``config``, alone or correcting ``base``."""
+  return gates.LearnedGate(
+      grid, config.coarse_shape(grid), tuple(config.gate_hidden),
+      config.potential_scale, config.input_clip, config.correction_bound,
+      config.damp_forbidden, base=base)
+
+
+# Gate name -> factory(config, grid, envelope) -> the gate module; envelope
+# is the config's EnvelopeGate (what a gate may correct).
+GATES: dict[str, Callable[..., Any]] = {
+    "envelope": lambda config, grid, envelope: envelope,
+    "mlp": lambda config, grid, envelope: make_learned_gate(config, grid,
+                                                            None),
+    "both": make_learned_gate,
+}
+
+
+def make_mlp_experts(config: PGMoEConfig, tiles: tiling.Tiling):
+  """MLP experts: one shared with a tile embedding, or one per tile."""
+  if config.shared_expert:
+    return experts_lib.SharedExperts(
+        tiles.num_tiles, tuple(config.expert_hidden), tiles.tile_size,
+        config.embedding_dim, config.expert_init_scale)
+  return experts_lib.StackedExperts(
+      tiles.num_tiles, tuple(config.expert_hidden), tiles.tile_size,
+      config.expert_init_scale)
+
+
+# Experts name -> factory(config, tiling) -> the experts module.
+EXPERTS: dict[str, Callable[..., Any]] = {
+    "mlp": make_mlp_experts,
+    "conv": conv_experts.make_conv_experts,
+}
+
+
+def build_pgmoe(config: PGMoEConfig, grid: Grid) -> PGMoE:
+  """The PG-MoE of a flat config: its gate, experts and tiling.
+
+  Raises:
+    ValueError: an unknown gate or experts name, tiles or coarse grids
+      that do not divide the grid, a bad halo or gate start.
+  """
+  if config.gate not in GATES:
+    raise ValueError(f"Unknown gate {config.gate!r}; known gates: "
+                     f"{', '.join(GATES)}.")
+  if config.experts not in EXPERTS:
+    raise ValueError(f"Unknown experts {config.experts!r}; known experts: "
+                     f"{', '.join(EXPERTS)}.")
+  tiles = tiling.Tiling(grid, config.tiles, config.halo)
+  envelope = make_envelope(config, grid)
+  return PGMoE(gate=GATES[config.gate](config, grid, envelope),
+               experts=EXPERTS[config.experts](config, tiles),
+               tiling=tiles, envelope=envelope,
+               potential_scale=config.potential_scale,
+               input_clip=config.input_clip,
+               correction_bound=config.correction_bound,
+               damp_forbidden=config.damp_forbidden)
+
+
+def _build_dense(fields: dict[str, Any], grid: Grid) -> Dense:
+  return Dense(grid=grid, **fields)
+
+
+# Model name -> (the fields its section may hold, builder(fields, grid)).
+MODELS: dict[str, tuple[frozenset[str], Callable[..., Any]]] = {
+    "dense": (frozenset(Dense.__dataclass_fields__) - {"parent", "name",
+                                                       "grid"},
+              _build_dense),
+    "pgmoe": (frozenset(f.name for f in dataclasses.fields(PGMoEConfig)),
+              lambda fields, grid: build_pgmoe(PGMoEConfig(**fields), grid)),
+}
 
 
 def build_model(config: Any, grid: Grid):
@@ -31,7 +182,8 @@ def build_model(config: Any, grid: Grid):
 
   Args:
     config: the ``model`` section of a config (a ConfigDict or mapping);
-      ``name`` picks the class, every other field is passed to it.
+      ``name`` picks the model, every other field is one of its fields
+      (:class:`PGMoEConfig` for ``pgmoe``).
     grid: the grid the model works on.
 
   Raises:
@@ -43,15 +195,14 @@ def build_model(config: Any, grid: Grid):
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; known models: "
                      f"{', '.join(sorted(MODELS))}.")
-  cls = MODELS[name]
-  known = set(cls.__dataclass_fields__) - {"parent", "name", "grid"}
+  known, build = MODELS[name]
   unknown = sorted(set(fields) - known)
   if unknown:
     raise ValueError(f"Model {name!r} takes no field(s) {', '.join(unknown)}; "
                      f"its fields: {', '.join(sorted(known))}.")
   fields = {k: tuple(v) if isinstance(v, list) else v
             for k, v in fields.items()}
-  return cls(grid=grid, **fields)
+  return build(fields, grid)
 
 
 def count_params(params) -> int:

@@ -29,6 +29,11 @@ class Dense(nn.Module):
   hidden: Sequence[int] = (512, 512)
   potential_scale: float = 10.0
 
+  def activations_per_sample(self) -> int:
+    """The hidden layers (the input and output are grid-sized arrays,
+    counted apart)."""
+    return sum(int(h) for h in self.hidden)
+
   @nn.compact
   def __call__(self, potential: jax.Array) -> jax.Array:
     common.check_potential(potential, self.grid)

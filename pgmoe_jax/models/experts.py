@@ -1,23 +1,33 @@
 """PG-MoE experts: small networks, one per tile, applied in one batched call.
 
-Both take the tiles' features ``(b, T, F)``, or a sequence of feature
-blocks ``(b, T, F_i)`` that make them when concatenated (the same
-parameters and result, without the concatenated copy), and return per-tile
-log-amplitude corrections ``(b, T, S)`` (``S`` points per tile):
+The experts contract (what :class:`~pgmoe_jax.models.pgmoe.PGMoE` calls):
+``experts(patches (b, T, *patch, C)) -> corrections``, the per-tile
+log-amplitude corrections ``(b, T, *tile)`` or ``(b, T, S)`` (``S``
+points per tile, C order), where ``patches`` are the ``T`` tiles' patches
+(tile plus halo, :class:`~pgmoe_jax.models.tiling.Tiling`) with ``C``
+feature channels. An experts module also says how many activation values
+per sample it keeps for the backward pass
+(``activations_per_sample(input_shape)``, ``input_shape = (T, *patch,
+C)``), which the memory estimate of a run adds up.
+
+The MLP experts here see each patch flattened, channel by channel
+(channel 0's points in C order, then channel 1's, ...):
 
 * :class:`SharedExperts`: one network for all tiles, told which tile by a
   learned embedding (parameter ``tile_embedding``, network ``expert``); the
-  tile axis is folded into the batch, so it runs as plain matmuls.
+  tile axis stays a batch axis, so it runs as plain matmuls.
 * :class:`StackedExperts`: separate networks with parameters stacked on a
   leading tile axis (``experts``), applied with ``nn.vmap`` (a batched
   matmul per layer).
 
 The last layer starts at ``init_scale`` times the usual size, so an untrained
-model is its gate's envelope.
+model is its gate's envelope. Convolutional experts live in
+:mod:`pgmoe_jax.models.conv_experts`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -44,8 +54,9 @@ class SharedExperts(nn.Module):
   init_scale: float = 0.01
 
   @nn.compact
-  def __call__(self, features: jax.Array | Sequence[jax.Array]) -> jax.Array:
-    parts = _parts(features)
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    """``(b, T, *patch, C) -> (b, T, S)``."""
+    parts = channel_blocks(patches)
     embedding = self.param("tile_embedding", nn.initializers.normal(1.0),
                            (self.num_tiles, self.embedding_dim))
     expert = common.MLP(self.hidden, self.out_size,
@@ -59,6 +70,12 @@ class SharedExperts(nn.Module):
     # The embedding (T, E) broadcasts over the batch in the first layer.
     return expert(parts + [embedding])
 
+  def activations_per_sample(self, input_shape: Sequence[int]) -> int:
+    """Input, embedding, hidden layers and output, per tile."""
+    return self.num_tiles * (
+        math.prod(input_shape[1:]) + self.embedding_dim
+        + sum(int(h) for h in self.hidden) + self.out_size)
+
 
 class StackedExperts(nn.Module):
   """Separate expert networks, parameters stacked on a tile axis.
@@ -71,8 +88,9 @@ class StackedExperts(nn.Module):
   init_scale: float = 0.01
 
   @nn.compact
-  def __call__(self, features: jax.Array | Sequence[jax.Array]) -> jax.Array:
-    parts = _parts(features)
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    """``(b, T, *patch, C) -> (b, T, S)``."""
+    parts = channel_blocks(patches)
     features = parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)
     experts = nn.vmap(
         common.MLP, variable_axes={"params": 0},
@@ -82,7 +100,20 @@ class StackedExperts(nn.Module):
                                   name="experts")
     return experts(features)
 
+  def activations_per_sample(self, input_shape: Sequence[int]) -> int:
+    """Input, hidden layers and output, per tile."""
+    return self.num_tiles * (
+        math.prod(input_shape[1:]) + sum(int(h) for h in self.hidden)
+        + self.out_size)
 
-def _parts(features) -> list[jax.Array]:
-  """Feature blocks as a list (one array is one block)."""
-  return [features] if isinstance(features, jax.Array) else list(features)
+
+def channel_blocks(patches: jax.Array) -> list[jax.Array]:
+  """``(b, T, *patch, C)`` as ``C`` blocks ``(b, T, P)``, one per channel.
+
+  The flat features of an MLP expert are their concatenation; the MLP's
+  first layer takes the blocks apart (:class:`~pgmoe_jax.models.common.
+  PartsDense`), so no concatenated copy is formed.
+  """
+  b, t = patches.shape[:2]
+  return [patches[..., c].reshape(b, t, -1)
+          for c in range(patches.shape[-1])]

@@ -16,7 +16,10 @@ estimate of the ground-state energy, or ``None`` for a gate without one.
   outputs the coarse log-envelope, on its own or as a bounded correction on
   top of an :class:`EnvelopeGate` (``base``).
 
-Gates that have parameters keep them under the name ``"gate"``.
+Gates that have parameters keep them under the name ``"gate"``. Every gate
+also says how many activation values per sample it keeps for the backward
+pass beyond the grid-sized arrays (``activations_per_sample()``), which
+the memory estimate of a run adds up.
 """
 
 from __future__ import annotations
@@ -176,6 +179,10 @@ class EnvelopeGate(nn.Module):
     return GateOutput(jax.lax.stop_gradient(log_env.reshape(v.shape)),
                       jax.lax.stop_gradient(energy))
 
+  def activations_per_sample(self) -> int:
+    """None beyond the grid-sized arrays: no parameters, no gradient."""
+    return 0
+
   def cascade_levels(self) -> tuple[tuple[Grid, ...], tuple[int, ...]]:
     """The gate's cascade: its levels (coarsest first) and iterations."""
     coarse_grid = self.coarse_grid
@@ -210,6 +217,10 @@ class LearnedGate(nn.Module):
   correction_bound: float = 5.0
   damp_forbidden: bool = True
   base: EnvelopeGate | None = None
+
+  def activations_per_sample(self) -> int:
+    """The network's input, hidden layers and output."""
+    return 2 * math.prod(self.coarse) + sum(int(h) for h in self.hidden)
 
   @nn.compact
   def __call__(self, potential: jax.Array) -> GateOutput:

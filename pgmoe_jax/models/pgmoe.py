@@ -1,10 +1,10 @@
 r"""PG-MoE: a Physics-Guided Mixture-of-Experts for ground states.
 
-The grid is cut into tiles (``tiles`` per axis). Per tile, an expert MLP sees
-the tile's potential plus a ``halo`` of neighbouring points and predicts the
-tile's log-amplitude; where the particle sits is a global question that no
-local expert can answer, so a gate that sees the whole potential coarsely
-supplies a smooth log-envelope. The state is
+The grid is cut into tiles (``tiles`` per axis). Per tile, an expert network
+sees the tile's potential plus a ``halo`` of neighbouring points and
+predicts the tile's log-amplitude; where the particle sits is a global
+question that no local expert can answer, so a gate that sees the whole
+potential coarsely supplies a smooth log-envelope. The state is
 
 .. math:: \psi = \mathcal{N} \exp(g(x) + e_t(x)),\quad x \in \text{tile } t,
 
@@ -12,48 +12,52 @@ with ``g`` the gate's log-envelope interpolated to the fine grid and ``e_t``
 expert ``t``'s correction; positive by construction and normalised so
 that ``sum(psi**2) prod(h) = 1``.
 
-Gates (``gate``, :mod:`pgmoe_jax.models.gates`):
+The model is composed of modules, built from a config's names by
+:func:`pgmoe_jax.models.build_model` (its ``GATES`` and ``EXPERTS``
+registries):
 
-* ``"envelope"``: the ground state of the Hamiltonian on a coarse grid
-  (``coarse`` points per axis, the potential averaged over blocks), solved
-  inside the model. No parameters; it also gives an energy estimate
-  ``E_c``, and each expert sees its tile's ``(V - E_c)``: given E the
-  problem ``-1/2 Lap psi + (V - E) psi = 0`` is local.
-* ``"mlp"``: a small network on the block-averaged potential that outputs the
-  coarse log-envelope.
-* ``"both"``: the envelope plus the network's learned correction.
+* a gate (:mod:`pgmoe_jax.models.gates`, the
+  :class:`~pgmoe_jax.models.gates.Gate` contract): ``gate(V) ->
+  (log_envelope (b, *coarse), E or None)``. ``EnvelopeGate``: the ground
+  state of the Hamiltonian on a coarse grid, solved inside the model (no
+  parameters), and its energy ``E_c``; each expert then sees its tile's
+  ``(V - E_c)``: given E the problem ``-1/2 Lap psi + (V - E) psi = 0`` is
+  local. ``LearnedGate``: a small network on the block-averaged potential,
+  alone or correcting an ``EnvelopeGate``.
+* experts (:mod:`pgmoe_jax.models.experts`,
+  :mod:`pgmoe_jax.models.conv_experts`): ``experts(patches (b, T, *patch,
+  C)) -> (b, T, *tile)`` per-tile corrections, where the ``C = 2``
+  channels are the squashed ``(V - E) / potential_scale`` and the
+  envelope centred per patch.
+* a :class:`~pgmoe_jax.models.tiling.Tiling`: the tiles, the halo, and
+  the cut of a field into patches and the merge of the corrections.
 
-Experts (:mod:`pgmoe_jax.models.experts`): separate parameters stacked on a
-leading tile axis and applied with ``nn.vmap``, or ``shared_expert=True``:
-one network for all tiles, told which tile by a learned embedding. Experts
-start near zero, so an untrained model is its gate's envelope, and
+Experts start near zero, so an untrained model is its gate's envelope, and
 ``model.apply(variables, V, use_experts=False)`` is exactly the gate's
 envelope for a trained one (the ablation).
 
 Parameter names (``gate``, ``expert`` with ``tile_embedding``, or
 ``experts``) sit at the top of the parameter tree: the gate and expert
-modules share the model's scope, so checkpoints of every release load.
+modules share the model's scope (under the module names ``gate_module``
+and ``expert_module``, which hold no parameters of their own), so
+checkpoints of every release load.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.models import common
-from pgmoe_jax.models import experts as experts_lib
 from pgmoe_jax.models import gates
-from pgmoe_jax.models import tiling
+from pgmoe_jax.models import tiling as tiling_lib
 from pgmoe_jax.sharding import constrain_space
 from pgmoe_jax.variational import normalize_unchecked
 
-GATES = ("envelope", "mlp", "both")
 # Beyond a Dirichlet wall V is infinite; the experts' padded input stands for
 # it with this value of (V - E) / potential_scale (3.3x the input clip, so
 # it saturates the squashed input like any wall far above the energy).
@@ -64,42 +68,16 @@ class PGMoE(nn.Module):
   """Physics-Guided Mixture-of-Experts (see the module docstring).
 
   Attributes:
-    grid: the grid.
-    tiles: tiles per axis (one number or one per axis); must divide the grid.
-    halo: extra grid points each expert sees beyond its tile on every side.
-    expert_hidden: hidden widths of each expert MLP.
-    shared_expert: one expert for all tiles plus a tile embedding, instead of
-      separate experts.
-    embedding_dim: size of the tile embedding (shared expert only).
-    gate: ``"envelope"``, ``"mlp"`` or ``"both"``.
-    coarse: coarse grid points per axis for the gate; must divide the grid.
-      0 is the full grid: the gate's physics solve runs at full resolution
-      (with ``envelope_iters > 0`` a fixed number of iterations).
-    gate_hidden: hidden widths of the gate network (``"mlp"``, ``"both"``).
+    gate: the gate module (``gate(V) -> GateOutput``), e.g.
+      :class:`~pgmoe_jax.models.gates.EnvelopeGate`.
+    experts: the experts module (``experts(patches (b, T, *patch, C)) ->
+      (b, T, *tile)`` or ``(b, T, S)``), e.g.
+      :class:`~pgmoe_jax.models.experts.SharedExperts`.
+    tiling: the tiles and the halo each expert sees.
+    envelope: the physics envelope :meth:`coarse_envelope` returns; ``None``
+      takes the gate itself, or the envelope it corrects (``gate.base``).
     potential_scale: potentials are divided by this (Hartree) for the
       networks.
-    expert_init_scale: scale of the experts' last layer at initialisation.
-    envelope_iters: 0 solves the coarse Hamiltonian exactly with a dense
-      ``eigh`` (cost grows like coarse^(3d)); ``k > 0`` runs ``k`` iterations
-      of the matrix-free LOBPCG of :mod:`pgmoe_jax.solvers.lobpcg` instead,
-      which makes coarse grids of 16 or 32 per axis affordable.
-    envelope_solver: with ``envelope_iters > 0``, ``"lobpcg"`` (the
-      vmapped JAX LOBPCG with a 2-vector block; the default, so models
-      trained before 0.3 predict what they always did) or ``"fixed"`` (a
-      batched single-vector LOBPCG built for throughput, about 4x faster per
-      iteration: :mod:`pgmoe_jax.solvers.fixed_iters`).
-    envelope_start: 0: the gate's iterations start from the kinetic
-      operator's lowest mode; ``s > 0`` (one number or one per axis,
-      dividing the gate's grid): coarse-to-fine, they start from the ground
-      state on an ``s``-point grid, interpolated (``envelope_solver=
-      "fixed"`` only). The start grid finds the right well cheaply, so
-      fewer gate iterations reach the same envelope error.
-    envelope_start_iters: iterations of the fixed-cost solver on the start
-      grid (0: an exact dense ``eigh`` there), or one count per level,
-      coarsest first, for a chain of start grids that halve per axis below
-      ``envelope_start`` (``(4, 2)`` with ``envelope_start=32`` on a 64x64
-      gate: 4 iterations at 16x16, 2 at 32x32, then ``envelope_iters`` at
-      64x64).
     input_clip: scaled potentials enter the networks squashed smoothly into
       ``(-input_clip, input_clip)`` (``c tanh(x / c)``): far above the energy
       the state just decays, and a harmonic wall of 200 Ha must not drive the
@@ -113,117 +91,79 @@ class PGMoE(nn.Module):
       potentials showed, the state follows the physics envelope. Inside the
       training range (``x <= 1``) the factor is exactly 1.
   """
-  grid: Grid
-  tiles: int | Sequence[int] = 4
-  halo: int = 2
-  expert_hidden: Sequence[int] = (64, 64)
-  shared_expert: bool = True
-  embedding_dim: int = 8
-  gate: str = "envelope"
-  coarse: int | Sequence[int] = 8
-  gate_hidden: Sequence[int] = (64,)
+  gate: nn.Module
+  experts: nn.Module
+  tiling: tiling_lib.Tiling
+  envelope: gates.EnvelopeGate | None = None
   potential_scale: float = 10.0
-  expert_init_scale: float = 0.01
-  envelope_iters: int = 0
-  envelope_solver: str = "lobpcg"
-  envelope_start: int | Sequence[int] = 0
-  envelope_start_iters: int | Sequence[int] = 6
   input_clip: float = 3.0
   correction_bound: float = 5.0
   damp_forbidden: bool = True
 
+  # Submodules passed in keep the names given here (flax names an adopted
+  # module by its attribute otherwise): the gate and the experts share
+  # this module's scope, where the names "gate" and "experts" belong to
+  # their parameters.
+  preserve_adopted_names = True
+
   def __post_init__(self):
+    for field, name in (("gate", "gate_module"),
+                        ("experts", "expert_module"),
+                        ("envelope", "envelope")):
+      module = getattr(self, field)
+      if module is not None and module.parent is None and module.name is None:
+        object.__setattr__(self, field, module.clone(name=name))
     super().__post_init__()
-    tiles = tiling.per_axis(self.tiles, self.grid, "tiles")
-    coarse = self.coarse_shape
-    for n, t, c in zip(self.grid.shape, tiles, coarse):
-      if t < 1 or n % t:
-        raise ValueError(f"PG-MoE tiles={self.tiles!r} must divide the grid "
-                         f"{self.grid.shape} on every axis.")
-      if c < 2 or n % c:
-        raise ValueError(f"PG-MoE coarse={self.coarse!r} must divide the grid "
-                         f"{self.grid.shape} on every axis (and be >= 2).")
-    if self.gate not in GATES:
-      raise ValueError(f"Unknown gate {self.gate!r}; known gates: "
-                       f"{', '.join(GATES)}.")
-    if self.envelope_solver not in gates.ENVELOPE_SOLVERS:
-      raise ValueError(f"Unknown envelope_solver {self.envelope_solver!r}; "
-                       f"known: {', '.join(gates.ENVELOPE_SOLVERS)}.")
-    if self.halo < 0:
-      raise ValueError(f"PG-MoE halo must be >= 0, got {self.halo}.")
-    # The gate checks its start grid when built (a flax submodule is built
-    # lazily): build one here so a bad config fails at construction.
-    gates.EnvelopeGate(self.grid, coarse, int(self.envelope_iters),
-                       self.envelope_solver, self.start_shape,
-                       self.start_iters, parent=None)
+
+  @property
+  def grid(self) -> Grid:
+    return self.tiling.grid
 
   @property
   def coarse_shape(self) -> tuple[int, ...]:
-    """The gate's grid per axis (``coarse=0``: the full grid)."""
-    if np.ndim(self.coarse) == 0 and int(self.coarse) == 0:
-      return self.grid.shape
-    return tiling.per_axis(self.coarse, self.grid, "coarse")
-
-  @property
-  def start_shape(self) -> tuple[int, ...] | None:
-    """The gate's start grid per axis, or ``None`` (no coarse start)."""
-    if np.ndim(self.envelope_start) == 0 and int(self.envelope_start) == 0:
-      return None
-    start = self.envelope_start
-    if np.ndim(start) == 0:
-      start = (int(start),) * self.grid.ndim
-    if len(start) != self.grid.ndim:
-      raise ValueError(
-          f"PG-MoE envelope_start={self.envelope_start!r} needs one number "
-          f"or {self.grid.ndim} (one per axis).")
-    return tuple(int(s) for s in start)
-
-  @property
-  def start_iters(self) -> int | tuple[int, ...]:
-    """``envelope_start_iters`` as an int or a tuple (hashable)."""
-    iters = self.envelope_start_iters
-    return int(iters) if np.ndim(iters) == 0 else tuple(int(k) for k in iters)
+    """The gate's grid per axis."""
+    return tuple(self.gate.coarse)
 
   @property
   def tile_shape(self) -> tuple[int, ...]:
-    tiles = tiling.per_axis(self.tiles, self.grid, "tiles")
-    return tuple(n // t for n, t in zip(self.grid.shape, tiles))
+    return self.tiling.tile_shape
 
   @property
   def num_tiles(self) -> int:
-    return math.prod(tiling.per_axis(self.tiles, self.grid, "tiles"))
+    return self.tiling.num_tiles
 
   def setup(self):
-    coarse = self.coarse_shape
-    self.envelope = gates.EnvelopeGate(
-        self.grid, coarse, int(self.envelope_iters), self.envelope_solver,
-        self.start_shape, self.start_iters)
-    if self.gate == "envelope":
-      self.gate_module = self.envelope
-    else:
-      self.gate_module = gates.LearnedGate(
-          self.grid, coarse, tuple(self.gate_hidden), self.potential_scale,
-          self.input_clip, self.correction_bound, self.damp_forbidden,
-          base=self.envelope if self.gate == "both" else None)
-      nn.share_scope(self, self.gate_module)
-    out_size = math.prod(self.tile_shape)
-    if self.shared_expert:
-      self.expert_module = experts_lib.SharedExperts(
-          self.num_tiles, tuple(self.expert_hidden), out_size,
-          self.embedding_dim, self.expert_init_scale)
-    else:
-      self.expert_module = experts_lib.StackedExperts(
-          self.num_tiles, tuple(self.expert_hidden), out_size,
-          self.expert_init_scale)
-    nn.share_scope(self, self.expert_module)
+    nn.share_scope(self, self.gate)
+    nn.share_scope(self, self.experts)
+
+  def physics_envelope(self) -> gates.EnvelopeGate:
+    """The module behind :meth:`coarse_envelope`."""
+    if self.envelope is not None:
+      return self.envelope
+    if isinstance(self.gate, gates.EnvelopeGate):
+      return self.gate
+    base = getattr(self.gate, "base", None)
+    if base is None:
+      raise ValueError("This PG-MoE has no physics envelope: pass envelope= "
+                       "(an EnvelopeGate) to use coarse_envelope.")
+    return base
 
   def coarse_envelope(self, potential: jax.Array):
     """The physics envelope alone: ``(log_envelope (b, *coarse), E_c (b,))``.
 
-    The coarse Hamiltonian's ground state whatever ``gate`` is (for timing
+    The coarse Hamiltonian's ground state whatever the gate is (for timing
     the physics gate, and for inspection).
     """
-    return tuple(self.envelope(potential))
+    return tuple(self.physics_envelope()(potential))
+
+  def activations_per_sample(self) -> int:
+    """Activation values per sample the gate and the experts keep for the
+    backward pass (the grid-sized arrays are counted apart:
+    :func:`pgmoe_jax.memory.training_estimate`)."""
+    t = self.tiling
+    count = _ask(self.gate)
+    return count + _ask(self.experts,
+                        (t.num_tiles,) + t.patch_shape + (NUM_CHANNELS,))
 
   def __call__(self, potential: jax.Array,
                use_experts: bool = True) -> jax.Array:
@@ -237,19 +177,18 @@ class PGMoE(nn.Module):
     Returns:
       ``(b, *grid.shape)`` positive, normalised states.
     """
-    common.check_potential(potential, self.grid)
     grid = self.grid
+    common.check_potential(potential, grid)
     b = potential.shape[0]
-    coarse = self.coarse_shape
     scale = self.potential_scale
 
-    log_env, e_est = self.gate_module(potential)
+    log_env, e_est = self.gate(potential)
     if e_est is None:
       e_est = jnp.zeros((b,), potential.dtype)
-    if tuple(coarse) == grid.shape:
+    if tuple(log_env.shape[1:]) == grid.shape:
       base = log_env  # the full-grid gate: interpolation is the identity
     else:
-      base = tiling.interpolate(log_env, grid)  # (b, *grid.shape)
+      base = tiling_lib.interpolate(log_env, grid)  # (b, *grid.shape)
     # Under a spatially sharded mesh: split like the potential (a no-op
     # otherwise, pgmoe_jax.sharding).
     base = constrain_space(base, grid.ndim)
@@ -257,7 +196,7 @@ class PGMoE(nn.Module):
       return _to_state(base, grid)
 
     # Experts: per tile, (V - E)/scale and the envelope around it.
-    tiles = tiling.per_axis(self.tiles, grid, "tiles")
+    t = self.tiling
     shifted = (potential - e_est.reshape((b,) + (1,) * grid.ndim)) / scale
     v_mode, env_mode = (("constant", "edge") if grid.boundary == "dirichlet"
                         else ("wrap", "wrap"))
@@ -265,39 +204,41 @@ class PGMoE(nn.Module):
     # same values; the wall beyond a Dirichlet edge squashed alike).
     wall = common.squash(jnp.asarray(DIRICHLET_WALL, shifted.dtype),
                          self.input_clip)
-    v_tiles = self._tiles(common.squash(shifted, self.input_clip), tiles,
-                          v_mode, wall)
-    env_tiles = self._tiles(base, tiles, env_mode)
-    env_tiles = env_tiles - env_tiles.mean(-1, keepdims=True)
-    # Two feature blocks (b, T, P) the experts' first layer takes apart (no
-    # concatenated copy): tiles in C order, split like the grid's first
-    # axis under a spatially sharded mesh (a no-op otherwise).
-    features = [constrain_space(v_tiles, 2), constrain_space(env_tiles, 2)]
-    correction = common.squash(
-        constrain_space(self.expert_module(features), 2),
-        self.correction_bound)
-    correction = tiling.merge_tiles(correction, tiles, self.tile_shape)
+    v_patches = t.cut(common.squash(shifted, self.input_clip), v_mode, wall)
+    env_patches = t.cut(base, env_mode)
+    # The envelope centred per patch (its mean over the patch's points, in
+    # C order).
+    flat = env_patches.reshape(b, t.num_tiles, -1)
+    env_patches = (flat - flat.mean(-1, keepdims=True)).reshape(
+        env_patches.shape)
+    # Channels last (b, T, *patch, C): tiles in C order, split like the
+    # grid's first axis under a spatially sharded mesh (a no-op
+    # otherwise).
+    patches = _constrain_tiles(jnp.stack([v_patches, env_patches], -1))
+    correction = common.squash(_constrain_tiles(self.experts(patches)),
+                               self.correction_bound)
+    correction = t.merge(correction)
     if self.damp_forbidden:
       correction = correction * common.damping(shifted)
     return _to_state(base + correction, grid)
 
-  def _tiles(self, x: jax.Array, tiles, mode: str,
-             wall: float | jax.Array = DIRICHLET_WALL) -> jax.Array:
-    """Each tile's patch of ``x (b, *grid.shape)`` and halo, ``(b, T, P)``.
 
-    Beyond the grid the halo holds ``wall`` (``"constant"``), the edge
-    value (``"edge"``) or the other side (``"wrap"``). Halos within a
-    tile's size come from the neighbouring tiles (no padded copy of the
-    grid; a spatially sharded grid exchanges only the halos); wider ones
-    from a padded grid.
-    """
-    if self.halo <= min(self.tile_shape):
-      return tiling.extract_tiles_with_halos(x, tiles, self.tile_shape,
-                                             self.halo, mode, wall)
-    pad = [(0, 0)] + [(self.halo, self.halo)] * self.grid.ndim
-    kwargs = dict(constant_values=wall) if mode == "constant" else {}
-    return tiling.extract_tiles(jnp.pad(x, pad, mode=mode, **kwargs), tiles,
-                                self.tile_shape, self.halo)
+# The experts' input channels: (V - E) / potential_scale and the envelope.
+NUM_CHANNELS = 2
+
+
+def _constrain_tiles(x: jax.Array) -> jax.Array:
+  """``x (b, T, ...)`` with its tile axis split over the space devices."""
+  return constrain_space(x, x.ndim - 1)
+
+
+def _ask(module, *args) -> int:
+  """A module's ``activations_per_sample(*args)``; a module that does not
+  say counts its input alone (the experts) or nothing (a gate)."""
+  method = getattr(module, "activations_per_sample", None)
+  if method is not None:
+    return int(method(*args))
+  return math.prod(args[0]) if args else 0
 
 
 def _to_state(log_psi: jax.Array, grid: Grid) -> jax.Array:

@@ -1,11 +1,17 @@
 """Geometry of PG-MoE: tiles with halos, coarse grids and their interpolation.
 
-Pure NumPy index and matrix builders (compile-time constants under ``jit``)
-and two small JAX maps; no parameters.
+:class:`Tiling` is the value object a PG-MoE model holds: the grid, the
+tiles per axis and the halo, with the derived shapes (tile, patch) and the
+two maps between a field on the grid and its per-tile patches
+(:meth:`Tiling.cut`, :meth:`Tiling.merge`), as jax-cfd's ``Grid`` owns
+offsets and spacing. Below it, the pure NumPy index and matrix builders
+(compile-time constants under ``jit``) and the JAX maps it uses; no
+parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -29,6 +35,101 @@ def per_axis(value: int | Sequence[int], grid: Grid,
     raise ValueError(f"PG-MoE {name}={value!r} needs one value or one per "
                      f"axis ({grid.ndim}).")
   return tuple(int(v) for v in values)
+
+
+# Halo modes of :meth:`Tiling.cut`: beyond the grid a halo holds a constant,
+# the edge value or the other side.
+HALO_MODES = ("constant", "edge", "wrap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+  """The grid cut into equal tiles, each seen with a halo (a value object).
+
+  Frozen and hashable: a flax module holds it as a static field.
+
+  Attributes:
+    grid: the grid.
+    tiles: tiles per axis (one number, or one per axis; stored as a tuple);
+      each divides the grid's points on its axis.
+    halo: grid points each patch adds around its tile on every side.
+
+  Shapes: ``T = num_tiles`` tiles in C order; a tile is ``tile_shape``
+  points, its patch (tile plus halo) ``patch_shape``.
+
+  Raises:
+    ValueError: tiles that do not divide the grid, or a negative halo.
+  """
+  grid: Grid
+  tiles: int | tuple[int, ...]
+  halo: int = 0
+
+  def __post_init__(self):
+    tiles = per_axis(self.tiles, self.grid, "tiles")
+    if any(t < 1 or n % t for n, t in zip(self.grid.shape, tiles)):
+      raise ValueError(f"PG-MoE tiles={self.tiles!r} must divide the grid "
+                       f"{self.grid.shape} on every axis.")
+    object.__setattr__(self, "tiles", tiles)
+    object.__setattr__(self, "halo", int(self.halo))
+    if self.halo < 0:
+      raise ValueError(f"PG-MoE halo must be >= 0, got {self.halo}.")
+
+  @property
+  def num_tiles(self) -> int:
+    """T, the number of tiles."""
+    return math.prod(self.tiles)
+
+  @property
+  def tile_shape(self) -> tuple[int, ...]:
+    """Points of one tile per axis."""
+    return tuple(n // t for n, t in zip(self.grid.shape, self.tiles))
+
+  @property
+  def patch_shape(self) -> tuple[int, ...]:
+    """Points of one patch (tile plus halo on both sides) per axis."""
+    return tuple(s + 2 * self.halo for s in self.tile_shape)
+
+  @property
+  def tile_size(self) -> int:
+    """S, points per tile."""
+    return math.prod(self.tile_shape)
+
+  @property
+  def patch_size(self) -> int:
+    """P, points per patch."""
+    return math.prod(self.patch_shape)
+
+  def cut(self, x: jax.Array, mode: str = "constant",
+          constant: float | jax.Array = 0.0) -> jax.Array:
+    """Each tile's patch of a field: ``x (b, *grid.shape) -> (b, T, *patch)``.
+
+    Beyond the grid a halo holds ``constant`` (``mode="constant"``), the
+    edge value (``"edge"``) or the other side (``"wrap"``). Halos within a
+    tile's size come from the neighbouring tiles (no padded copy of the
+    grid; a spatially sharded grid exchanges only the halos); wider ones
+    from a padded grid. The values are those of padding ``x`` by ``halo``
+    with ``jnp.pad(mode=mode)`` and slicing each patch.
+    """
+    if mode not in HALO_MODES:
+      raise ValueError(f"Unknown halo mode {mode!r}; known: "
+                       f"{', '.join(HALO_MODES)}.")
+    if self.halo <= min(self.tile_shape):
+      flat = extract_tiles_with_halos(x, self.tiles, self.tile_shape,
+                                      self.halo, mode, constant)
+    else:
+      pad = [(0, 0)] + [(self.halo, self.halo)] * self.grid.ndim
+      kwargs = dict(constant_values=constant) if mode == "constant" else {}
+      flat = extract_tiles(jnp.pad(x, pad, mode=mode, **kwargs), self.tiles,
+                           self.tile_shape, self.halo)
+    return flat.reshape(flat.shape[:2] + self.patch_shape)
+
+  def merge(self, values: jax.Array) -> jax.Array:
+    """Per-tile values back onto the grid: ``(b, T, *tile) -> (b, *grid)``.
+
+    ``values`` may also be ``(b, T, S)``, each tile flattened in C order.
+    Tiles do not overlap: a reshape and a transpose.
+    """
+    return merge_tiles(values, self.tiles, self.tile_shape)
 
 
 def tile_indices(shape, tiles, halo):

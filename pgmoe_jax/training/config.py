@@ -12,7 +12,6 @@ is the part a trained model needs (grid, dtype, model), which is all that
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -261,15 +260,9 @@ def resolve(config: ml_collections.ConfigDict) -> Run:
 
 def activations_per_sample(model: nn.Module) -> int:
   """Values per sample of the network's own activations (features and
-  hidden layers; the grid-sized arrays are counted separately)."""
-  hidden = sum(int(h) for h in getattr(model, "expert_hidden", None)
-               or getattr(model, "hidden", None) or ())
-  if hasattr(model, "tile_shape"):  # PG-MoE: per tile, patch features in
-    patch = math.prod(s + 2 * int(model.halo) for s in model.tile_shape)
-    per_tile = (2 * patch + int(model.embedding_dim) + hidden
-                + math.prod(model.tile_shape))
-    return model.num_tiles * per_tile
-  return hidden
+  hidden layers; the grid-sized arrays are counted separately), as the
+  model says (its ``activations_per_sample()``, which asks its parts)."""
+  return int(model.activations_per_sample())
 
 
 def _largest_batch(config) -> int:

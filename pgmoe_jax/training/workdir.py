@@ -25,6 +25,10 @@ CONFIG_SEAL = "config.sha256"
 # Config sections a checkpoint depends on: a workdir whose config.json
 # differs in one of these holds parameters another model cannot use.
 MODEL_SECTIONS = ("model", "grid", "dtype")
+# Per model name, fields added after workdirs were written: a config.json
+# without one means this value (pgmoe_jax.models.build_model's default), so
+# its absence is no difference.
+ADDED_MODEL_FIELDS = {"pgmoe": {"model.experts": "mlp"}}
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -56,6 +60,10 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def _differences(old: Mapping, new: Mapping) -> list[str]:
   old, new = flatten_config(old), flatten_config(new)
+  for flat in (old, new):
+    for key, value in ADDED_MODEL_FIELDS.get(flat.get("model.name"),
+                                             {}).items():
+      flat.setdefault(key, value)
   return [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
