@@ -6,8 +6,9 @@ no training code, no pickle); it is the supported way to use a trained
 model. The returned :class:`Predictor` maps potentials in Hartree, shape
 ``(..., *grid.shape)``, to positive ground states normalised so that
 ``sum(psi**2) prod(h) = 1``, of the same shape, computed in the training
-dtype. It needs the models and the checkpoint reader only, not the
-training loop or the optimiser.
+dtype. It needs the models and the run-directory reader
+(:mod:`pgmoe_jax.rundir`) only: nothing of training, the loop or the
+optimiser.
 
 ``symmetrize=True`` averages the predictions for every exact symmetry of
 the grid (for a square 2-D grid the 8 rotations and reflections): ``V`` is
@@ -35,10 +36,10 @@ from pgmoe_jax import models
 from pgmoe_jax import paths
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
+from pgmoe_jax.models.resolve import resolve_model
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.symmetry import symmetrized
-from pgmoe_jax.training import checkpoint
-from pgmoe_jax.training import workdir as workdir_lib
-from pgmoe_jax.training.config import resolve_model
 
 WHICH = ("best", "latest")
 

@@ -14,10 +14,10 @@ from pgmoe_jax import inference
 from pgmoe_jax import models
 from pgmoe_jax import symmetry
 from pgmoe_jax.grid import Grid
-from pgmoe_jax.training import checkpoint
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import summaries
 from pgmoe_jax.training import train_and_evaluate
-from pgmoe_jax.training import workdir as workdir_lib
 
 GRID = Grid((16, 16), 20.0)
 

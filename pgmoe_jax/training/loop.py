@@ -6,7 +6,7 @@ if there is one (resume is the default), trains data-parallel over all
 devices of this (single) host, logs to ``metrics.jsonl`` (and TensorBoard
 when available, :mod:`pgmoe_jax.training.summaries`), evaluates on
 ``data.val`` with the one scorer (:mod:`pgmoe_jax.evaluation.scorer`),
-checkpoints (:mod:`pgmoe_jax.training.checkpoint`, layout there) and
+checkpoints (:mod:`pgmoe_jax.rundir.checkpoint`, layout there) and
 returns the final state.
 
 Reproducibility: the initial parameters come from ``key(seed)`` split into
@@ -50,7 +50,7 @@ from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
 from pgmoe_jax.sharding import fetch
-from pgmoe_jax.training import checkpoint
+from pgmoe_jax.rundir import checkpoint
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import losses
 from pgmoe_jax.training.step import TrainState
@@ -61,7 +61,7 @@ from pgmoe_jax.training.step import make_train_step
 from pgmoe_jax.training.preemption import Preempted
 from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.summaries import MetricsLog
-from pgmoe_jax.training import workdir as workdir_lib
+from pgmoe_jax.rundir import workdir as workdir_lib
 
 from pgmoe_jax.memory import describe
 from pgmoe_jax.sharding import BATCH_AXIS

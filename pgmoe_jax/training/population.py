@@ -58,11 +58,11 @@ from pgmoe_jax import checks
 from pgmoe_jax import locks
 from pgmoe_jax import models
 from pgmoe_jax.evaluation import scorer
-from pgmoe_jax.training import checkpoint
+from pgmoe_jax.rundir import checkpoint
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import loop
-from pgmoe_jax.training import workdir as workdir_lib
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training.preemption import Preempted
 from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.step import TrainState

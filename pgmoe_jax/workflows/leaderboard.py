@@ -34,8 +34,8 @@ import ml_collections
 
 from pgmoe_jax import paths
 from pgmoe_jax.evaluation import report
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import summaries
-from pgmoe_jax.training import workdir as workdir_lib
 from pgmoe_jax.workflows import sweep as sweep_lib
 from pgmoe_jax.workflows import sweep_runner
 
