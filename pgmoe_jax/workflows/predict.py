@@ -65,8 +65,8 @@ from pgmoe_jax import kinetic
 from pgmoe_jax import memory
 from pgmoe_jax import potentials as potentials_lib
 from pgmoe_jax import solvers
-from pgmoe_jax.evaluation.scorer import predict_batch
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.models.serving import predict_batch
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 from pgmoe_jax.timing import timed
 
