@@ -77,6 +77,7 @@ class Predictor:
     if self.symmetrize:
       apply = symmetrized(apply, grid)
     self._apply = jax.jit(apply)
+    self._fits: set[int] = set()  # batch sizes whose memory check passed
 
   def __repr__(self) -> str:
     average = ", symmetrized" if self.symmetrize else ""
@@ -91,6 +92,16 @@ class Predictor:
     fields.update(changes)
     return Predictor(self.config, self.grid, self.model, self.params,
                      self.step, **fields)
+
+  def _check_memory(self, count: int) -> None:
+    """Refuses a batch that cannot fit, reading the free memory once per
+    batch size (a batch size that fitted is not checked again)."""
+    if count in self._fits:
+      return
+    check_fits(16.0 * count * self.grid.size * self.dtype.itemsize,
+               f"predict() on {count} potential(s) of {self.grid}",
+               "predict in smaller batches")
+    self._fits.add(count)
 
   def predict(self, V) -> jax.Array:  # pylint: disable=invalid-name
     """Predicts ground states.
@@ -117,10 +128,7 @@ class Predictor:
     if 0 in lead:
       raise ValueError(f"predict() got an empty batch (shape {shape}): there "
                        "is nothing to predict; pass at least one potential.")
-    count = math.prod(lead)
-    check_fits(16.0 * count * self.grid.size * self.dtype.itemsize,
-               f"predict() on {count} potential(s) of {self.grid}",
-               "predict in smaller batches")
+    self._check_memory(math.prod(lead))
     if not isinstance(V, jax.core.Tracer) and not bool(
         jnp.all(jnp.isfinite(jnp.asarray(V)))):
       bad = np.argwhere(~np.isfinite(np.asarray(V)))[0]
