@@ -36,6 +36,7 @@ from pgmoe_jax import models
 from pgmoe_jax import paths
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
+from pgmoe_jax.models.resolve import param_shapes
 from pgmoe_jax.models.resolve import resolve_model
 from pgmoe_jax.rundir import checkpoint
 from pgmoe_jax.rundir import workdir as workdir_lib
@@ -178,11 +179,9 @@ def load_model(workdir: str, which: str = "best",
     raise ValueError(f"{workdir} has no checkpoint (nothing in {directory}); "
                      "the run saved none yet.")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + grid.shape, dtype))
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, dtype, sharding=device),
-      shapes["params"])
+      param_shapes(setup))
   best_metric = config.train.best_metric if config.data.val else None
   with checkpoint.Checkpoints(directory, best_metric=best_metric,
                               read_only=True) as ckpts:

@@ -3,7 +3,8 @@
 Layers, bottom to top (a module may import its own layer and those below):
 
   0 core        grid, checks, hamiltonian, kinetic, variational, metrics,
-                symmetry, timing, locks, memory, sharding, paths, version
+                symmetry, timing, locks, memory, sharding, paths, version,
+                batching
                 (and the package __init__)
   1 solvers     the SciPy reference and the JAX LOBPCG
   2 potentials  families, samplers, the unlabelled stream
@@ -27,7 +28,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "pgmoe_jax")
 CORE = ("grid", "checks", "hamiltonian", "kinetic", "variational", "metrics",
-        "multigrid",
+        "multigrid", "batching",
         "symmetry", "timing", "locks", "memory", "sharding", "paths",
         "version", "bounds")
 LAYERS = ("core", "solvers", "potentials", "data", "models", "evaluation",

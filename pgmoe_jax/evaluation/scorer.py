@@ -30,9 +30,11 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from pgmoe_jax import checks
 from pgmoe_jax import metrics
 from pgmoe_jax import solvers
 from pgmoe_jax import timing
+from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
 from pgmoe_jax.metrics import CHEMICAL_ACCURACY_MHA
@@ -75,7 +77,7 @@ def score_dataset(score_batch: ScoreBatch, dataset, *, batch_size: int,
   values: dict[str, list[np.ndarray]] = {}
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
-    idx = np.minimum(np.arange(start, start + batch_size), n - 1)
+    idx = pad_batch(np.arange(start, stop), batch_size)
     # Across processes each reads only its rows; the scores come back whole
     # (score_batch returns them replicated).
     idx = idx[local_rows(sharding, batch_size)]
@@ -289,10 +291,8 @@ def evaluate_predictor(predictor: Predictor, dataset, *,
       message names both), bad sizes or method, an empty dataset, or a model
       that returns the wrong shape, NaN/inf or a zero state.
   """
-  if not jax.config.jax_enable_x64:
-    raise ValueError("Evaluation scores predictions under the exact H in "
-                     "float64: call jax.config.update('jax_enable_x64', True) "
-                     "first.")
+  checks.require_x64("Evaluation scores predictions under the exact H in "
+                     "float64")
   grid = dataset.grid
   check_grid(predictor, grid, f"dataset {dataset.path or dataset.name}")
   for name, value, low in (("batch_size", batch_size, 1),

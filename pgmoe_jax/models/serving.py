@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.grid import Grid
 
 INPUT_DTYPE = np.float32  # what models are trained on and served with
@@ -53,9 +54,8 @@ def predict_batch(predictor: Predictor, potentials, grid: Grid,
   """
   potentials = np.asarray(potentials, INPUT_DTYPE)
   m = len(potentials)
-  if batch_size is not None and batch_size > m:
-    pad = np.repeat(potentials[-1:], batch_size - m, axis=0)
-    potentials = np.concatenate([potentials, pad])
+  if batch_size is not None:
+    potentials = pad_batch(potentials, batch_size)
   out = jnp.asarray(predictor.predict(jax.device_put(potentials)),
                     jnp.float64)
   if out.shape != potentials.shape:
