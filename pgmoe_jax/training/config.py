@@ -28,7 +28,9 @@ from pgmoe_jax.memory import check_fits
 from pgmoe_jax.memory import describe
 from pgmoe_jax.memory import training_estimate
 from pgmoe_jax.metrics import SCORE_KEYS
+from pgmoe_jax.models import count_params
 from pgmoe_jax.models.resolve import ModelSetup
+from pgmoe_jax.models.resolve import param_shapes
 from pgmoe_jax.models.resolve import resolve_model
 
 MODES = ("supervised", "semi_supervised", "label_free")
@@ -236,11 +238,7 @@ def memory_estimate(config, setup) -> dict[str, float]:
   (:func:`pgmoe_jax.memory.training_estimate`), on the mesh the config
   asks for with the devices present; ``setup`` is a :class:`ModelSetup` or
   a :class:`Run` (its model, grid and dtype)."""
-  shapes = jax.eval_shape(setup.model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + setup.grid.shape,
-                                               setup.dtype))
-  num_params = sum(int(np.prod(x.shape)) for x in
-                   jax.tree.leaves(shapes["params"]))
+  num_params = count_params(param_shapes(setup))
   batch = _largest_batch(config)
   data, space = mesh_shape(config)
   if data == -1:
