@@ -7,11 +7,12 @@ with one of:
 
 * ``eigsh``: SciPy's ARPACK in shift-invert mode (the package's reference
   solver; its sparse LU takes minutes and gigabytes at 64^3);
-* ``lanczos``: ARPACK in its regular mode (``which="SA"``: Lanczos on H
-  itself, no factorisation, memory of a few dozen vectors). An independent
-  check at any size; it converges slowly only where the gap E1 - E0 is tiny
-  against the spectrum's width (near-degenerate double wells), and says so
-  by its residual;
+* ``lanczos``: ARPACK in its regular mode
+  (:func:`pgmoe_jax.solvers.lanczos.lanczos`: Lanczos on H itself, no
+  factorisation, memory of a few dozen vectors). An independent check at
+  any size; it converges slowly only where the gap E1 - E0 is tiny against
+  the spectrum's width (near-degenerate double wells), and says so by its
+  residual;
 * ``lobpcg``: the JAX LOBPCG (not independent of labels it made);
 
 and prints, per sample, the stored E0 against the solver's, the difference,
@@ -28,14 +29,12 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 
 from experiments import cli
 from pgmoe_jax import data as data_lib
 from pgmoe_jax import infidelity
-from pgmoe_jax import kinetic
 from pgmoe_jax import solvers
+from pgmoe_jax.solvers.lanczos import lanczos
 
 _DATA = flags.DEFINE_list("data", None, "Labelled dataset folders.",
                           required=True)
@@ -46,48 +45,6 @@ _METHOD = flags.DEFINE_enum("method", "eigsh", list(METHODS),
                             "The independent solver (float64).")
 _TOL = flags.DEFINE_float("tol", 1e-6, "Largest |E0 - E0_solver| in Ha "
                           "that passes.")
-
-
-def lanczos(potentials: np.ndarray, grid, num_states: int,
-            tol: float = 1e-8, max_iters: int = 2000):
-  """ARPACK's Lanczos on each ``H = K + diag(V)`` (regular mode, float64).
-
-  Returns ``(energies (b, k), states (b, k, *grid.shape))``: the energies
-  are the states' Rayleigh quotients. Raises ``RuntimeError`` naming the
-  potential (its position in ``potentials``) if ARPACK does not converge
-  in ``max_iters`` restarts or a state's residual ``||H psi - E psi||``
-  exceeds ``tol`` Ha.
-  """
-  k_matrix = kinetic.kinetic_matrix(grid).tocsr()
-  n = grid.size
-  b = potentials.shape[0]
-  energies = np.empty((b, num_states))
-  states = np.empty((b, num_states, n))
-  for i, v in enumerate(potentials.reshape(b, n)):
-    h = k_matrix + scipy.sparse.diags(v)
-    # One state more than wanted: a degenerate pair right above the last
-    # wanted state (p-like states of a symmetric well) stalls ARPACK when
-    # only one of the pair is asked for. ARPACK's tol bounds each Ritz
-    # value's relative error; the residual check below is what decides.
-    try:
-      _, u = scipy.sparse.linalg.eigsh(h, k=num_states + 1, which="SA",
-                                       v0=np.ones(n), ncv=min(40, n - 1),
-                                       tol=1e-12,
-                                       maxiter=max_iters)
-    except scipy.sparse.linalg.ArpackNoConvergence as e:
-      raise RuntimeError(f"lanczos: potential {i} did not converge in "
-                         f"{max_iters} restarts") from e
-    u = u.T
-    hu = (h @ u.T).T
-    e = np.sum(u * hu, axis=-1)
-    order = np.argsort(e)[:num_states]
-    e, u, hu = e[order], u[order], hu[order]
-    residual = np.linalg.norm(hu - e[:, None] * u, axis=-1)
-    if (residual > tol).any():
-      raise RuntimeError(f"lanczos: potential {i} has residual "
-                         f"{residual.max():.2e} Ha > {tol:g}")
-    energies[i], states[i] = e, u
-  return energies, states.reshape((b, num_states) + grid.shape)
 
 
 def check_split(ds, num: int, method: str):

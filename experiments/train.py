@@ -8,7 +8,7 @@ r"""Train a model: a config file plus overrides, into a workdir.
 
 Rerunning the same command resumes from the latest checkpoint; a workdir of
 another model is refused. The workdir layout is described in
-pgmoe_jax/training/checkpoint.py; experiments/configs/default.py documents
+pgmoe_jax/rundir/checkpoint.py; experiments/configs/default.py documents
 every config field, and a misspelt override (``--config.model.tilez=8``)
 fails. The whole config is checked before anything is written.
 

@@ -15,7 +15,8 @@ Importing the package loads only the physics core (grid, stencil, energy
 functional, metrics: JAX and NumPy). Everything else loads on first use:
 the solvers (SciPy) with ``solve`` / ``ground_state``, ``load_model`` with
 flax and orbax, and the subpackages ``data``, ``potentials``, ``models``,
-``training``, ``evaluation``, ``inference`` and ``workflows`` as attributes.
+``evaluation``, ``rundir``, ``training``, ``inference`` and ``workflows`` as
+attributes.
 Importing does no I/O and changes no global JAX setting.
 """
 
@@ -36,11 +37,11 @@ _LAZY = {
     "load_model": "pgmoe_jax.inference",
     "load_pretrained": "pgmoe_jax.pretrained",
 }
-_SUBMODULES = ("bounds", "checks", "data", "evaluation", "grid",
+_SUBMODULES = ("batching", "bounds", "checks", "data", "evaluation", "grid",
                "hamiltonian", "inference", "kinetic", "locks", "memory",
                "metrics", "models", "paths", "potentials", "pretrained",
-               "sharding", "solvers", "symmetry", "timing", "training",
-               "variational", "workflows")
+               "rundir", "sharding", "solvers", "symmetry", "timing",
+               "training", "variational", "workflows")
 
 __all__ = [
     "Grid",

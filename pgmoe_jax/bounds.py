@@ -55,7 +55,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -90,11 +89,9 @@ class Bounds(NamedTuple):
 
 
 def _require_x64(what: str) -> None:
-  if not jax.config.jax_enable_x64:
-    raise ValueError(
-        f"{what} computes bounds in float64: call "
-        "jax.config.update('jax_enable_x64', True) first (or pass "
-        "--jax_enable_x64); float32 rounding would blur the bounds.")
+  checks.require_x64(f"{what} computes bounds in float64",
+                     " (or pass --jax_enable_x64); float32 rounding would "
+                     "blur the bounds")
 
 
 def _as_float64(name: str, x) -> np.ndarray:

@@ -27,6 +27,22 @@ import numpy as np
 from pgmoe_jax.grid import Grid
 
 
+def require_x64(why: str, hint: str = "") -> None:
+  """Raises unless JAX's float64 (x64) mode is on.
+
+  Args:
+    why: what needs float64, e.g. ``"Dataset generation needs float64"``.
+    hint: more after the fix, e.g. ``" (or pass --jax_enable_x64)"``.
+
+  Raises:
+    ValueError: ``"<why>: call jax.config.update('jax_enable_x64', True)
+      first<hint>."`` without x64.
+  """
+  if not jax.config.jax_enable_x64:
+    raise ValueError(f"{why}: call jax.config.update('jax_enable_x64', "
+                     f"True) first{hint}.")
+
+
 def check_grid(grid, where: str = "grid") -> None:
   """Raises TypeError unless ``grid`` is a :class:`~pgmoe_jax.grid.Grid`."""
   if not isinstance(grid, Grid):

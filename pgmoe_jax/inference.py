@@ -6,8 +6,9 @@ no training code, no pickle); it is the supported way to use a trained
 model. The returned :class:`Predictor` maps potentials in Hartree, shape
 ``(..., *grid.shape)``, to positive ground states normalised so that
 ``sum(psi**2) prod(h) = 1``, of the same shape, computed in the training
-dtype. It needs the models and the checkpoint reader only, not the
-training loop or the optimiser.
+dtype. It needs the models and the run-directory reader
+(:mod:`pgmoe_jax.rundir`) only: nothing of training, the loop or the
+optimiser.
 
 ``symmetrize=True`` averages the predictions for every exact symmetry of
 the grid (for a square 2-D grid the 8 rotations and reflections): ``V`` is
@@ -35,10 +36,11 @@ from pgmoe_jax import models
 from pgmoe_jax import paths
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
+from pgmoe_jax.models.resolve import param_shapes
+from pgmoe_jax.models.resolve import resolve_model
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.symmetry import symmetrized
-from pgmoe_jax.training import checkpoint
-from pgmoe_jax.training import workdir as workdir_lib
-from pgmoe_jax.training.config import resolve_model
 
 WHICH = ("best", "latest")
 
@@ -76,6 +78,7 @@ class Predictor:
     if self.symmetrize:
       apply = symmetrized(apply, grid)
     self._apply = jax.jit(apply)
+    self._fits: set[int] = set()  # batch sizes whose memory check passed
 
   def __repr__(self) -> str:
     average = ", symmetrized" if self.symmetrize else ""
@@ -90,6 +93,16 @@ class Predictor:
     fields.update(changes)
     return Predictor(self.config, self.grid, self.model, self.params,
                      self.step, **fields)
+
+  def _check_memory(self, count: int) -> None:
+    """Refuses a batch that cannot fit, reading the free memory once per
+    batch size (a batch size that fitted is not checked again)."""
+    if count in self._fits:
+      return
+    check_fits(16.0 * count * self.grid.size * self.dtype.itemsize,
+               f"predict() on {count} potential(s) of {self.grid}",
+               "predict in smaller batches")
+    self._fits.add(count)
 
   def predict(self, V) -> jax.Array:  # pylint: disable=invalid-name
     """Predicts ground states.
@@ -116,10 +129,7 @@ class Predictor:
     if 0 in lead:
       raise ValueError(f"predict() got an empty batch (shape {shape}): there "
                        "is nothing to predict; pass at least one potential.")
-    count = math.prod(lead)
-    check_fits(16.0 * count * self.grid.size * self.dtype.itemsize,
-               f"predict() on {count} potential(s) of {self.grid}",
-               "predict in smaller batches")
+    self._check_memory(math.prod(lead))
     if not isinstance(V, jax.core.Tracer) and not bool(
         jnp.all(jnp.isfinite(jnp.asarray(V)))):
       bad = np.argwhere(~np.isfinite(np.asarray(V)))[0]
@@ -169,11 +179,9 @@ def load_model(workdir: str, which: str = "best",
     raise ValueError(f"{workdir} has no checkpoint (nothing in {directory}); "
                      "the run saved none yet.")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + grid.shape, dtype))
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, dtype, sharding=device),
-      shapes["params"])
+      param_shapes(setup))
   best_metric = config.train.best_metric if config.data.val else None
   with checkpoint.Checkpoints(directory, best_metric=best_metric,
                               read_only=True) as ckpts:

@@ -22,8 +22,8 @@ from pgmoe_jax import data
 from pgmoe_jax import energy
 from pgmoe_jax import pretrained
 from pgmoe_jax import solvers
-from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.models.serving import predict_batch
 
 # The module (data.generate is its function of the same name).
 generate = importlib.import_module("pgmoe_jax.data.generate")
@@ -84,7 +84,7 @@ def energy_errors(model, spec: data.DatasetSpec,
   v = data.make_split_sampler(spec)(0, spec.num_samples)
   method = "lobpcg" if spec.grid.ndim == 3 else "eigsh"
   e0 = label(v, spec.grid, method, num_states)
-  psi = scorer.predict_batch(model, v, spec.grid)
+  psi = predict_batch(model, v, spec.grid)
   return 1e3 * (np.asarray(energy(psi, v, spec.grid)) - e0)
 
 

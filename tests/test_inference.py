@@ -11,13 +11,14 @@ import pytest
 from experiments.configs import test as test_config
 from pgmoe_jax import data
 from pgmoe_jax import inference
+from pgmoe_jax import memory
 from pgmoe_jax import models
 from pgmoe_jax import symmetry
 from pgmoe_jax.grid import Grid
-from pgmoe_jax.training import checkpoint
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import summaries
 from pgmoe_jax.training import train_and_evaluate
-from pgmoe_jax.training import workdir as workdir_lib
 
 GRID = Grid((16, 16), 20.0)
 
@@ -133,6 +134,29 @@ def test_wrong_shapes_are_refused(trained):
     model.predict(np.zeros((3, 16, 15), np.float32))
   with pytest.raises(ValueError, match="got \\(16,\\)"):
     model.predict(np.zeros(16, np.float32))
+
+
+def test_memory_is_read_once_per_batch_size(trained, monkeypatch):
+  model = inference.load_model(trained[0], which="latest")
+  reads = []
+
+  def available(device=None):
+    reads.append(device)
+    return 1 << 40
+  monkeypatch.setattr(memory, "device_available_bytes", available)
+  v = np.zeros((3,) + GRID.shape, np.float32)
+  for _ in range(3):
+    model.predict(v)
+  assert len(reads) == 1
+  model.predict(v[:2])
+  model.predict(v[:2])
+  assert len(reads) == 2
+  # A batch that does not fit is refused every time it is asked for.
+  monkeypatch.setattr(memory, "device_available_bytes", lambda device=None: 1)
+  for _ in range(2):
+    with pytest.raises(memory.InsufficientMemoryError, match="predict"):
+      model.predict(v[:1])
+  model.predict(v)  # checked before: not read again
 
 
 def test_missing_workdir_config_or_checkpoint(trained, tmp_path):

@@ -3,16 +3,19 @@
 Layers, bottom to top (a module may import its own layer and those below):
 
   0 core        grid, checks, hamiltonian, kinetic, variational, metrics,
-                symmetry, timing, locks, memory, sharding, paths, version
+                symmetry, timing, locks, memory, sharding, paths, version,
+                batching
                 (and the package __init__)
   1 solvers     the SciPy reference and the JAX LOBPCG
   2 potentials  families, samplers, the unlabelled stream
   3 data        spec, generation, reading
   4 models      gates, experts, tiling, PG-MoE, dense
   5 evaluation  the one scorer (training uses it) and reports
-  6 training    config, losses, step, loop, checkpoints, summaries
-  7 inference   load_model; pretrained (the shipped models)
-  8 workflows   end-to-end jobs behind experiments/
+  6 rundir      a run directory: sealed config.json, checkpoints (what
+                training writes and inference reads)
+  7 training    config, losses, step, loop, summaries
+  8 inference   load_model; pretrained (the shipped models)
+  9 workflows   end-to-end jobs behind experiments/
 """
 
 import ast
@@ -25,11 +28,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "pgmoe_jax")
 CORE = ("grid", "checks", "hamiltonian", "kinetic", "variational", "metrics",
-        "multigrid",
+        "multigrid", "batching",
         "symmetry", "timing", "locks", "memory", "sharding", "paths",
         "version", "bounds")
 LAYERS = ("core", "solvers", "potentials", "data", "models", "evaluation",
-          "training", "inference", "workflows")
+          "rundir", "training", "inference", "workflows")
 # Names the package __init__ exports lazily, and where they live.
 LAZY_NAMES = {"ground_state": "solvers", "solve": "solvers",
               "load_model": "inference", "load_pretrained": "pretrained"}
@@ -122,6 +125,12 @@ def loaded_after(statement: str) -> tuple[set[str], set[str]]:
      {"optax", "orbax", "matplotlib", "tensorboardX"}),
     ("import pgmoe_jax.evaluation", "evaluation",
      {"optax", "orbax", "matplotlib", "tensorboardX"}),
+    ("from pgmoe_jax.models import resolve", "models",
+     {"optax", "orbax", "matplotlib", "tensorboardX"}),
+    ("from pgmoe_jax.rundir import workdir", "rundir",
+     {"optax", "orbax", "matplotlib", "flax", "tensorboardX"}),
+    ("from pgmoe_jax.rundir import checkpoint", "rundir",
+     {"optax", "matplotlib", "flax", "tensorboardX"}),
     ("import pgmoe_jax.inference", "inference",
      {"optax", "matplotlib", "tensorboardX"}),
     ("from pgmoe_jax import load_model", "inference",
@@ -139,10 +148,23 @@ def test_each_layer_loads_only_what_is_below_it(statement, top_layer,
   assert not heavy & forbidden, f"{statement} loaded {heavy & forbidden}"
 
 
-def test_inference_does_not_load_the_training_loop():
+def test_inference_imports_nothing_from_training():
+  # Reading a run directory (config.json, checkpoints, the model a config
+  # names) lives below training, so using a model never needs training.
+  modules = dict(library_modules())
+  users = {m: p for m, p in modules.items()
+           if layer_of(m) == LAYERS.index("inference")}
+  assert "pgmoe_jax.inference" in users
+  found = sorted(f"{m} imports {i}" for m, p in users.items()
+                 for i in imported_modules(p)
+                 if i == "pgmoe_jax.training"
+                 or i.startswith("pgmoe_jax.training."))
+  assert not found, "\n".join(found)
+
+
+def test_inference_does_not_load_training():
   ours, heavy = loaded_after("from pgmoe_jax import inference")
-  assert not {"pgmoe_jax.training.loop", "pgmoe_jax.training.step",
-              "pgmoe_jax.training.losses"} & ours, ours
+  assert not {m for m in ours if m.startswith("pgmoe_jax.training")}, ours
   assert "optax" not in heavy
 
 

@@ -16,8 +16,8 @@ import pytest
 from experiments.configs import test as test_config
 from pgmoe_jax import data
 from pgmoe_jax import paths
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import summaries
-from pgmoe_jax.training import workdir as workdir_lib
 
 BUCKET = "gs://bucket"
 

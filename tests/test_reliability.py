@@ -120,7 +120,7 @@ def predictions(workdir, step=None, **kwargs):
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_checkpoint_is_named_and_skipped(trained, damage):
-  checkpoint = importlib.import_module("pgmoe_jax.training.checkpoint")
+  checkpoint = importlib.import_module("pgmoe_jax.rundir.checkpoint")
   files = chunk_files(trained, 20)
   assert files, os.listdir(os.path.join(trained, "checkpoints", "20"))
   if damage == "flip":
@@ -207,7 +207,7 @@ def test_no_intact_checkpoint_stops(trained):
 
 
 def test_nonfinite_parameters_are_never_saved(tmp_path):
-  checkpoint = importlib.import_module("pgmoe_jax.training.checkpoint")
+  checkpoint = importlib.import_module("pgmoe_jax.rundir.checkpoint")
   params = {"w": jnp.asarray([1.0, np.nan])}
   with checkpoint.Checkpoints(str(tmp_path / "ckpt")) as ckpts:
     with pytest.raises(FloatingPointError, match="hold NaN or inf"):
@@ -318,7 +318,7 @@ def test_edited_dataset_spec_is_reported(tmp_path):
 
 
 def test_edited_config_json_is_reported_and_can_be_accepted(trained):
-  workdir_lib = importlib.import_module("pgmoe_jax.training.workdir")
+  workdir_lib = importlib.import_module("pgmoe_jax.rundir.workdir")
   path = os.path.join(trained, "config.json")
   config = json.loads(pathlib.Path(path).read_text())
   config["model"]["input_clip"] = 7.0  # keeps every parameter shape

@@ -18,6 +18,7 @@ from pgmoe_jax import residual
 from pgmoe_jax import solve
 from pgmoe_jax import solvers
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.solvers.lanczos import lanczos
 
 GRID = Grid((24, 20), (20.0, 16.0))
 
@@ -308,3 +309,39 @@ def test_fixed_cost_solver_from_a_nodeless_start_finds_the_ground_state():
               for n, h in zip(grid.shape, grid.spacing))
   np.testing.assert_allclose(e, e_box, rtol=0, atol=1e-8)
   assert (negative_mass(x, grid) == 0).all()
+
+
+# --------------------------------------------------------------------------
+# ARPACK's Lanczos (regular mode): the independent check of labels.
+
+
+def test_lanczos_finds_the_discrete_box_exactly():
+  # V = 0 with Dirichlet walls: E = sum over axes of (1 - cos(pi k / (n +
+  # 1))) / h^2, k = 1..n per axis; the three lowest are non-degenerate.
+  grid = Grid((12, 10), (6.0, 5.0))
+  exact = sorted(
+      sum((1 - np.cos(np.pi * k / (n + 1))) / h**2
+          for k, n, h in zip(ks, grid.shape, grid.spacing))
+      for ks in np.ndindex(*(n + 1 for n in grid.shape)) if min(ks) >= 1)
+  energies, states = lanczos(np.zeros((1,) + grid.shape), grid, 3)
+  np.testing.assert_allclose(energies[0], exact[:3], rtol=0, atol=1e-10)
+  assert states.shape == (1, 3) + grid.shape
+  mode = np.asarray(kinetic.kinetic_modes(grid, 1)[0])
+  overlap = abs(np.sum(states[0, 0] * mode)) / np.linalg.norm(mode)
+  assert overlap == pytest.approx(1.0, abs=1e-10)
+
+
+def test_lanczos_agrees_with_eigsh(wells, reference):
+  energies, states = lanczos(np.asarray(wells, np.float64), GRID, 2)
+  np.testing.assert_allclose(energies, reference.energies, rtol=0,
+                             atol=1e-9)
+  ref = np.asarray(reference.states)
+  for s, r in zip(states, ref):
+    for a, b in zip(s, r):
+      cos = abs(np.sum(a * b)) / np.linalg.norm(a) / np.linalg.norm(b)
+      assert cos == pytest.approx(1.0, abs=1e-8)
+
+
+def test_lanczos_names_a_residual_above_tol(wells):
+  with pytest.raises(RuntimeError, match="lanczos: potential 0 has residual"):
+    lanczos(np.asarray(wells[:1], np.float64), GRID, 1, tol=1e-30)

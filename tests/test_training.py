@@ -16,13 +16,13 @@ from helpers import four_cpu_devices_env
 from pgmoe_jax import data
 from pgmoe_jax import inference
 from pgmoe_jax.grid import Grid
-from pgmoe_jax.training import checkpoint
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import loop
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import step as step_lib
 from pgmoe_jax.training import train_and_evaluate
-from pgmoe_jax.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = Grid((16, 16), 20.0)

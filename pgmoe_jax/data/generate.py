@@ -242,9 +242,7 @@ def generate(path: str, spec: DatasetSpec, *, workers: int = 1,
     ValueError: without float64, for a directory that cannot be used, or a
       bad ``workers``.
   """
-  if not jax.config.jax_enable_x64:
-    raise ValueError("Dataset generation needs float64: call "
-                     "jax.config.update('jax_enable_x64', True) first.")
+  checks.require_x64("Dataset generation needs float64")
   if not isinstance(workers, (int, np.integer)) or workers < 1:
     raise ValueError(f"workers must be a positive integer, got {workers!r}.")
   # A shard's potentials, states and solver work, in float64 on the host.

@@ -26,9 +26,9 @@ import numpy as np
 from pgmoe_jax import checks
 from pgmoe_jax import paths
 from pgmoe_jax.evaluation.scorer import EvalResult
-from pgmoe_jax.evaluation.scorer import Predictor
 from pgmoe_jax.evaluation.scorer import check_grid
-from pgmoe_jax.evaluation.scorer import predict_batch
+from pgmoe_jax.models.serving import Predictor
+from pgmoe_jax.models.serving import predict_batch
 from pgmoe_jax.paths import PathLike
 from pgmoe_jax.variational import normalize_unchecked
 from pgmoe_jax.variational import rayleigh_quotient

@@ -7,7 +7,7 @@ r"""Scoring models on labelled data: the one scorer, and model evaluation.
   residual). Training's validation (:func:`summarize`: mean, median, p90) and
   the evaluation tables are both computed this way.
 * :func:`evaluate_predictor` scores a model (anything with the
-  :class:`Predictor` protocol, such as what
+  :class:`~pgmoe_jax.models.serving.Predictor` protocol, such as what
   :func:`pgmoe_jax.inference.load_model` returns) in float64 against the
   stored references, and measures its speed: predictions per second, and
   the reference solver's solves per second on some of the same potentials,
@@ -25,24 +25,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax import checks
 from pgmoe_jax import metrics
 from pgmoe_jax import solvers
 from pgmoe_jax import timing
+from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
 from pgmoe_jax.metrics import CHEMICAL_ACCURACY_MHA
+from pgmoe_jax.models.serving import INPUT_DTYPE
+from pgmoe_jax.models.serving import Predictor
+from pgmoe_jax.models.serving import predict_batch
 from pgmoe_jax.sharding import fetch
 from pgmoe_jax.sharding import local_rows
 from pgmoe_jax.sharding import put_batch
 
 GAP_THRESHOLD_HA = 0.5
-INPUT_DTYPE = np.float32  # what models are trained on and served with
 SUMMARY_STATS = ("mean", "median", "p90")
 
 ScoreBatch = Callable[[dict[str, Any]], Mapping[str, Any]]
@@ -74,7 +77,7 @@ def score_dataset(score_batch: ScoreBatch, dataset, *, batch_size: int,
   values: dict[str, list[np.ndarray]] = {}
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
-    idx = np.minimum(np.arange(start, start + batch_size), n - 1)
+    idx = pad_batch(np.arange(start, stop), batch_size)
     # Across processes each reads only its rows; the scores come back whole
     # (score_batch returns them replicated).
     idx = idx[local_rows(sharding, batch_size)]
@@ -114,20 +117,6 @@ def make_score_batch(apply_fn: Callable[[Any, jax.Array], jax.Array],
 
 # --------------------------------------------------------------------------
 # Evaluating a trained model.
-
-
-class Predictor(Protocol):
-  """What evaluation needs from a model.
-
-  Attributes:
-    grid: the grid the model was trained on.
-    num_params: the number of trainable parameters.
-  """
-  grid: Grid
-  num_params: int
-
-  def predict(self, V) -> Any:  # pylint: disable=invalid-name
-    """Potentials ``(b, *grid.shape)`` (Ha) -> states of the same shape."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,39 +230,6 @@ def check_grid(predictor: Predictor, grid: Grid,
                   fix="Evaluate on data generated on the model's grid.")
 
 
-def predict_batch(predictor: Predictor, potentials, grid: Grid,
-                  batch_size: int | None = None) -> jax.Array:
-  """Predicts float64 states for ``(m, *grid.shape)`` potentials, checked.
-
-  The potentials go in as float32 (what models are served with), padded to
-  ``batch_size`` by repeating the last one (so a jitted model compiles once);
-  the padding is dropped again.
-
-  Raises:
-    ValueError: the model returned another shape, or NaN/inf.
-  """
-  potentials = np.asarray(potentials, INPUT_DTYPE)
-  m = len(potentials)
-  if batch_size is not None and batch_size > m:
-    pad = np.repeat(potentials[-1:], batch_size - m, axis=0)
-    potentials = np.concatenate([potentials, pad])
-  out = jnp.asarray(predictor.predict(jax.device_put(potentials)),
-                    jnp.float64)
-  if out.shape != potentials.shape:
-    raise ValueError(
-        f"The model returned states of shape {out.shape} for potentials of "
-        f"shape {potentials.shape}; predict must keep the shape (b, "
-        f"{', '.join(map(str, grid.shape))}).")
-  out = out[:m]
-  finite = np.isfinite(np.asarray(out)).reshape(m, -1).all(axis=1)
-  if not finite.all():
-    raise ValueError(
-        f"The model predicted NaN or inf for {int((~finite).sum())} of {m} "
-        "potentials in a batch; check the potentials for NaN/inf, or the "
-        "checkpoint may have diverged.")
-  return out
-
-
 def reference_speed(potentials: np.ndarray, grid: Grid, method: str,
                     repeats: int = 5) -> float:
   """Solves per second of the reference solver, one potential at a time, CPU.
@@ -335,10 +291,8 @@ def evaluate_predictor(predictor: Predictor, dataset, *,
       message names both), bad sizes or method, an empty dataset, or a model
       that returns the wrong shape, NaN/inf or a zero state.
   """
-  if not jax.config.jax_enable_x64:
-    raise ValueError("Evaluation scores predictions under the exact H in "
-                     "float64: call jax.config.update('jax_enable_x64', True) "
-                     "first.")
+  checks.require_x64("Evaluation scores predictions under the exact H in "
+                     "float64")
   grid = dataset.grid
   check_grid(predictor, grid, f"dataset {dataset.path or dataset.name}")
   for name, value, low in (("batch_size", batch_size, 1),

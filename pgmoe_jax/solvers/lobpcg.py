@@ -26,6 +26,7 @@ import numpy as np
 
 from pgmoe_jax import hamiltonian
 from pgmoe_jax import kinetic
+from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.variational import normalize_unchecked
 
@@ -349,10 +350,9 @@ def run_chunks(flat, x0, *, grid: Grid, tol: float, chunk: int,
   outputs = []
   for start in range(0, b, chunk):
     stop = min(start + chunk, b)
-    pad = chunk - (stop - start)  # pad the last chunk: one compilation
-    v_chunk = jnp.concatenate([flat[start:stop]] + [flat[stop - 1:stop]] *
-                              pad)
-    x_chunk = jnp.concatenate([x0[start:stop]] + [x0[stop - 1:stop]] * pad)
+    # The last chunk is padded: one compilation.
+    v_chunk = pad_batch(jnp.asarray(flat[start:stop]), chunk)
+    x_chunk = pad_batch(jnp.asarray(x0[start:stop]), chunk)
     out = lobpcg_batch(v_chunk, x_chunk, tol, grid, num_states=num_states,
                        max_iters=max_iters)
     outputs.append([o[:stop - start] for o in out])

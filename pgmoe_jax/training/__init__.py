@@ -1,7 +1,8 @@
-"""Training: config resolution, losses, the step, the loop, checkpoints.
+"""Training: config resolution, losses, the step, the loop, summaries.
 
 * :mod:`~pgmoe_jax.training.config`: :func:`resolve` (the whole config,
-  checked once) and :func:`resolve_model` (grid, dtype, model).
+  checked once; the model part is
+  :func:`pgmoe_jax.models.resolve.resolve_model`).
 * :mod:`~pgmoe_jax.training.losses`: supervised, variational-energy and
   label-free objectives.
 * :mod:`~pgmoe_jax.training.step`: optimiser, :class:`TrainState`, the pure
@@ -11,13 +12,13 @@
   the periodic work on hooks.
 * :mod:`~pgmoe_jax.training.loop`: :func:`train_and_evaluate`, a single
   run; :mod:`~pgmoe_jax.training.population`: K runs in one vmapped step.
-* :mod:`~pgmoe_jax.training.workdir`: a run's sealed ``config.json``.
-* :mod:`~pgmoe_jax.training.checkpoint`: orbax checkpoints with checksums
-  (:mod:`~pgmoe_jax.training.integrity`); what :func:`pgmoe_jax.load_model`
-  reads, with the config.
 * :mod:`~pgmoe_jax.training.summaries`: ``metrics.jsonl`` and TensorBoard.
 
-Submodules load on first use, so reading a checkpoint does not import the
+The run directory it writes (the sealed ``config.json``, the checkpoints)
+is :mod:`pgmoe_jax.rundir`, a layer below, which
+:func:`pgmoe_jax.load_model` reads too.
+
+Submodules load on first use, so resolving a config does not import the
 optimiser or the loop.
 """
 
@@ -33,11 +34,9 @@ _LAZY = {
     "make_train_step": "step",
     "make_loss_fn": "losses",
     "resolve": "config",
-    "resolve_model": "config",
 }
-_SUBMODULES = ("checkpoint", "config", "driver", "integrity", "losses",
-               "loop", "population", "preemption", "step", "summaries",
-               "workdir")
+_SUBMODULES = ("config", "driver", "losses", "loop", "population",
+               "preemption", "step", "summaries")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

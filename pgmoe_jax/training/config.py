@@ -4,9 +4,10 @@ Configs are ``ml_collections.ConfigDict`` s (``experiments/configs/
 default.py`` documents every field). :func:`resolve` checks every field a
 run reads, builds the model (so its shape checks, such as tiles that must
 divide the grid, run too) and the unlabelled potential stream, and returns
-a :class:`Run` that the training loop uses from then on. :func:`resolve_model`
-is the part a trained model needs (grid, dtype, model), which is all that
-:func:`pgmoe_jax.inference.load_model` reads.
+a :class:`Run` that the training loop uses from then on. The part a trained
+model needs (grid, dtype, model) is
+:func:`pgmoe_jax.models.resolve.resolve_model`, which is all that
+:func:`pgmoe_jax.inference.load_model` reads; it is imported here too.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pgmoe_jax import models
 from pgmoe_jax import potentials
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import InsufficientMemoryError
@@ -28,26 +27,15 @@ from pgmoe_jax.memory import check_fits
 from pgmoe_jax.memory import describe
 from pgmoe_jax.memory import training_estimate
 from pgmoe_jax.metrics import SCORE_KEYS
+from pgmoe_jax.models import count_params
+from pgmoe_jax.models.resolve import ModelSetup
+from pgmoe_jax.models.resolve import param_shapes
+from pgmoe_jax.models.resolve import resolve_model
 
-DTYPES = ("float32", "float64")
 MODES = ("supervised", "semi_supervised", "label_free")
 SUPERVISED = ("infidelity", "mse")
 SCHEDULES = ("constant", "anneal")
 EVAL_STATS = ("mean", "median", "p90")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSetup:
-  """What a config says about the model: enough to rebuild a trained one.
-
-  Attributes:
-    grid: the grid of ``config.grid``.
-    dtype: the training dtype of ``config.dtype``.
-    model: the flax module built from ``config.model``.
-  """
-  grid: Grid
-  dtype: Any
-  model: nn.Module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,40 +58,6 @@ class Run:
   model: nn.Module
   uses_labels: bool
   stream: Callable[[jax.Array], jax.Array] | None
-
-
-def grid_from_config(config) -> Grid:
-  """The :class:`Grid` of ``config.grid``."""
-  g = config.grid
-  return Grid(tuple(g.shape), g.length, g.boundary)
-
-
-def config_dtype(config) -> Any:
-  """The training dtype; float64 requires ``jax_enable_x64``.
-
-  Raises:
-    ValueError: an unknown dtype, or float64 without x64.
-  """
-  if config.dtype not in DTYPES:
-    raise ValueError(f"Unknown dtype {config.dtype!r}; use one of "
-                     f"{', '.join(DTYPES)}.")
-  if config.dtype == "float64" and not jax.config.jax_enable_x64:
-    raise ValueError("dtype='float64' needs float64 support in JAX: pass "
-                     "--jax_enable_x64 (or call jax.config.update("
-                     "'jax_enable_x64', True)).")
-  return jnp.dtype(config.dtype)
-
-
-def resolve_model(config) -> ModelSetup:
-  """The grid, dtype and model of a config (a trained run's config.json).
-
-  Raises:
-    ValueError: a bad grid, dtype or model section (the message names the
-      field).
-  """
-  grid = grid_from_config(config)
-  return ModelSetup(grid, config_dtype(config),
-                    models.build_model(config.model, grid))
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> None:
@@ -277,11 +231,7 @@ def memory_estimate(config, setup) -> dict[str, float]:
   (:func:`pgmoe_jax.memory.training_estimate`), on the mesh the config
   asks for with the devices present; ``setup`` is a :class:`ModelSetup` or
   a :class:`Run` (its model, grid and dtype)."""
-  shapes = jax.eval_shape(setup.model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + setup.grid.shape,
-                                               setup.dtype))
-  num_params = sum(int(np.prod(x.shape)) for x in
-                   jax.tree.leaves(shapes["params"]))
+  num_params = count_params(param_shapes(setup))
   batch = _largest_batch(config)
   data, space = mesh_shape(config)
   if data == -1:

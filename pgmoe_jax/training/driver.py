@@ -24,8 +24,8 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from pgmoe_jax.rundir import checkpoint
 from pgmoe_jax.sharding import fetch
-from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training.preemption import Preempted
 from pgmoe_jax.training.preemption import PreemptionWatch
 from pgmoe_jax.training.summaries import MetricsLog

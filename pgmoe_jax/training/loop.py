@@ -8,7 +8,7 @@ devices of every process (the mesh of ``config.mesh``) in the one loop
 (and TensorBoard when available, :mod:`pgmoe_jax.training.summaries`),
 evaluates on ``data.val`` with the one scorer
 (:mod:`pgmoe_jax.evaluation.scorer`), checkpoints
-(:mod:`pgmoe_jax.training.checkpoint`, layout there) and returns the final
+(:mod:`pgmoe_jax.rundir.checkpoint`, layout there) and returns the final
 state. The datasets, batches and restore here serve populations too
 (:mod:`pgmoe_jax.training.population`).
 
@@ -52,14 +52,14 @@ from pgmoe_jax.evaluation import scorer
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.grid import check_same_grid
 from pgmoe_jax.memory import describe
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.sharding import BATCH_AXIS
 from pgmoe_jax.sharding import SPACE_AXIS
 from pgmoe_jax.sharding import spatial_spec
-from pgmoe_jax.training import checkpoint
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import driver
 from pgmoe_jax.training import losses
-from pgmoe_jax.training import workdir as workdir_lib
 from pgmoe_jax.training.driver import Progress
 from pgmoe_jax.training.step import TrainState
 from pgmoe_jax.training.step import create_train_state

@@ -60,12 +60,12 @@ from pgmoe_jax import checks
 from pgmoe_jax import locks
 from pgmoe_jax import models
 from pgmoe_jax.evaluation import scorer
-from pgmoe_jax.training import checkpoint
+from pgmoe_jax.rundir import checkpoint
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import config as config_lib
 from pgmoe_jax.training import driver
 from pgmoe_jax.training import losses
 from pgmoe_jax.training import loop
-from pgmoe_jax.training import workdir as workdir_lib
 from pgmoe_jax.training.step import TrainState
 from pgmoe_jax.training.step import clipped_adamw
 from pgmoe_jax.training.step import create_train_state

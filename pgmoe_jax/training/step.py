@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from pgmoe_jax.training.config import config_dtype
+from pgmoe_jax.models.resolve import config_dtype
 
 PyTree = Any
 LossFn = Callable[[PyTree, Mapping[str, jax.Array], jax.Array, jax.Array],

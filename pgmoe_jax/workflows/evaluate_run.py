@@ -122,10 +122,8 @@ def evaluate_run(workdir: str, data_paths: Sequence[str], *,
       dataset on another grid than the model, or a model that predicts
       NaN/inf (the message names what).
   """
-  if not jax.config.jax_enable_x64:
-    raise ValueError("Evaluation scores predictions under the exact H in "
-                     "float64: call jax.config.update('jax_enable_x64', True) "
-                     "first.")
+  checks.require_x64("Evaluation scores predictions under the exact H in "
+                     "float64")
   if not paths.resolve(workdir).is_dir():
     raise ValueError(f"--workdir {workdir} is not a directory; pass a "
                      "training run's workdir (it holds config.json and "

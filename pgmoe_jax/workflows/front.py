@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgmoe_jax import variational
+from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.evaluation import front as front_lib
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
@@ -107,8 +108,7 @@ def _energy_errors(fn: Callable, v: np.ndarray, e0: np.ndarray, grid: Grid,
   for start in range(0, len(v), batch):
     part = v[start:start + batch]
     m = len(part)
-    if m < batch:  # padded: one compilation per function
-      part = np.concatenate([part, np.repeat(part[-1:], batch - m, 0)])
+    part = pad_batch(part, batch)  # one compilation per function
     psi = fn(jnp.asarray(part, jnp.float32))[:m]
     e = score(jnp.asarray(psi, jnp.float64), jnp.asarray(part[:m],
                                                          jnp.float64))

@@ -34,8 +34,8 @@ import ml_collections
 
 from pgmoe_jax import paths
 from pgmoe_jax.evaluation import report
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import summaries
-from pgmoe_jax.training import workdir as workdir_lib
 from pgmoe_jax.workflows import sweep as sweep_lib
 from pgmoe_jax.workflows import sweep_runner
 
@@ -123,21 +123,16 @@ def _trial_config(trial: sweep_lib.Trial,
 def _num_params(config, cache: dict) -> int | None:
   """Parameters of the config's model (shapes only, nothing restored)."""
   # pylint: disable=g-import-not-at-top
-  import jax
-  import jax.numpy as jnp
   from pgmoe_jax import models
-  from pgmoe_jax.training import config as config_lib
+  from pgmoe_jax.models import resolve
   # pylint: enable=g-import-not-at-top
   key = json.dumps(workdir_lib.config_to_dict(config).get("model"),
                    sort_keys=True) + str(tuple(config.grid.shape))
   if key not in cache:
     try:
       config = sweep_lib.apply_overrides(config, {"dtype": "float32"})
-      setup = config_lib.resolve_model(config)
-      shapes = jax.eval_shape(setup.model.init, jax.random.key(0),
-                              jax.ShapeDtypeStruct(
-                                  (1,) + setup.grid.shape, jnp.float32))
-      cache[key] = models.count_params(shapes["params"])
+      setup = resolve.resolve_model(config)
+      cache[key] = models.count_params(resolve.param_shapes(setup))
     except ValueError:
       cache[key] = None
   return cache[key]

@@ -65,8 +65,9 @@ from pgmoe_jax import kinetic
 from pgmoe_jax import memory
 from pgmoe_jax import potentials as potentials_lib
 from pgmoe_jax import solvers
-from pgmoe_jax.evaluation.scorer import predict_batch
+from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.grid import Grid
+from pgmoe_jax.models.serving import predict_batch
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 from pgmoe_jax.timing import timed
 
@@ -76,9 +77,7 @@ BOUND_FIELDS = ("beta", "weinstein", "temple", "lower")
 
 
 def _require_x64(what: str) -> None:
-  if not jax.config.jax_enable_x64:
-    raise ValueError(f"{what} computes bounds and refinements in float64: "
-                     "call jax.config.update('jax_enable_x64', True) first.")
+  checks.require_x64(f"{what} computes bounds and refinements in float64")
 
 
 def _shape_text(grid: Grid) -> str:
@@ -217,12 +216,6 @@ def second_state_estimate(V, psi, grid: Grid,
           np.asarray(res[:, 1], np.float64))
 
 
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-  if len(x) == size:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
-
-
 def predict(predictor, potentials, *, batch_size: int = DEFAULT_BATCH_SIZE,
             refine: bool = False, beta_iters: int = DEFAULT_BETA_ITERS,
             refine_chunk_size: int | None = None,
@@ -274,8 +267,8 @@ def predict(predictor, potentials, *, batch_size: int = DEFAULT_BATCH_SIZE,
 
   def beta_one(chunk, psi):
     m = len(chunk)
-    mu, res = second_state_estimate(_pad(chunk, b), _pad(psi, b), grid,
-                                    beta_iters)
+    mu, res = second_state_estimate(pad_batch(chunk, b), pad_batch(psi, b),
+                                    grid, beta_iters)
     return mu[:m], res[:m]
 
   # Compile everything on the first batch, untimed.

@@ -105,7 +105,7 @@ def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
           "values it was not trained with. Restore the file; if the edit is "
           "intended (a field that keeps the parameter shapes, such as "
           "model.input_clip), record it with: python -c \"from "
-          "pgmoe_jax.training import workdir; "
+          "pgmoe_jax.rundir import workdir; "
           f"workdir.accept_config_edit('{workdir}')\". Settings of a "
           "continued run (steps, learning rate) change by rerunning "
           "experiments.train with them.")

@@ -5,7 +5,7 @@ it, :func:`pgmoe_jax.load_model` and the evaluation read it)::
 
     <workdir>/config.json              the resolved config (JSON, tuples as
                                        lists); fixes the model and the grid
-                                       (:mod:`pgmoe_jax.training.workdir`)
+                                       (:mod:`pgmoe_jax.rundir.workdir`)
     <workdir>/metrics.jsonl            one JSON object per log line
     <workdir>/tensorboard/<split>/     the same as TensorBoard events
                                        (when tensorboardX is installed)
@@ -62,15 +62,15 @@ from orbax.checkpoint import checkpoint_managers
 
 from pgmoe_jax import checks
 from pgmoe_jax import paths
-from pgmoe_jax.training.integrity import CheckpointDamagedError
-from pgmoe_jax.training.integrity import all_finite
-from pgmoe_jax.training.integrity import check_json_files
-from pgmoe_jax.training.integrity import discard_failed_reads
-from pgmoe_jax.training.integrity import is_read_error
-from pgmoe_jax.training.integrity import short_error
-from pgmoe_jax.training.integrity import tree_checksums
-from pgmoe_jax.training.integrity import verify
-from pgmoe_jax.training.workdir import checkpoint_dir  # noqa: F401
+from pgmoe_jax.rundir.integrity import CheckpointDamagedError
+from pgmoe_jax.rundir.integrity import all_finite
+from pgmoe_jax.rundir.integrity import check_json_files
+from pgmoe_jax.rundir.integrity import discard_failed_reads
+from pgmoe_jax.rundir.integrity import is_read_error
+from pgmoe_jax.rundir.integrity import short_error
+from pgmoe_jax.rundir.integrity import tree_checksums
+from pgmoe_jax.rundir.integrity import verify
+from pgmoe_jax.rundir.workdir import checkpoint_dir  # noqa: F401
 
 DAMAGED_DIR = "damaged_checkpoints"
 
