@@ -24,8 +24,8 @@ from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import training_estimate
 from pgmoe_jax.models import conv_experts
 from pgmoe_jax.models import tiling
+from pgmoe_jax.rundir import workdir as workdir_lib
 from pgmoe_jax.training import train_and_evaluate
-from pgmoe_jax.training import workdir as workdir_lib
 
 GRID = Grid((16, 16), 20.0)
 

@@ -232,8 +232,8 @@ def predict(predictor, potentials, *, batch_size: int = DEFAULT_BATCH_SIZE,
     beta_iters: LOBPCG iterations of the estimate of ``E1``.
     refine_chunk_size: potentials per LOBPCG call when refining; default
       ``batch_size``. (A vmapped chunk iterates until its slowest member
-      converges, but on the 2-core CPU at 32x32 chunks of 200 still solved
-      541 potentials/s against 164/s one at a time through ``solve``.)
+      converges, yet large chunks still solve faster than one potential at
+      a time through ``solve``.)
     progress: called as ``progress(done, N)`` after each batch.
 
   Returns:
