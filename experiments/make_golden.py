@@ -2,6 +2,7 @@ r"""Golden outputs of the shipped models: a fixed batch, its predictions.
 
     python -m experiments.make_golden --check
     python -m experiments.make_golden --overwrite [--models=universal_32]
+    python -m experiments.make_golden --against=<commit>
 
 For every shipped model (:func:`pgmoe_jax.pretrained.available`) this draws
 a seeded batch of :data:`BATCH` well-conditioned potentials from the
@@ -37,12 +38,24 @@ a model that ``tests/test_golden.py`` tries moves the states by 1.6e-3.
 ``--check`` compares here, writing nothing, and exits with status 1 on a
 difference above the tolerance. An existing file is replaced only with
 ``--overwrite``.
+
+``--against=<commit>`` asks whether a change of the code left every
+shipped model's predictions unchanged: it regenerates each golden batch at
+full resolution, predicts it with the code of that commit (a temporary
+``git worktree``, removed afterwards) and with this working tree, each in
+a fresh process on this machine, and compares the states and the
+parameters bitwise (status 1 if any bit differs). The commit's code must
+have ``pretrained.load_pretrained`` and ``Predictor.predict``.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -82,6 +95,27 @@ _CHECK = flags.DEFINE_bool("check", False, "Compare with the stored files; "
 _ATOL = flags.DEFINE_float("atol", None, "Largest difference that passes "
                            "with --check (states and energies); default: "
                            "tolerances() of each file.")
+_AGAINST = flags.DEFINE_string("against", None, "A commit: predict the "
+                               "golden batches with its code and with this "
+                               "tree's, and compare them bitwise.")
+
+# Run in each tree's own interpreter: loads each model, predicts its batch
+# whole and saves the states and the parameters.
+_PREDICT_SCRIPT = r"""
+import sys
+import jax
+import numpy as np
+from pgmoe_jax import pretrained
+inputs, out = sys.argv[1], sys.argv[2]
+arrays = {}
+with np.load(inputs, allow_pickle=False) as f:
+  for name in f.files:
+    model = pretrained.load_pretrained(name)
+    arrays[name + "/states"] = np.asarray(model.predict(f[name]))
+    for key, leaf in jax.tree_util.tree_leaves_with_path(model.params):
+      arrays[name + "/params" + jax.tree_util.keystr(key)] = np.asarray(leaf)
+np.savez(out, **arrays)
+"""
 
 
 def machine() -> str:
@@ -225,12 +259,82 @@ def differences(model, golden, v: np.ndarray | None = None
       "energies": float(np.abs(e - golden["energies"]).max())}
 
 
+def predict_with(tree: str, inputs: str, out: str) -> dict[str, np.ndarray]:
+  """States and parameters of every model in ``inputs``, by ``tree``'s code.
+
+  ``inputs``: an ``.npz`` of ``{model name: potentials}``; runs in a fresh
+  interpreter with ``tree`` first on the path.
+  """
+  env = dict(os.environ, PYTHONPATH=tree)
+  subprocess.run([sys.executable, "-c", _PREDICT_SCRIPT, inputs, out],
+                 cwd=tree, env=env, check=True)
+  with np.load(out, allow_pickle=False) as f:
+    return dict(f)
+
+
+def bitwise(old: dict[str, np.ndarray], new: dict[str, np.ndarray],
+            name: str) -> tuple[list[str], float]:
+  """The arrays of ``name`` that differ in any bit; max |states diff|."""
+  keys = sorted(k for k in set(old) | set(new) if k.startswith(name + "/"))
+  differ = [k for k in keys if k not in old or k not in new
+            or old[k].dtype != new[k].dtype or old[k].shape != new[k].shape
+            or old[k].tobytes() != new[k].tobytes()]
+  a, b = old[name + "/states"], new[name + "/states"]
+  diff = (float(np.abs(a.astype(np.float64) - b).max())
+          if a.shape == b.shape else float("inf"))
+  return differ, diff
+
+
+def compare_with_commit(commit: str, names: list[str]) -> bool:
+  """Prints a row per model; whether all are bitwise equal at ``commit``."""
+  tmp = tempfile.mkdtemp(prefix="pgmoe-golden-")
+  old_tree = os.path.join(tmp, "old")
+  try:
+    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach",
+                    old_tree, commit], check=True, stdout=subprocess.DEVNULL)
+    inputs = os.path.join(tmp, "inputs.npz")
+    batches = {name: potentials(pretrained.load_pretrained(name),
+                                load(name)["index"]) for name in names}
+    np.savez(inputs, **batches)
+    old = predict_with(old_tree, inputs, os.path.join(tmp, "old.npz"))
+    new = predict_with(ROOT, inputs, os.path.join(tmp, "new.npz"))
+  finally:
+    subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force",
+                    old_tree], check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    shutil.rmtree(tmp, ignore_errors=True)
+  git = ["git", "-C", ROOT]
+  head = subprocess.run(git + ["rev-parse", "--short", "HEAD"],
+                        capture_output=True, text=True).stdout.strip()
+  dirty = subprocess.run(
+      git + ["status", "--porcelain", "--untracked-files=no"],
+      capture_output=True, text=True).stdout.strip()
+  print(f"old: {commit}; new: this tree (HEAD {head}"
+        f"{' with changes' if dirty else ''}); machine: {machine()}")
+  print("| model | batch | states and parameters | max abs diff (states) |")
+  print("|---|---|---|---|")
+  ok = True
+  for name in names:
+    differ, diff = bitwise(old, new, name)
+    ok &= not differ
+    what = ("bitwise equal" if not differ else
+            f"DIFFER ({len(differ)} arrays: {', '.join(differ[:3])})")
+    print(f"| {name} | {len(batches[name])} | {what} | {diff:.2e} |")
+  return ok
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   cli.quiet_library_logs()
   jax.config.update("jax_enable_x64", True)
   names = _MODELS.value or list(pretrained.available())
+  cli.check_names(names, pretrained.available(), "model")
+  if _AGAINST.value:
+    if _CHECK.value or _OVERWRITE.value:
+      raise app.UsageError("--against writes nothing: pass it without "
+                           "--check or --overwrite.")
+    raise SystemExit(0 if compare_with_commit(_AGAINST.value, names) else 1)
   failed = []
   for name in names:
     if _CHECK.value:
