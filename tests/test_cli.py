@@ -105,6 +105,8 @@ def read_tree(path):
           if not name.endswith(".tmp") and name != ".lock"}
 
 
+# Fast tier: test_data::test_interrupted_generation_resumes_to_identical_bytes.
+@pytest.mark.slow
 def test_generate_data_killed_and_rerun_gives_identical_bytes(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
