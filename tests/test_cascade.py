@@ -165,8 +165,16 @@ def tilted_double_wells(grid):
                    for t in (0.0, 1e-8, 1e-5, 1e-2)])
 
 
-@pytest.mark.parametrize("family", sorted(potentials.FAMILIES) + [
-    "tilted_double_well", "periodic", "3d"])
+# Fast tier: one plain family and the special cases (near-degenerate wells,
+# periodic, 3-D); the other families take the same path, in the slow tier.
+FAST_CASCADE_CASES = ("gaussian_wells", "tilted_double_well", "periodic",
+                      "3d")
+
+
+@pytest.mark.parametrize("family", [
+    f if f in FAST_CASCADE_CASES else pytest.param(f, marks=pytest.mark.slow)
+    for f in sorted(potentials.FAMILIES) + ["tilted_double_well", "periodic",
+                                            "3d"]])
 def test_solve_cascade_agrees_with_eigsh(family):
   grid = GRID
   if family == "tilted_double_well":

@@ -28,6 +28,7 @@ def run_module(*args):
                         check=False)
 
 
+@pytest.mark.slow  # fast tier: test_solvers checks the solvers agree in-process
 def test_demo_solves_every_family_and_solvers_agree():
   out = run_module("experiments.demo", "--grid=12,14", "--length=10",
                    "--num=1")
@@ -104,6 +105,8 @@ def read_tree(path):
           if not name.endswith(".tmp") and name != ".lock"}
 
 
+# Fast tier: test_data::test_interrupted_generation_resumes_to_identical_bytes.
+@pytest.mark.slow
 def test_generate_data_killed_and_rerun_gives_identical_bytes(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
@@ -138,6 +141,7 @@ def test_generate_data_killed_and_rerun_gives_identical_bytes(tmp_path):
   assert read_tree(killed) == read_tree(whole)
 
 
+@pytest.mark.slow  # fast tier: test_mixture::test_family_splits
 def test_generate_data_universal_splits(tmp_path):
   out = run_module("experiments.generate_data", "--universal_splits",
                    "--grid=6", "--num_eval=1", "--workers=1",

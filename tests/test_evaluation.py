@@ -409,6 +409,8 @@ def test_cli_errors_are_one_line(datasets, tmp_path):
   assert_one_line_error(out, "no latest checkpoint")
 
 
+# Fast tier: test_training's train CLI run and the evaluate CLI tests above.
+@pytest.mark.slow
 def test_cli_train_then_evaluate(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
 

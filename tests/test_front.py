@@ -102,6 +102,8 @@ def run(*args):
                         check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
 
 
+# Fast tier: test_measure_split_scores_and_times_every_candidate.
+@pytest.mark.slow
 def test_front_command_on_a_labelled_split(tmp_path):
   split = str(tmp_path / "split")
   made = run("experiments.generate_data", "--family=gaussian_wells",

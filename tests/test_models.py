@@ -24,15 +24,25 @@ def wells(grid, count=3, seed=0):
   return potentials.gaussian_wells(jax.random.key(seed), grid, (count,))
 
 
-@pytest.mark.parametrize("grid", GRIDS, ids=str)
-@pytest.mark.parametrize("config", [
-    dict(name="dense", hidden=(32,)),
-    dict(name="pgmoe", tiles=2, coarse=4, expert_hidden=(16,)),
-    dict(name="pgmoe", tiles=2, coarse=4, expert_hidden=(16,),
-         shared_expert=False, gate="mlp", expert_init_scale=1.0),
-    dict(name="pgmoe", tiles=4, coarse=4, expert_hidden=(16,), gate="both",
-         envelope_iters=4, halo=1),
-], ids=["dense", "pgmoe", "pgmoe-separate-mlp", "pgmoe-both-lobpcg"])
+SHAPE_CONFIGS = {
+    "dense": dict(name="dense", hidden=(32,)),
+    "pgmoe": dict(name="pgmoe", tiles=2, coarse=4, expert_hidden=(16,)),
+    "pgmoe-separate-mlp": dict(name="pgmoe", tiles=2, coarse=4,
+                               expert_hidden=(16,), shared_expert=False,
+                               gate="mlp", expert_init_scale=1.0),
+    "pgmoe-both-lobpcg": dict(name="pgmoe", tiles=4, coarse=4,
+                              expert_hidden=(16,), gate="both",
+                              envelope_iters=4, halo=1),
+}
+
+
+# Fast tier: every config on the 1-D and 2-D grids, dense and pgmoe on 3-D;
+# the separate-expert and both-gate configs on 3-D are in the slow tier.
+@pytest.mark.parametrize("config, grid", [
+    pytest.param(config, grid, id=f"{name}-{grid}",
+                 marks=pytest.mark.slow if grid.ndim == 3 and name in (
+                     "pgmoe-separate-mlp", "pgmoe-both-lobpcg") else ())
+    for name, config in SHAPE_CONFIGS.items() for grid in GRIDS])
 def test_shapes_positivity_and_normalisation(grid, config):
   model = build_model(config, grid)
   v = wells(grid)

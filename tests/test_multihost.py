@@ -239,7 +239,9 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("processes, devices", [
     # One process: test_training's killed runs cover its resume (CI time).
-    pytest.param(1, 1, marks=pytest.mark.slow), (2, 2)])
+    pytest.param(1, 1, marks=pytest.mark.slow),
+    # Fast tier: test_training's killed runs and the two-process run above.
+    pytest.param(2, 2, marks=pytest.mark.slow)])
 def test_sigterm_saves_exits_75_and_the_rerun_ends_equal(
     tmp_path, uninterrupted, processes, devices):
   workdir = tmp_path / "run"
@@ -310,6 +312,7 @@ def test_peer_watch_names_only_a_process_gone_silent():
 HEARTBEAT_S = 60
 
 
+@pytest.mark.slow  # fast tier: test_peer_watch_names_only_a_process_gone_silent
 def test_a_killed_process_is_named_by_the_survivor(tmp_path):
   """SIGKILL of process 1: process 0 stops within twice the heartbeat
   timeout with one line naming it, not JAX's abort and thread dump."""

@@ -100,6 +100,7 @@ def test_shipped_models_predict_ground_states(name, shape, method):
   assert (change > 1e-4).all(), change
 
 
+@pytest.mark.slow  # builds and installs a wheel; no fast equivalent
 def test_wheel_ships_the_models_and_they_load_after_install(tmp_path):
   wheels = tmp_path / "wheels"
   build = subprocess.run(

@@ -456,6 +456,9 @@ def fill(folder, leave):
   return path
 
 
+# Fast tier: test_full_disk_stops_training_with_one_line (the same run on a
+# simulated full disk) and test_full_disk_during_a_checkpoint_save.
+@pytest.mark.slow
 def test_training_into_a_full_filesystem(small_filesystem):
   workdir = str(small_filesystem / "run")
   args = (f"--config={TEST_CONFIG}", f"--workdir={workdir}")

@@ -175,7 +175,8 @@ TILTS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
 
 @pytest.mark.parametrize(
-    "n", [32, 64, pytest.param(128, marks=pytest.mark.slow)])
+    "n", [32, pytest.param(64, marks=pytest.mark.slow),
+          pytest.param(128, marks=pytest.mark.slow)])
 def test_lobpcg_near_degenerate_double_wells_float64(n):
   grid = Grid((n, n), 20.0)
   v = np.stack([tilted_double_well(grid, t) for t in TILTS])

@@ -158,7 +158,10 @@ def child(case: int) -> None:
       permutes="collective-permute" in train.as_text())))
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
+# The 2-D float32 case is slow tier (the costlier child); the 3-D float64
+# case runs the same checks fast.
+@pytest.mark.parametrize("case", [
+    pytest.param(0, marks=pytest.mark.slow), 1])
 def test_sharded_grids_equal_one_device_without_gathering_them(case):
   out = subprocess.run([sys.executable, __file__, str(case)], cwd=ROOT,
                        env=four_cpu_devices_env(PYTHONPATH=ROOT),
