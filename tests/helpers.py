@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgmoe_jax import data
 from pgmoe_jax import ground_state
 from pgmoe_jax import potentials
 
@@ -89,3 +90,14 @@ def disk_full_at_checkpoint(step, how="tensorstore", patch=setattr):
     return await save(self, item, directory)
 
   patch(handler, "_save_fn", failing_save)
+
+
+def wells_splits(root, grid, sizes=(("train", 32), ("val", 16)),
+                 shard_size=16):
+  """Labelled gaussian-wells splits under ``root``: ``{split: path}``."""
+  paths = {}
+  for split, num in sizes:
+    paths[split] = os.path.join(str(root), split)
+    data.generate(paths[split], data.DatasetSpec(
+        "gaussian_wells", grid, num, split=split, shard_size=shard_size))
+  return paths

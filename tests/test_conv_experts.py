@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import wells_splits
+
 from experiments.configs import test as test_config
 from pgmoe_jax import data
 from pgmoe_jax import inference
@@ -47,11 +49,7 @@ def conv_run(tmp_path_factory):
   test config's, so that 60 steps show it.
   """
   root = tmp_path_factory.mktemp("conv")
-  paths = {}
-  for split, num in (("train", 32), ("val", 16)):
-    paths[split] = str(root / split)
-    data.generate(paths[split], data.DatasetSpec(
-        "gaussian_wells", GRID, num, split=split, shard_size=16))
+  paths = wells_splits(root, GRID)
   config = conv_config()
   config.data.train, config.data.val = paths["train"], paths["val"]
   config.loss.mode = "supervised"

@@ -8,6 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from helpers import wells_splits
+
 from experiments.configs import test as test_config
 from pgmoe_jax import data
 from pgmoe_jax import inference
@@ -27,11 +29,7 @@ GRID = Grid((16, 16), 20.0)
 def trained(tmp_path_factory):
   """A short supervised run with validation: (workdir, final state, val)."""
   root = tmp_path_factory.mktemp("inference")
-  paths = {}
-  for split, num in (("train", 32), ("val", 16)):
-    paths[split] = str(root / split)
-    data.generate(paths[split], data.DatasetSpec(
-        "gaussian_wells", GRID, num, split=split, shard_size=16))
+  paths = wells_splits(root, GRID)
   config = test_config.get_config()
   config.data.train, config.data.val = paths["train"], paths["val"]
   config.loss.mode = "supervised"

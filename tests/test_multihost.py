@@ -19,8 +19,9 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import wells_splits
+
 from pgmoe_jax import Grid
-from pgmoe_jax import data
 from pgmoe_jax import inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,9 +74,7 @@ def train(workdir, *overrides, processes=1, devices=1):
 def labelled(tmp_path_factory):
   jax.config.update("jax_enable_x64", True)
   root = tmp_path_factory.mktemp("multihost_data")
-  for split, num in (("train", 48), ("val", 16)):
-    data.generate(str(root / split), data.DatasetSpec(
-        "gaussian_wells", GRID, num, split=split, shard_size=16))
+  wells_splits(root, GRID, (("train", 48), ("val", 16)))
   return str(root)
 
 

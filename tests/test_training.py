@@ -13,6 +13,7 @@ import pytest
 
 from experiments.configs import test as test_config
 from helpers import four_cpu_devices_env
+from helpers import wells_splits
 from pgmoe_jax import data
 from pgmoe_jax import inference
 from pgmoe_jax.grid import Grid
@@ -31,13 +32,9 @@ GRID = Grid((16, 16), 20.0)
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
   root = tmp_path_factory.mktemp("data")
-  paths = []
-  for split, num in (("train", 64), ("val", 32)):
-    path = str(root / split)
-    data.generate(path, data.DatasetSpec("gaussian_wells", GRID, num,
-                                         split=split, shard_size=32))
-    paths.append(path)
-  return tuple(paths)
+  paths = wells_splits(root, GRID, (("train", 64), ("val", 32)),
+                       shard_size=32)
+  return paths["train"], paths["val"]
 
 
 def supervised_config(datasets, **train_fields):
