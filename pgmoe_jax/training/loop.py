@@ -302,6 +302,10 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
     state, start = restore_or_keep(ckpts, state, workdir)
     log = MetricsLog(workdir, start, advice=ckpts.resume_advice)
     closers.append(log.close)
+    if start >= config.train.num_steps:  # nothing to build or copy
+      logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
+                   config.train.num_steps)
+      return state
     np_dtype = np.dtype(config.dtype)
     resident = (resident_training_set(train_ds, np_dtype, replicated)
                 if run.uses_labels else None)
