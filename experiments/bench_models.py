@@ -153,11 +153,13 @@ def bench_gate(quick: bool, repeats: int) -> None:
   print("|---:|---|---:|---|---:|" + "---:|" * len(families))
   # (coarse, solver, iterations, start grid, start iterations per level)
   if quick:  # one setting per solver and a start chain (a smoke run)
-    settings = [(n // 2, "lobpcg", 6, 0, ()), (n // 2, "fixed", 6, 0, ()),
+    settings = [(n // 2, "lobpcg", 6, None, ()),
+                (n // 2, "fixed", 6, None, ()),
                 (n, "fixed", 1, n // 2, (2, 2))]
   else:
-    settings = [(n // 4, "lobpcg", 6, 0, ()), (n // 2, "lobpcg", 6, 0, ())]
-    settings += [(c, "fixed", k, 0, ()) for c in (n // 4, n // 2, n)
+    settings = [(n // 4, "lobpcg", 6, None, ()),
+                (n // 2, "lobpcg", 6, None, ())]
+    settings += [(c, "fixed", k, None, ()) for c in (n // 4, n // 2, n)
                  for k in (2, 4, 6, 8)]
     # Coarse-to-fine: the full-grid iterations start from a coarser solve.
     settings += [(n, "fixed", k, n // 2, levels) for k in (1, 2)

@@ -1,6 +1,7 @@
 """Every experiment config loads, locks, validates and builds its model."""
 
 import ast
+import dataclasses
 import glob
 import importlib
 import os
@@ -34,6 +35,17 @@ def leaves(config, prefix=""):
   return out
 
 
+def field_types(config, prefix=""):
+  """Dotted paths of every field -> the type the locked config accepts."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and len(value):
+      out.update(field_types(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = config.get_type(key)
+  return out
+
+
 def test_the_expected_configs_exist():
   assert {"default", "pgmoe", "dense", "test"} <= set(NAMES)
 
@@ -58,9 +70,23 @@ def test_config_fields_are_defined_in_default(name):
   extra = {k for k in config if k not in default and
            not (k.startswith("model.") and config["model.name"] != "pgmoe")}
   assert not extra, f"{name} sets fields default.py does not define: {extra}"
+  types = field_types(load("default"))
   for key, value in config.items():
     if key in default:  # the same type, or the locked config would refuse it
-      assert isinstance(value, type(default[key])), key
+      # None only where default.py types the field (a FieldReference), so
+      # that the command line can still set it.
+      assert isinstance(value, types[key]) or (
+          value is None and types[key] is not type(None)), key
+
+
+def test_default_model_section_is_pgmoe_config_defaults():
+  # PGMoEConfig's defaults and default.py's model section are one set.
+  section = dict(load("default").model)
+  assert section.pop("name") == "pgmoe"
+  expected = dataclasses.asdict(models.PGMoEConfig())
+  assert set(section) == set(expected)
+  for field, value in expected.items():
+    assert section[field] == value, field
 
 
 def test_default_comments_every_field():

@@ -102,9 +102,11 @@ def _experts_zeroed(name, model, monkeypatch):
 
 
 def _gate_iterations_0(name, model, monkeypatch):
-  # The config cannot ask for this: envelope_iters=0 means an exact dense
-  # eigh on the gate's grid. The gate's kernel with no iteration on any
-  # level returns the kinetic operator's lowest mode, whatever V is.
+  # The config cannot ask for this: 0 iterations on the gate's only or
+  # coarsest level is refused (envelope_solver="eigh" and
+  # envelope_start_exact are the exact solves). The gate's kernel with no
+  # iteration on any level returns the kinetic operator's lowest mode,
+  # whatever V is.
   del name
   cascade = gates.cascade_unchecked
   monkeypatch.setattr(

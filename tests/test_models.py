@@ -15,6 +15,7 @@ from pgmoe_jax.models import common
 from pgmoe_jax.models import count_params
 from pgmoe_jax.models import gates
 from pgmoe_jax.models import tiling
+from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
 
 GRIDS = [Grid((16,), 10.0), Grid((16, 8), (12.0, 8.0)), Grid((8, 8, 8), 8.0)]
@@ -32,7 +33,8 @@ SHAPE_CONFIGS = {
                                gate="mlp", expert_init_scale=1.0),
     "pgmoe-both-lobpcg": dict(name="pgmoe", tiles=4, coarse=4,
                               expert_hidden=(16,), gate="both",
-                              envelope_iters=4, halo=1),
+                              envelope_iters=4, envelope_solver="lobpcg",
+                              halo=1),
 }
 
 
@@ -179,7 +181,7 @@ def test_neighbour_halos_need_a_halo_within_a_tile():
 
 
 @pytest.mark.parametrize("envelope_iters, solver", [
-    (0, "lobpcg"), (30, "lobpcg"), (40, "fixed")])
+    (None, "eigh"), (30, "lobpcg"), (40, "fixed")])
 def test_envelope_on_the_full_grid_is_the_exact_ground_state(envelope_iters,
                                                              solver):
   # With the coarse grid equal to the grid and experts switched off, the gate
@@ -292,11 +294,11 @@ def test_bad_model_configs():
     model.init(jax.random.key(0), jnp.zeros((16, 16)))
 
 
-def test_coarse_zero_is_the_full_grid():
+def test_coarse_none_is_the_full_grid():
   grid = Grid((16, 16), 10.0)
   v = wells(grid, 2)
   outputs = []
-  for coarse in (0, 16):
+  for coarse in (None, 16):
     model = build_model(dict(name="pgmoe", tiles=4, coarse=coarse,
                              envelope_iters=3, envelope_solver="fixed",
                              expert_hidden=(8,)), grid)
@@ -319,15 +321,16 @@ def test_coarse_start_is_the_interpolated_start_grid_ground_state():
   start = tiling.apply_per_axis(jnp.abs(jnp.asarray(psi_s)), interp)
   for iters in (1, 3):
     gate = gates.EnvelopeGate(grid, (16, 16), iters, "fixed", start=(4, 4),
-                              start_iters=0)
+                              start_iters=0, start_exact=True)
     out = jax.jit(lambda v, g=gate: g.apply({}, v))(v)
     e, psi = ground_state_fixed(v, grid, iters, start=start)
     np.testing.assert_allclose(out.energy, e, rtol=1e-12)
     np.testing.assert_allclose(out.log_envelope, jnp.log(
         jnp.abs(psi) + 1e-12 * jnp.max(jnp.abs(psi), (1, 2), keepdims=True)),
                                rtol=1e-9, atol=1e-9)
-  model = build_model(dict(name="pgmoe", tiles=2, coarse=0, gate="envelope",
-                           envelope_iters=20, envelope_solver="fixed",
+  model = build_model(dict(name="pgmoe", tiles=2, coarse=None,
+                           gate="envelope", envelope_iters=20,
+                           envelope_solver="fixed",
                            envelope_start=4, envelope_start_iters=6), grid)
   psi = jax.jit(lambda v: model.apply({}, v, use_experts=False))(v)
   _, psi0 = ground_state(np.asarray(v), grid)
@@ -348,14 +351,14 @@ def test_a_chain_of_start_grids_runs_coarse_to_fine():
     level_v = v if n == 32 else tiling.block_mean(v, grid, (n, n))
     e, x = ground_state_fixed(level_v, Grid((n, n), 20.0), iters,
                               start=start)
-  model = build_model(dict(name="pgmoe", tiles=4, coarse=0,
+  model = build_model(dict(name="pgmoe", tiles=4, coarse=None,
                            envelope_iters=2, envelope_solver="fixed",
                            envelope_start=8, envelope_start_iters=[3, 2]),
                       grid)
   _, energy = model.apply({}, v, method="coarse_envelope")
   np.testing.assert_allclose(energy, e, rtol=1e-12)
   with pytest.raises(ValueError, match="each axis must divide by 8"):
-    build_model(dict(name="pgmoe", tiles=4, coarse=0, envelope_iters=2,
+    build_model(dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=2,
                      envelope_solver="fixed", envelope_start=12,
                      envelope_start_iters=(1, 1, 1, 1)), Grid((24, 24), 20.0))
 
@@ -369,20 +372,20 @@ def test_coarse_start_finds_the_right_well_in_fewer_iterations():
                         dtype=jnp.float64)
   e0, _ = ground_state(np.asarray(v), grid)
   errors = {}
-  for start in (0, 12):
-    model = build_model(dict(name="pgmoe", tiles=4, coarse=0,
+  for start in (None, 12):
+    model = build_model(dict(name="pgmoe", tiles=4, coarse=None,
                              envelope_iters=2, envelope_solver="fixed",
                              envelope_start=start), grid)
     _, energy = jax.jit(lambda v, m=model: m.apply(
         {}, v, method="coarse_envelope"))(v)
     errors[start] = np.median(np.asarray(energy) - np.asarray(e0))
-  assert errors[12] >= 0 and errors[0] >= 0  # variational: upper bounds
-  assert errors[12] < 0.2 * errors[0], errors
+  assert errors[12] >= 0 and errors[None] >= 0  # variational: upper bounds
+  assert errors[12] < 0.2 * errors[None], errors
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(envelope_start=8), "needs envelope_solver='fixed' and "
-     "envelope_iters > 0"),
+    (dict(envelope_start=8, envelope_solver="eigh"),
+     "needs envelope_solver='fixed'"),
     (dict(envelope_start=8, envelope_iters=2, envelope_solver="lobpcg"),
      "needs envelope_solver='fixed'"),
     (dict(envelope_start=6, envelope_iters=2, envelope_solver="fixed"),
@@ -395,8 +398,6 @@ def test_coarse_start_finds_the_right_well_in_fewer_iterations():
           envelope_start_iters=-1), r"start_iters \(envelope_start_iters\) "
      "must be >= 0"),
     (dict(envelope_start=8, envelope_iters=2, envelope_solver="fixed",
-          envelope_start_iters=(4, 0)), "0 .* only on the coarsest"),
-    (dict(envelope_start=8, envelope_iters=2, envelope_solver="fixed",
           envelope_start_iters=(1, 1, 1)), r"halve the start grid \(8, "
      r"8\) to \(2, 2\), below 3 points"),
 ])
@@ -404,6 +405,73 @@ def test_bad_coarse_starts_are_refused_when_the_model_is_built(fields,
                                                                message):
   with pytest.raises(ValueError, match=message):
     build_model(dict(name="pgmoe", tiles=4, coarse=16, **fields),
+                Grid((32, 32), 20.0))
+
+
+@pytest.mark.parametrize("iters, levels, exact", [
+    (0, (3, 2), False), (2, (3, 0), False), (1, (0, 2), True),
+    (1, (5, 2), True)])
+def test_the_gate_chain_is_the_cascade_on_its_levels(iters, levels, exact):
+  # The cascade's convention: 0 iterations at a level interpolate only
+  # (envelope_iters=0 with a start grid: the interpolated start alone), and
+  # envelope_start_exact solves the coarsest level by eigh, its count unused.
+  grid = Grid((32, 32), 20.0)
+  v = potentials.sample("gaussian_wells", jax.random.key(5), grid, 2,
+                        dtype=jnp.float64)
+  model = build_model(dict(name="pgmoe", tiles=4, coarse=None,
+                           envelope_iters=iters, envelope_solver="fixed",
+                           envelope_start=8, envelope_start_iters=levels,
+                           envelope_start_exact=exact), grid)
+  _, energy = model.apply({}, v, method="coarse_envelope")
+  grids = (Grid((4, 4), 20.0), Grid((8, 8), 20.0), grid)
+  e, _ = cascade_unchecked(v, grids, levels + (iters,), exact_coarsest=exact)
+  np.testing.assert_allclose(energy, e, rtol=1e-13)
+  if exact:  # the coarsest count is not used
+    _, energy_2 = build_model(dict(
+        name="pgmoe", tiles=4, coarse=None, envelope_iters=iters,
+        envelope_solver="fixed", envelope_start=8,
+        envelope_start_iters=(7,) + levels[1:], envelope_start_exact=True),
+                              grid).apply({}, v, method="coarse_envelope")
+    np.testing.assert_array_equal(energy, energy_2)
+
+
+def test_envelope_solver_eigh_is_the_exact_coarse_ground_state():
+  # envelope_iters is not used with "eigh".
+  grid = Grid((16, 16), 10.0)
+  v = wells(grid, 2)
+  energies = []
+  for iters in (None, 0, 5):
+    model = build_model(dict(name="pgmoe", tiles=4, coarse=8,
+                             envelope_solver="eigh", envelope_iters=iters),
+                        grid)
+    energies.append(model.apply({}, v, method="coarse_envelope")[1])
+  e_coarse, _ = ground_state(np.asarray(tiling.block_mean(v, grid, (8, 8))),
+                             Grid((8, 8), 10.0))
+  np.testing.assert_allclose(energies[0], e_coarse, rtol=1e-10)
+  np.testing.assert_array_equal(energies[0], energies[1])
+  np.testing.assert_array_equal(energies[0], energies[2])
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(coarse=0), r"coarse=0.*use coarse=None for the full grid"),
+    (dict(envelope_iters=0, envelope_solver="fixed"),
+     r"envelope_iters=0.*envelope_solver='eigh'"),
+    (dict(envelope_iters=0, envelope_solver="lobpcg"),
+     r"envelope_iters=0.*envelope_solver='eigh'"),
+    (dict(envelope_start=0), r"envelope_start=0.*envelope_start=None"),
+    (dict(envelope_start=8, envelope_iters=2, envelope_solver="fixed",
+          envelope_start_iters=(0, 2)),
+     r"coarsest start level.*envelope_start_exact=True"),
+    (dict(envelope_start=8, envelope_iters=2, envelope_solver="fixed",
+          envelope_start_iters=0),
+     r"coarsest start level.*envelope_start_exact=True"),
+])
+def test_old_encodings_in_a_config_name_the_new_spelling(fields, message):
+  # A 0 that used to mean something else fails loudly, never silently
+  # meaning another thing (config.json files of older runs are mapped
+  # when read: pgmoe_jax.rundir.legacy).
+  with pytest.raises(ValueError, match=message):
+    build_model({**dict(name="pgmoe", tiles=4, coarse=16), **fields},
                 Grid((32, 32), 20.0))
 
 

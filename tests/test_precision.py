@@ -70,9 +70,10 @@ def test_the_fixed_cost_solver():
 
 
 @pytest.mark.parametrize("iters, solver, start", [
-    (6, "lobpcg", {}), (6, "fixed", {}), (0, "lobpcg", {}),
-    (2, "fixed", dict(envelope_start=4, envelope_start_iters=0)),
-    (1, "fixed", dict(coarse=0, envelope_start=8,
+    (6, "lobpcg", {}), (6, "fixed", {}), (None, "eigh", {}),
+    (2, "fixed", dict(envelope_start=4, envelope_start_iters=0,
+                      envelope_start_exact=True)),
+    (1, "fixed", dict(coarse=None, envelope_start=8,
                       envelope_start_iters=(3, 2)))],
                          ids=["lobpcg", "fixed", "eigh", "start-eigh",
                               "start-chain"])

@@ -186,38 +186,49 @@ def get_config() -> ml_collections.ConfigDict:
   # better out of distribution, where a learned global gate memorises the
   # training family (WORKSPACE.md, "Models and training, in short").
   model.gate = "envelope"
-  # Coarse-grid points per axis for the gate (int >= 2); must divide
-  # grid.shape on every axis; 0: the full grid (the gate's solve at full
-  # resolution, a fixed number of iterations; experiments/configs/
-  # universal.py). 16 on a 32x32 grid: the coarse ground state
-  # alone has a median infidelity of 0.035 (0.46 with 8).
-  model.coarse = 16
-  # How the coarse Hamiltonian is solved: 0 for an exact dense eigh (cost
-  # grows like coarse^(3d): cheap at 8x8, costly from 16x16 on), or
-  # k > 0 for k iterations of the matrix-free LOBPCG (6 reach the eigh
-  # envelope's accuracy at 16x16 for a fraction of the cost).
+  # Coarse-grid points per axis for the gate (int >= 2, or one per axis);
+  # must divide grid.shape on every axis; None: the full grid (the gate's
+  # solve at full resolution, a fixed number of iterations; experiments/
+  # configs/universal.py). 16 on a 32x32 grid: the coarse ground state
+  # alone has a median infidelity of 0.035 (0.46 with 8). A typed None
+  # (FieldReference) so that --config.model.coarse=8 works on configs that
+  # set None.
+  model.coarse = ml_collections.FieldReference(16, field_type=int)
+  # Iterations of the fixed-cost solver on the gate's grid (int >= 0;
+  # envelope_solver "fixed" or "lobpcg"; not used by "eigh"): 6 reach the
+  # exact envelope's accuracy at 16x16 for a fraction of the cost. 0 only
+  # with a start grid (envelope_start): the gate is then the interpolated
+  # start alone.
   model.envelope_iters = 6
-  # The iterative coarse solver (envelope_iters > 0): "fixed", a batched
+  # How the gate's coarse Hamiltonian is solved: "fixed", a batched
   # single-vector LOBPCG built for throughput (pgmoe_jax.solvers.fixed_iters:
   # no vmap, no while loop, matmuls only in the preconditioner's sine
-  # transforms), or "lobpcg", the vmapped reference LOBPCG with a 2-vector
-  # block (the only solver of releases 0.1.0 and 0.2.0, and what a
-  # config.json without this field means).
+  # transforms), envelope_iters iterations; "lobpcg", the vmapped reference
+  # LOBPCG with a 2-vector block (the only iterative solver of releases
+  # 0.1.0 and 0.2.0), envelope_iters iterations; or "eigh", the exact dense
+  # eigh (cost grows like coarse^(3d): cheap at 8x8, costly from 16x16 on).
   model.envelope_solver = "fixed"
-  # Coarse-to-fine gate (envelope_solver "fixed" only): 0 starts the gate's
-  # iterations from the kinetic operator's lowest mode; s > 0 (dividing
-  # `coarse`) starts them from the ground state on an s-point grid,
-  # interpolated: it finds the right well for a fraction of the cost, so
-  # fewer gate iterations reach the same envelope (at 64x64, a 32-point
-  # start plus 2 iterations beats 4 iterations from the kinetic mode:
-  # median envelope error 0.39 against 0.72 mHa, p90 1.1 against 16).
-  model.envelope_start = 0
+  # Coarse-to-fine gate (envelope_solver "fixed" only): None starts the
+  # gate's iterations from the kinetic operator's lowest mode; s (int >= 3,
+  # dividing `coarse`, or one per axis) starts them from the ground state
+  # on an s-point grid, interpolated: it finds the right well for a
+  # fraction of the cost, so fewer gate iterations reach the same envelope
+  # (at 64x64, a 32-point start plus 2 iterations beats 4 iterations from
+  # the kinetic mode: median envelope error 0.39 against 0.72 mHa, p90 1.1
+  # against 16). A typed None, so --config.model.envelope_start=32 works.
+  model.envelope_start = ml_collections.config_dict.placeholder(int)
   # Iterations on the start grid, one count per level, coarsest first:
   # (6,) runs 6 on the start grid; (4, 2) a chain of start grids halving
   # per axis below envelope_start (with envelope_start=32 on a 64x64 gate:
-  # 4 iterations at 16x16, 2 at 32x32, then envelope_iters at 64x64). 0 on
-  # the coarsest level: an exact dense eigh there (cheap up to 8x8).
+  # 4 iterations at 16x16, 2 at 32x32, then envelope_iters at 64x64). 0 at
+  # a level: interpolate only, as pgmoe_jax.solvers.cascade; on the
+  # coarsest level only with envelope_start_exact.
   model.envelope_start_iters = (6,)
+  # True: the coarsest start level is solved exactly by a dense eigh
+  # (cheap up to 8x8) and its count in envelope_start_iters is not used,
+  # as cascade's exact_coarsest; False: envelope_start_iters iterations
+  # there from the kinetic operator's lowest mode.
+  model.envelope_start_exact = False
   # Hidden layer widths of the gate network (gate "mlp" or "both").
   model.gate_hidden = (64,)
   # Potentials are divided by this (Hartree) before entering the networks.
@@ -231,6 +242,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Bound (tanh) on the learned log-amplitude corrections of experts and the
   # gate network: out of distribution the physics envelope dominates; 0: off.
   model.correction_bound = 5.0
+  # True: the learned corrections are multiplied by 1 / (1 + max(x - 1,
+  # 0)^2), x = (V - E_c) / potential_scale, so deep in classically
+  # forbidden regions, beyond anything the training potentials showed, the
+  # state follows the physics envelope (factor exactly 1 for x <= 1);
+  # False: undamped (pgmoe_jax.models.pgmoe.PGMoE).
+  model.damp_forbidden = True
 
   # How the devices are laid out (pgmoe_jax.training.loop.make_mesh): a
   # "batch" axis of mesh.data devices (-1: every device left over) that

@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train = ""
   config.data.val = "data/gw3d32/val"
   config.data.family = "gaussian_wells"
-  config.model.coarse = 0  # the full grid
+  config.model.coarse = None  # the full grid
   config.model.envelope_iters = 4
   config.model.envelope_solver = "fixed"
   config.train.num_steps = 12_000

@@ -21,7 +21,7 @@ from experiments.configs import default
 def get_config() -> ml_collections.ConfigDict:
   """Returns the quick-start config."""
   config = default.get_config()
-  config.model.coarse = 0  # the gate on the full grid
+  config.model.coarse = None  # the gate on the full grid
   config.model.envelope_iters = 2
   config.model.envelope_start = 16
   config.model.envelope_start_iters = (4, 2)

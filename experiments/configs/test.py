@@ -31,7 +31,6 @@ def get_config() -> ml_collections.ConfigDict:
   # one-vs-batch checks run the gate that trained models use.
   config.model.envelope_solver = "fixed"
   config.model.envelope_iters = 4
-  config.model.envelope_start = 0
   config.model.gate_hidden = (16,)
   config.loss.mode = "label_free"
   config.loss.schedule = "constant"

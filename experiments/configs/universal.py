@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 0.2-14 mHa per family at 32x32 (the 16x16 coarse envelope: 21-186 mHa,
   # a resolution error no number of iterations removes); the experts learn
   # what 4 iterations leave (experiments.benchmark --what=gate).
-  config.model.coarse = 0  # the full grid
+  config.model.coarse = None  # the full grid
   config.model.envelope_iters = 4
   config.model.envelope_solver = "fixed"
   return config

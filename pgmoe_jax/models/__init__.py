@@ -34,14 +34,19 @@ from pgmoe_jax.models.pgmoe import PGMoE
 
 @dataclasses.dataclass(frozen=True)
 class PGMoEConfig:
-  """The fields of a ``pgmoe`` config section (experiments/configs/
-  default.py documents each); the defaults are what a config.json without
-  the field means.
+  """The fields of a ``pgmoe`` config section.
+
+  experiments/configs/default.py documents each; its model section and
+  these defaults are one set (tests/test_configs.py checks it). A
+  ``config.json`` written by an older version, with fewer fields or the
+  old 0-encodings, is read through
+  :func:`pgmoe_jax.rundir.legacy.upgrade_model_section`.
 
   ``gate`` names a factory in :data:`GATES`, ``experts`` one in
   :data:`EXPERTS`; the other fields are read by the factories (and the
   model's own ``potential_scale``, ``input_clip``, ``correction_bound``,
-  ``damp_forbidden``).
+  ``damp_forbidden``). ``None`` means "off": ``coarse=None`` the gate on
+  the full grid, ``envelope_start=None`` no start grid.
   """
   tiles: int | Sequence[int] = 4
   halo: int = 2
@@ -50,22 +55,27 @@ class PGMoEConfig:
   shared_expert: bool = True
   embedding_dim: int = 8
   gate: str = "envelope"
-  coarse: int | Sequence[int] = 8
+  coarse: int | Sequence[int] | None = 16
   gate_hidden: Sequence[int] = (64,)
   potential_scale: float = 10.0
   expert_init_scale: float = 0.01
-  envelope_iters: int = 0
-  envelope_solver: str = "lobpcg"
-  envelope_start: int | Sequence[int] = 0
-  envelope_start_iters: int | Sequence[int] = 6
+  envelope_iters: int | None = 6
+  envelope_solver: str = "fixed"
+  envelope_start: int | Sequence[int] | None = None
+  envelope_start_iters: int | Sequence[int] = (6,)
+  envelope_start_exact: bool = False
   input_clip: float = 3.0
   correction_bound: float = 5.0
   damp_forbidden: bool = True
 
   def coarse_shape(self, grid: Grid) -> tuple[int, ...]:
-    """The gate's grid per axis (``coarse=0``: the full grid), checked."""
-    if np.ndim(self.coarse) == 0 and int(self.coarse) == 0:
+    """The gate's grid per axis (``coarse=None``: the full grid), checked."""
+    if self.coarse is None:
       return grid.shape
+    if 0 in np.ravel(self.coarse).tolist():
+      raise ValueError(
+          f"PG-MoE coarse={self.coarse!r}: 0 is not a grid size; use "
+          "coarse=None for the full grid.")
     coarse = tiling.per_axis(self.coarse, grid, "coarse")
     if any(c < 2 or n % c for n, c in zip(grid.shape, coarse)):
       raise ValueError(f"PG-MoE coarse={self.coarse!r} must divide the grid "
@@ -73,10 +83,14 @@ class PGMoEConfig:
     return coarse
 
   def start_shape(self, grid: Grid) -> tuple[int, ...] | None:
-    """The gate's start grid per axis, or ``None`` (no coarse start)."""
+    """The gate's start grid per axis, or ``None`` (no start grid)."""
     start = self.envelope_start
-    if np.ndim(start) == 0 and int(start) == 0:
+    if start is None:
       return None
+    if 0 in np.ravel(start).tolist():
+      raise ValueError(
+          f"PG-MoE envelope_start={start!r}: 0 is not a grid size; use "
+          "envelope_start=None for no start grid.")
     if np.ndim(start) == 0:
       start = (int(start),) * grid.ndim
     if len(start) != grid.ndim:
@@ -92,14 +106,11 @@ class PGMoEConfig:
 
 
 def make_envelope(config: PGMoEConfig, grid: Grid) -> gates.EnvelopeGate:
-  """The physics envelope of ``config`` (built, so its start is checked)."""
-  if config.envelope_solver not in gates.ENVELOPE_SOLVERS:
-    raise ValueError(f"Unknown envelope_solver {config.envelope_solver!r}; "
-                     f"known: {', '.join(gates.ENVELOPE_SOLVERS)}.")
+  """The physics envelope of ``config`` (built, so its fields are checked)."""
   return gates.EnvelopeGate(grid, config.coarse_shape(grid),
-                            int(config.envelope_iters),
-                            config.envelope_solver, config.start_shape(grid),
-                            config.start_iters())
+                            config.envelope_iters, config.envelope_solver,
+                            config.start_shape(grid), config.start_iters(),
+                            config.envelope_start_exact)
 
 
 def make_learned_gate(config: PGMoEConfig, grid: Grid,

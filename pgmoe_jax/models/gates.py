@@ -11,7 +11,10 @@ estimate of the ground-state energy, or ``None`` for a gate without one.
   dense ``eigh`` or a fixed number of LOBPCG iterations; no parameters, and
   an energy estimate ``E_c``. Optionally coarse-to-fine: the iterations
   start from the ground state on an even coarser grid (``start``),
-  interpolated, instead of from the kinetic operator's lowest mode.
+  interpolated, instead of from the kinetic operator's lowest mode; the
+  levels follow :func:`pgmoe_jax.solvers.cascade`'s convention (0
+  iterations at a level: interpolate only; an exact ``eigh`` on the
+  coarsest level is a separate flag).
 * :class:`LearnedGate`: a small network on the block-averaged potential that
   outputs the coarse log-envelope, on its own or as a bounded correction on
   top of an :class:`EnvelopeGate` (``base``).
@@ -40,7 +43,7 @@ from pgmoe_jax.sharding import replicate_space
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 
-ENVELOPE_SOLVERS = ("lobpcg", "fixed")
+ENVELOPE_SOLVERS = ("fixed", "lobpcg", "eigh")
 
 
 class GateOutput(NamedTuple):
@@ -67,15 +70,18 @@ class EnvelopeGate(nn.Module):
   Attributes:
     grid: the fine grid.
     coarse: coarse points per axis (each divides the grid's).
-    envelope_iters: 0 solves the coarse Hamiltonian exactly with a dense
-      ``eigh`` (cost grows like coarse^(3d)); ``k > 0`` runs exactly ``k``
-      iterations of an iterative solver (fixed cost, no data-dependent
-      loop), which makes coarse grids of 16 or 32 per axis affordable.
-    solver: the iterative solver (``envelope_iters > 0``): ``"lobpcg"``,
-      the vmapped JAX LOBPCG with a 2-vector block (what models before
-      0.3 used), or ``"fixed"``: the batched single-vector LOBPCG of
-      :func:`pgmoe_jax.solvers.fixed_iters.ground_state_fixed`, about 4x
-      faster per iteration at a slightly slower convergence.
+    envelope_iters: iterations of the fixed-cost solver on the gate's grid
+      (``solver`` ``"fixed"`` or ``"lobpcg"``): exactly ``k`` iterations,
+      no data-dependent loop, which makes gates of 16 or 32 points per
+      axis and more affordable. 0 (with a start grid only): the gate is
+      the interpolated start alone. Not used with ``solver="eigh"``.
+    solver: ``"eigh"``: the exact dense ``eigh`` of the coarse Hamiltonian
+      (cost grows like coarse^(3d): cheap at 8x8, costly from 16x16 on);
+      ``"fixed"``: the batched single-vector LOBPCG of
+      :func:`pgmoe_jax.solvers.fixed_iters.ground_state_fixed`;
+      ``"lobpcg"``: the vmapped JAX LOBPCG with a 2-vector block (the
+      solver of models before 0.3), about 4x slower per iteration than
+      ``"fixed"`` at a slightly faster convergence.
     start: ``None``: the iterations start from the kinetic operator's
       lowest mode; or points per axis of a start grid (each divides
       ``coarse`` and is smaller): the iterations start from the ground
@@ -83,30 +89,51 @@ class EnvelopeGate(nn.Module):
       interpolated. The start grid finds the right well for a fraction of
       a fine iteration's cost, so fewer fine iterations reach the same
       energy and far fewer end in the wrong one of two near-degenerate
-      wells. Needs ``solver="fixed"`` and ``envelope_iters > 0``.
+      wells. Needs ``solver="fixed"``.
     start_iters: iterations of the fixed-cost solver on the start grid,
       or one count per level, coarsest first, for a coarse-to-fine chain
       of start grids that halve per axis below ``start``: ``(4, 2)`` with
       ``start=(32, 32)`` runs 4 iterations on 16x16, interpolates, 2 on
       32x32, interpolates, then ``envelope_iters`` on the gate's grid. 0
-      on the coarsest level: an exact dense ``eigh`` there.
+      at a level: interpolate only; on the coarsest level 0 needs
+      ``start_exact``.
+    start_exact: solve the coarsest start level exactly by a dense
+      ``eigh`` (cheap up to 8x8); its count in ``start_iters`` is then not
+      used.
   """
   grid: Grid
   coarse: tuple[int, ...]
-  envelope_iters: int = 0
-  solver: str = "lobpcg"
+  envelope_iters: int | None = None
+  solver: str = "eigh"
   start: tuple[int, ...] | None = None
   start_iters: int | tuple[int, ...] = 6
+  start_exact: bool = False
 
   def __post_init__(self):
     super().__post_init__()
+    if self.solver not in ENVELOPE_SOLVERS:
+      raise ValueError(f"Unknown envelope_solver {self.solver!r}; known: "
+                       f"{', '.join(ENVELOPE_SOLVERS)}.")
+    iters = self.envelope_iters
+    if self.solver != "eigh":
+      if isinstance(iters, (bool, np.bool_)) or not isinstance(
+          iters, (int, np.integer)) or iters < 0:
+        raise ValueError(
+            f"envelope_iters={iters!r} must be an integer >= 0 with "
+            f"envelope_solver={self.solver!r}.")
+      if iters == 0 and self.start is None:
+        raise ValueError(
+            f"envelope_iters=0 with envelope_solver={self.solver!r} and no "
+            "start grid (envelope_start=None) leaves the gate at the "
+            "kinetic operator's lowest mode, whatever the potential; for "
+            "the exact dense eigh on the gate's grid use "
+            "envelope_solver='eigh'.")
     if self.start is None:
       return
-    if self.envelope_iters <= 0 or self.solver != "fixed":
+    if self.solver != "fixed":
       raise ValueError(
-          "A start grid (envelope_start) needs envelope_solver='fixed' and "
-          f"envelope_iters > 0, got {self.solver!r} and "
-          f"{self.envelope_iters}.")
+          "A start grid (envelope_start) needs envelope_solver='fixed', "
+          f"got {self.solver!r}.")
     start = tuple(self.start)
     if len(start) != len(self.coarse) or any(
         s < 3 or s >= c or c % s for s, c in zip(start, self.coarse)):
@@ -114,15 +141,22 @@ class EnvelopeGate(nn.Module):
           f"The start grid (envelope_start) {start} must divide the "
           f"gate's grid {tuple(self.coarse)} on every axis, be smaller and "
           ">= 3 (the stencil's minimum).")
-    iters = self.start_levels
-    if not iters or any(k < 0 for k in iters) or 0 in iters[1:]:
+    levels = self.start_levels
+    if not levels or any(k < 0 for k in levels):
       raise ValueError(
-          f"start_iters (envelope_start_iters) must be >= 0 per level, and "
-          f"0 (an exact eigh) only on the coarsest, got {self.start_iters}.")
+          f"start_iters (envelope_start_iters) must be >= 0 per level (0: "
+          f"interpolate only), got {self.start_iters}.")
+    if levels[0] == 0 and not self.start_exact:
+      raise ValueError(
+          f"envelope_start_iters={self.start_iters}: 0 iterations on the "
+          "coarsest start level would start the chain from the kinetic "
+          "operator's lowest mode, whatever the potential; for an exact "
+          "dense eigh there set envelope_start_exact=True (its count is "
+          "then not used).")
     for shape in self._start_shapes()[:-1]:
       if any(s < 3 for s in shape):
         raise ValueError(
-            f"{len(iters)} start levels halve the start grid {start} to "
+            f"{len(levels)} start levels halve the start grid {start} to "
             f"{shape}, below 3 points per axis (the stencil's minimum).")
 
   @property
@@ -158,7 +192,7 @@ class EnvelopeGate(nn.Module):
       # A coarse solve is small: whole on every space device (a no-op
       # without a spatially sharded mesh, pgmoe_jax.sharding).
       v = replicate_space(v)
-    if self.envelope_iters > 0 and self.solver == "lobpcg":
+    if self.solver == "lobpcg":
       start = jnp.asarray(kinetic.kinetic_modes(coarse_grid, 2), v.dtype)
       start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
       # tol = 0: always run envelope_iters iterations (fixed cost).
@@ -168,11 +202,10 @@ class EnvelopeGate(nn.Module):
       energy, ground = energies[:, 0], states[:, 0]
     else:
       # The cascade: the start chain (if any), then the gate's grid;
-      # envelope_iters = 0 is an exact eigh on the gate's grid alone.
+      # "eigh" is its one level solved exactly.
       grids, iters = self.cascade_levels()
-      energy, ground = cascade_unchecked(
-          v, grids, iters,
-          exact_coarsest=self.envelope_iters == 0 or iters[0] == 0)
+      energy, ground = cascade_unchecked(v, grids, iters,
+                                         exact_coarsest=self.exact_coarsest)
     ground = jnp.abs(ground).reshape(v.shape[0], -1)
     # The coarse ground state is nodeless; the floor only guards log(0).
     log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))
@@ -183,9 +216,20 @@ class EnvelopeGate(nn.Module):
     """None beyond the grid-sized arrays: no parameters, no gradient."""
     return 0
 
+  @property
+  def exact_coarsest(self) -> bool:
+    """Whether the cascade's coarsest level is a dense ``eigh``."""
+    if self.solver == "eigh":
+      return True
+    return self.start is not None and bool(self.start_exact)
+
   def cascade_levels(self) -> tuple[tuple[Grid, ...], tuple[int, ...]]:
-    """The gate's cascade: its levels (coarsest first) and iterations."""
+    """The gate's cascade (``solver`` ``"fixed"`` or ``"eigh"``): its
+    levels (coarsest first) and iterations (a count of an exact level is
+    not used)."""
     coarse_grid = self.coarse_grid
+    if self.solver == "eigh":
+      return (coarse_grid,), (0,)
     if self.start is None:
       return (coarse_grid,), (int(self.envelope_iters),)
     levels = tuple(Grid(shape, coarse_grid.length, coarse_grid.boundary)

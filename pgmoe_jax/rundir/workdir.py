@@ -5,6 +5,9 @@
 :func:`load_config` reads it back and names an edit made after training
 wrote it (:class:`ConfigEditedError`); :func:`accept_config_edit` records a
 deliberate one. Workdirs written before the seal existed are read unchecked.
+A ``model`` section written by an older version is read with its meaning
+in today's spelling (:func:`pgmoe_jax.rundir.legacy.upgrade_model_section`);
+the file itself is never rewritten on reading.
 """
 
 from __future__ import annotations
@@ -19,16 +22,13 @@ import ml_collections
 from pgmoe_jax import checks
 from pgmoe_jax import paths
 from pgmoe_jax.paths import PathLike
+from pgmoe_jax.rundir.legacy import upgrade_model_section
 
 CONFIG_FILE = "config.json"
 CONFIG_SEAL = "config.sha256"
 # Config sections a checkpoint depends on: a workdir whose config.json
 # differs in one of these holds parameters another model cannot use.
 MODEL_SECTIONS = ("model", "grid", "dtype")
-# Per model name, fields added after workdirs were written: a config.json
-# without one means this value (pgmoe_jax.models.build_model's default), so
-# its absence is no difference.
-ADDED_MODEL_FIELDS = {"pgmoe": {"model.experts": "mlp"}}
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -58,12 +58,22 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: config}
 
 
+def _current(config: Mapping) -> dict:
+  """A config's JSON dict with its model section in today's spelling."""
+  if not isinstance(config, Mapping):
+    return config
+  config = dict(config)
+  if isinstance(config.get("model"), Mapping):
+    config["model"] = upgrade_model_section(config["model"])
+  return config
+
+
 def _differences(old: Mapping, new: Mapping) -> list[str]:
-  old, new = flatten_config(old), flatten_config(new)
-  for flat in (old, new):
-    for key, value in ADDED_MODEL_FIELDS.get(flat.get("model.name"),
-                                             {}).items():
-      flat.setdefault(key, value)
+  """``"a.b: old -> new"`` per differing field; model sections are
+  compared in today's spelling, so a field an older version did not write
+  and an old encoding are no difference from the same model today."""
+  old = flatten_config(_current(config_to_dict(old)))
+  new = flatten_config(_current(config_to_dict(new)))
   return [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
@@ -78,6 +88,11 @@ def _digest(data: bytes) -> str:
 
 def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
   """Reads ``<workdir>/config.json`` and checks its seal.
+
+  Returns:
+    The config, its ``model`` section in today's spelling (an older
+    version's is mapped by :mod:`pgmoe_jax.rundir.legacy`; the file is
+    not changed).
 
   Raises:
     ValueError: no such file (not a training workdir) or invalid JSON.
@@ -109,7 +124,7 @@ def load_config(workdir: PathLike) -> ml_collections.ConfigDict:
           f"workdir.accept_config_edit('{workdir}')\". Settings of a "
           "continued run (steps, learning rate) change by rerunning "
           "experiments.train with them.")
-  return ml_collections.ConfigDict(data)
+  return ml_collections.ConfigDict(_current(data))
 
 
 def _write_config(workdir: PathLike, config_dict: dict) -> None:
