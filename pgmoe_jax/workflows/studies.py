@@ -206,8 +206,10 @@ def ablation(workdir: str, data_path: str) -> str:
                      f"{model.config.model.name} model.")
   ds = data.open_dataset(data_path, grid=model.grid, what="the model")
   gate_only = model.replace(apply_kwargs={"use_experts": False})
+  coarse = model.config.model.coarse
   lines = [f"## Ablation: {workdir} (gate {model.config.model.gate!r}, "
-           f"coarse {model.config.model.coarse}) on {data_path}", "",
+           f"coarse {'full grid' if coarse is None else coarse}) on "
+           f"{data_path}", "",
            "| model | 1-F median | 1-F p90 | dE median (mHa) | dE p90 (mHa) | "
            "dE < 1.6 mHa |", "|---|---:|---:|---:|---:|---:|"]
   for label, predictor in (("PG-MoE", model),
