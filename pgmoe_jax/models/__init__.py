@@ -154,8 +154,10 @@ def build_pgmoe(config: PGMoEConfig, grid: Grid) -> PGMoE:
   """The PG-MoE of a flat config: its gate, experts and tiling.
 
   Raises:
-    ValueError: an unknown gate or experts name, tiles or coarse grids
-      that do not divide the grid, a bad halo or gate start.
+    ValueError: an unknown gate, experts or envelope solver name, tiles
+      or coarse grids that do not divide the grid, a bad halo or gate
+      start, or a 0 where ``None`` or an exact-solve flag is the spelling
+      (the message names it).
   """
   if config.gate not in GATES:
     raise ValueError(f"Unknown gate {config.gate!r}; known gates: "
