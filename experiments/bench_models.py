@@ -54,7 +54,7 @@ def bench_population(quick: bool, repeats: int) -> None:
   sizes = (1, 2) if quick else (1, 2, 4, 8, 16, 32)
   num_steps = 5 if quick else 20
   run = config_lib.resolve(base)
-  grid, model, batch_size = run.grid, run.model, base.train.batch_size
+  grid, model, batch_size = run.grid, run.model, run.train.batch_size
   print(f"\n## population: member-steps/s, {len(sizes)} population sizes "
         f"of {base.model.name} on {grid} (batch {batch_size}, float32), "
         f"best of {repeats} x {num_steps} steps\n")
@@ -71,9 +71,9 @@ def bench_population(quick: bool, repeats: int) -> None:
 
   example = np.zeros((1,) + grid.shape, np.float32)
   single = jax.jit(step_lib.make_train_step(
-      losses.make_loss_fn(run, apply_fn), step_lib.make_optimizer(base),
-      step_lib.make_schedule(base)))
-  state = step_lib.create_train_state(jax.random.key(0), base, model, example)
+      losses.make_loss_fn(run, apply_fn), run.optimizer, run.schedule))
+  state = step_lib.create_train_state(jax.random.key(0), model,
+                                      run.optimizer, example)
   batch = jax.tree.map(lambda x: x[0], batch_of(jax.random.key(1), 1))
   key = jax.random.key(2)
 
@@ -88,18 +88,18 @@ def bench_population(quick: bool, repeats: int) -> None:
         "steps/s of the population | GFLOP per step | GFLOP/s |")
   print("|---:|---:|---:|---:|---:|---:|")
   for k in sizes:
-    configs = []
+    runs = []
     for seed in range(k):
       config = base.copy_and_resolve_references()
       config.seed = seed
       config.optim.learning_rate = base.optim.learning_rate * (1 + seed / k)
-      configs.append(config)
-    pop_step = jax.jit(population.make_population_step(run, apply_fn,
-                                                       configs))
+      runs.append(config_lib.resolve(config))
+    pop_step = jax.jit(population.make_population_step(runs, apply_fn))
     states = jax.tree.map(lambda *xs: jnp.stack(xs), *[
-        step_lib.create_train_state(jax.random.key(s), c, model, example)
-        for s, c in enumerate(configs)])
-    hparams = population.member_hyperparameters(configs, jnp.float32)
+        step_lib.create_train_state(jax.random.key(s), model, r.optimizer,
+                                    example)
+        for s, r in enumerate(runs)])
+    hparams = population.member_hyperparameters(runs, jnp.float32)
     batches = batch_of(jax.random.key(1), k)
     keys = jax.random.split(jax.random.key(2), k)
 

@@ -32,6 +32,11 @@ def config(**loss):
 GRID = Grid((12, 12), 12.0)
 
 
+def loss_section(cfg):
+  """The typed ``loss`` section of ``cfg``."""
+  return config_lib.LossConfig(**cfg.loss.to_dict())
+
+
 def test_augment_moves_potential_and_label_together():
   batch = labelled(GRID, 2)
   out = losses.augment(jax.random.key(5), batch, GRID)
@@ -41,10 +46,12 @@ def test_augment_moves_potential_and_label_together():
 
 def test_anneal_schedule():
   cfg = config(schedule="anneal", energy_weight=2.0, anneal_steps=100)
-  w = [float(losses.energy_weight(cfg, s)) for s in (0, 25, 50, 100, 400)]
+  w = [float(losses.energy_weight(loss_section(cfg), s))
+       for s in (0, 25, 50, 100, 400)]
   assert w[0] == 0 and w[2] == pytest.approx(1.0) and w[3] == w[4] == 2.0
   assert w[1] < w[2]
-  assert float(losses.energy_weight(config(energy_weight=0.5), 7)) == 0.5
+  assert float(losses.energy_weight(
+      loss_section(config(energy_weight=0.5)), 7)) == 0.5
 
 
 def resolved(grid, **loss):

@@ -270,7 +270,7 @@ def test_config_errors_are_clear(datasets):
 
 def test_make_optimizer_schedule():
   config = test_config.get_config()
-  schedule = step_lib.make_schedule(config)
+  schedule = step_lib.make_schedule(config.optim, config.train.num_steps)
   lr = config.optim.learning_rate
   assert float(schedule(0)) == 0.0
   assert float(schedule(config.optim.warmup_steps)) == pytest.approx(lr)

@@ -1,8 +1,10 @@
 """Training: config resolution, losses, the step, the loop, summaries.
 
-* :mod:`~pgmoe_jax.training.config`: :func:`resolve` (the whole config,
-  checked once; the model part is
-  :func:`pgmoe_jax.models.resolve.resolve_model`).
+* :mod:`~pgmoe_jax.training.config`: :func:`resolve`, the whole config
+  checked once into a :class:`~pgmoe_jax.training.config.Run` of frozen,
+  typed sections, the model, the optimiser and the stream (the model part
+  is :func:`pgmoe_jax.models.resolve.resolve_model`); training reads the
+  run, never the ConfigDict.
 * :mod:`~pgmoe_jax.training.losses`: supervised, variational-energy and
   label-free objectives.
 * :mod:`~pgmoe_jax.training.step`: optimiser, :class:`TrainState`, the pure
@@ -18,8 +20,8 @@ The run directory it writes (the sealed ``config.json``, the checkpoints)
 is :mod:`pgmoe_jax.rundir`, a layer below, which
 :func:`pgmoe_jax.load_model` reads too.
 
-Submodules load on first use, so resolving a config does not import the
-optimiser or the loop.
+Submodules load on first use, so importing the package does not import
+the loop, the checkpoints or TensorBoard.
 """
 
 import importlib

@@ -63,8 +63,6 @@ from pgmoe_jax.training import losses
 from pgmoe_jax.training.driver import Progress
 from pgmoe_jax.training.step import TrainState
 from pgmoe_jax.training.step import create_train_state
-from pgmoe_jax.training.step import make_optimizer
-from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
 from pgmoe_jax.training.summaries import MetricsLog
 
@@ -101,23 +99,23 @@ def _open(path: str, grid: Grid, what: str) -> data_lib.Dataset:
 
 def open_datasets(run: config_lib.Run, num_devices: int):
   """``(train, val)`` datasets (``None`` where unused), checked."""
-  config = run.config
+  data, train = run.data, run.train
   for name, used in (("batch_size", run.uses_labels),
-                     ("eval_batch_size", bool(config.data.val))):
-    if used and config.train[name] % num_devices:
-      raise ValueError(f"train.{name}={config.train[name]} must be divisible "
-                       f"by the number of devices ({num_devices}).")
+                     ("eval_batch_size", bool(data.val))):
+    if used and getattr(train, name) % num_devices:
+      raise ValueError(f"train.{name}={getattr(train, name)} must be "
+                       f"divisible by the number of devices ({num_devices}).")
   train_ds = val_ds = None
   if run.uses_labels:
-    train_ds = _open(config.data.train, run.grid, "data.train")
+    train_ds = _open(data.train, run.grid, "data.train")
     try:
-      train_ds = train_ds.head(config.data.num_train)
+      train_ds = train_ds.head(data.num_train)
     except ValueError:
-      raise ValueError(f"data.num_train={config.data.num_train} but "
+      raise ValueError(f"data.num_train={data.num_train} but "
                        f"{train_ds.path} holds only {len(train_ds)} "
                        "samples.") from None
-  if config.data.val:
-    val_ds = _open(config.data.val, run.grid, "data.val")
+  if data.val:
+    val_ds = _open(data.val, run.grid, "data.val")
   return train_ds, val_ds
 
 
@@ -204,8 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       stopped training after saving a checkpoint at the next step.
   """
   run = config_lib.resolve(config)
-  data_devices, space_devices = config_lib.mesh_shape(config)
-  mesh = make_mesh(data=data_devices, space=space_devices)
+  space_devices = run.mesh.space
+  mesh = make_mesh(data=run.mesh.data, space=space_devices)
   train_ds, val_ds = open_datasets(run, mesh.shape[BATCH_AXIS])
   # Everything is checked: from here on the workdir is written, by this
   # run alone (process 0 holds the lock and writes the files).
@@ -249,7 +247,7 @@ def _sync(name: str) -> None:
 
 
 def validation(score_fn, val_ds: data_lib.Dataset | None,
-               config: ml_collections.ConfigDict, sharding=None):
+               run: config_lib.Run, sharding=None):
   """``evaluate(params) -> metrics`` on ``val_ds`` with the one scorer
   (``score_fn(params, batch)``, jitted), or ``None`` without ``val_ds``."""
   if val_ds is None:
@@ -258,8 +256,8 @@ def validation(score_fn, val_ds: data_lib.Dataset | None,
   def evaluate(params):
     return scorer.summarize(scorer.score_dataset(
         lambda batch: score_fn(params, batch), val_ds,
-        batch_size=config.train.eval_batch_size,
-        dtype=np.dtype(config.dtype), sharding=sharding))
+        batch_size=run.train.eval_batch_size, dtype=np.dtype(run.dtype),
+        sharding=sharding))
 
   return evaluate
 
@@ -267,13 +265,12 @@ def validation(score_fn, val_ds: data_lib.Dataset | None,
 def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
            progress: Progress | None) -> TrainState:
   """:func:`train_and_evaluate` in a checked, locked workdir."""
-  config = run.config
-  dtype, grid, model = run.dtype, run.grid, run.model
+  dtype, grid, model, train = run.dtype, run.grid, run.model, run.train
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
 
   if jax.process_index() == 0:
-    save_config(config, workdir)
+    save_config(run.config, workdir)
   apply_fn = make_apply_fn(model)
   # Streamed potentials are drawn where they are used: split along the
   # batch, and along the first grid axis on a spatially sharded mesh.
@@ -282,31 +279,31 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
                      if mesh.shape[SPACE_AXIS] > 1 else batch_sharding)
   train_step = make_train_step(
       losses.make_loss_fn(run, apply_fn, stream_sharding),
-      make_optimizer(config), make_schedule(config))
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  state = create_train_state(init_key, config, model,
+      run.optimizer, run.schedule)
+  init_key, step_key = jax.random.split(jax.random.key(run.seed))
+  state = create_train_state(init_key, model, run.optimizer,
                              np.zeros((1,) + grid.shape, dtype),
                              sharding=replicated)
   logging.info("Model %s on %s: %d parameters; %d device(s) (mesh %s): %s; "
-               "memory per device, estimated: %s", config.model.name, grid,
+               "memory per device, estimated: %s", run.config.model.name, grid,
                models.count_params(state.params), mesh.size,
                dict(mesh.shape), jax.devices(),
-               describe(config_lib.memory_estimate(config, run)))
+               describe(run.memory))
 
   with driver.closing() as closers:
     ckpts = checkpoint.Checkpoints(
         checkpoint.checkpoint_dir(workdir),
-        keep=config.train.keep_checkpoints,
-        best_metric=config.train.best_metric if val_ds is not None else None)
+        keep=train.keep_checkpoints,
+        best_metric=train.best_metric if val_ds is not None else None)
     closers.append(ckpts.close)
     state, start = restore_or_keep(ckpts, state, workdir)
     log = MetricsLog(workdir, start, advice=ckpts.resume_advice)
     closers.append(log.close)
-    if start >= config.train.num_steps:  # nothing to build or copy
+    if start >= train.num_steps:  # nothing to build or copy
       logging.info("Nothing to do: step %d >= train.num_steps=%d.", start,
-                   config.train.num_steps)
+                   train.num_steps)
       return state
-    np_dtype = np.dtype(config.dtype)
+    np_dtype = np.dtype(dtype)
     resident = (resident_training_set(train_ds, np_dtype, replicated)
                 if run.uses_labels else None)
 
@@ -319,26 +316,26 @@ def _train(run: config_lib.Run, workdir: str, mesh: Mesh, train_ds, val_ds,
     step_fn = jax.jit(keyed_step, donate_argnums=0,
                       out_shardings=(replicated, replicated))
     if resident is not None:
-      batches = resident_batch_indices(train_ds, config.train.batch_size,
-                                       config.seed, start)
+      batches = resident_batch_indices(train_ds, train.batch_size, run.seed,
+                                       start)
     elif run.uses_labels:
-      batches = train_batches(train_ds, config.train.batch_size, config.seed,
-                              start, np_dtype, batch_sharding)
+      batches = train_batches(train_ds, train.batch_size, run.seed, start,
+                              np_dtype, batch_sharding)
     else:
       batches = itertools.repeat({})
     # Scores come back replicated: every process reads whole metrics.
     score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid),
                        out_shardings=replicated)
     outputs = driver.RunOutputs(
-        log, ckpts, validation(score_fn, val_ds, config, batch_sharding),
-        num_steps=config.train.num_steps)
+        log, ckpts, validation(score_fn, val_ds, run, batch_sharding),
+        num_steps=train.num_steps)
     state = driver.run_loop(
         state, lambda state, batch: step_fn(state, batch, step_key,
                                             resident), batches,
-        outputs, config.train, start=start, evaluate=val_ds is not None,
+        outputs, train, start=start, evaluate=val_ds is not None,
         progress=progress)
     logging.info("Finished at step %d; checkpoints %s in %s",
-                 config.train.num_steps, ckpts.steps(), ckpts.directory)
+                 train.num_steps, ckpts.steps(), ckpts.directory)
     return state
 
 

@@ -43,6 +43,7 @@ from pgmoe_jax.metrics import MHA_PER_HA
 from pgmoe_jax.metrics import infidelity
 from pgmoe_jax.sharding import constrain_space
 from pgmoe_jax.symmetry import symmetry_transforms
+from pgmoe_jax.training.config import LossConfig
 from pgmoe_jax.training.config import Run
 from pgmoe_jax.variational import normalize_unchecked
 from pgmoe_jax.variational import rayleigh_quotient
@@ -68,13 +69,12 @@ def augment(key: jax.Array, batch: Mapping[str, jax.Array],
   return out
 
 
-def energy_weight(config, step, weight=None) -> jax.Array:
-  """The energy-loss weight at ``step`` under ``config.loss.schedule``.
+def energy_weight(loss: LossConfig, step, weight=None) -> jax.Array:
+  """The energy-loss weight at ``step`` under ``loss.schedule``.
 
-  ``weight`` (possibly traced) replaces ``config.loss.energy_weight``; the
-  result is float32 either way.
+  ``weight`` (possibly traced) replaces ``loss.energy_weight``; the result
+  is float32 either way.
   """
-  loss = config.loss
   w = jnp.asarray(loss.energy_weight if weight is None else weight,
                   jnp.float32)
   if loss.schedule == "constant":
@@ -108,8 +108,7 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
     ``energy_error_mha`` (labelled, mean) and ``energy`` (unlabelled, mean,
     Ha).
   """
-  config, grid, stream = run.config, run.grid, run.stream
-  loss_cfg = config.loss
+  grid, stream, loss_cfg = run.grid, run.stream, run.loss
   supervised_fn = (infidelity if loss_cfg.supervised == "infidelity"
                    else normalized_mse)
   hparams = hparams or {}
@@ -125,7 +124,7 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
     # Label-free training has nothing to anneal against: full weight always.
     w_energy = (jnp.asarray(w_config, jnp.float32)
                 if loss_cfg.mode == "label_free"
-                else energy_weight(config, step, w_config))
+                else energy_weight(loss_cfg, step, w_config))
     metrics = {"energy_weight": w_energy}
     total = 0.0
     if loss_cfg.mode != "label_free":

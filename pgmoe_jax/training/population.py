@@ -70,7 +70,6 @@ from pgmoe_jax.training.step import TrainState
 from pgmoe_jax.training.step import clipped_adamw
 from pgmoe_jax.training.step import create_train_state
 from pgmoe_jax.training.step import grad_clip_norm
-from pgmoe_jax.training.step import make_schedule
 from pgmoe_jax.training.step import make_train_step
 from pgmoe_jax.training.driver import Progress
 from pgmoe_jax.training.summaries import MetricsLog
@@ -89,13 +88,6 @@ class MemberFailed(RuntimeError):
   def __init__(self, failures: Mapping[str, str]):
     super().__init__("; ".join(f"{w}: {why}" for w, why in failures.items()))
     self.failures = dict(failures)
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return node
 
 
 def _flat(config) -> dict:
@@ -127,37 +119,40 @@ def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
             "differ within a population. Train it as a separate run.")
 
 
-def member_hyperparameters(configs: Sequence[ml_collections.ConfigDict],
+def member_hyperparameters(runs: Sequence[config_lib.Run],
                            dtype) -> dict[str, jax.Array]:
-  """The members' :data:`HYPERPARAMETERS`, stacked ``(K,)`` arrays.
+  """The members' :data:`HYPERPARAMETERS` (from their resolved configs),
+  stacked ``(K,)`` arrays.
 
   Each in the dtype the single run computes it in: the energy weight in
   float32 (as :func:`pgmoe_jax.training.losses.energy_weight`), the rest in
   the training dtype; ``grad_clip = 0`` as an infinite norm.
   """
-  values = {key: [_get(c, key) for c in configs] for key in HYPERPARAMETERS}
+  values = {key: [getattr(getattr(r, key.split(".")[0]), key.split(".")[1])
+                  for r in runs] for key in HYPERPARAMETERS}
   values["optim.grad_clip"] = [grad_clip_norm(v)
                                for v in values["optim.grad_clip"]]
   out = {key: jnp.asarray(v, jnp.float32 if key == "loss.energy_weight"
                           else dtype) for key, v in values.items()}
-  out["member"] = jnp.arange(len(configs))
+  out["member"] = jnp.arange(len(runs))
   return out
 
 
-def make_population_step(run: config_lib.Run, apply_fn,
-                         configs: Sequence[ml_collections.ConfigDict]):
+def make_population_step(runs: Sequence[config_lib.Run], apply_fn):
   """``step(states, batches, keys, hparams) -> (states, metrics)``, vmapped.
 
   Every argument has a leading member axis; ``keys`` are the members'
   step keys (folded with each member's step, as a single run does) and
-  ``hparams`` come from :func:`member_hyperparameters` of ``configs``. Each
+  ``hparams`` come from :func:`member_hyperparameters` of ``runs`` (the
+  members' resolved configs). Each
   member's step is the single run's
   (:func:`~pgmoe_jax.training.step.make_train_step`) with its optimiser
   (:func:`~pgmoe_jax.training.step.clipped_adamw`) and loss weights
   (:func:`~pgmoe_jax.training.losses.make_loss_fn`'s ``hparams``) taken
   from ``hparams``.
   """
-  schedules = [make_schedule(c) for c in configs]
+  run = runs[0]
+  schedules = [r.schedule for r in runs]
 
   def member_step(state: TrainState, batch, key, hparams):
     def schedule(count):
@@ -268,26 +263,26 @@ class _Members:
 def _train(runs, workdirs, datasets, progress) -> list[TrainState]:
   """:func:`train_population` in checked, locked workdirs."""
   run = runs[0]
-  config, grid, model = run.config, run.grid, run.model
+  grid, model, train = run.grid, run.model, run.train
   configs = [r.config for r in runs]
   for c, w in zip(configs, workdirs):
     loop.save_config(c, w)
   apply_fn = loop.make_apply_fn(model)
   example = np.zeros((1,) + grid.shape, run.dtype)
-  keys = [jax.random.split(jax.random.key(c.seed)) for c in configs]
-  states = [create_train_state(k[0], c, model, example)
-            for k, c in zip(keys, configs)]
+  keys = [jax.random.split(jax.random.key(r.seed)) for r in runs]
+  states = [create_train_state(k[0], model, r.optimizer, example)
+            for k, r in zip(keys, runs)]
   step_keys = jnp.stack([k[1] for k in keys])
   logging.info("Population of %d x %s on %s: %d parameters each; device %s",
-               len(runs), config.model.name, grid,
+               len(runs), run.config.model.name, grid,
                models.count_params(states[0].params), jax.devices()[0])
   evaluate = datasets[0][1] is not None
   with driver.closing() as closers:
     ckpts = []
     for w in workdirs:
       ckpts.append(checkpoint.Checkpoints(
-          checkpoint.checkpoint_dir(w), keep=config.train.keep_checkpoints,
-          best_metric=config.train.best_metric if evaluate else None))
+          checkpoint.checkpoint_dir(w), keep=train.keep_checkpoints,
+          best_metric=train.best_metric if evaluate else None))
       closers.append(ckpts[-1].close)
     states, start = _restore(ckpts, states, workdirs)
     score_fn = jax.jit(scorer.make_score_batch(apply_fn, grid))
@@ -296,20 +291,20 @@ def _train(runs, workdirs, datasets, progress) -> list[TrainState]:
       log = MetricsLog(w, start, advice=c.resume_advice)
       closers.append(log.close)
       outputs.append(driver.RunOutputs(
-          log, c, loop.validation(score_fn, val_ds, config)))
-    hparams = member_hyperparameters(configs, run.dtype)
-    step_fn = jax.jit(make_population_step(run, apply_fn, configs),
+          log, c, loop.validation(score_fn, val_ds, run)))
+    hparams = member_hyperparameters(runs, run.dtype)
+    step_fn = jax.jit(make_population_step(runs, apply_fn),
                       donate_argnums=0)
-    streams = [loop.train_batches(ds[0], c.train.batch_size, c.seed, start,
-                                  np.dtype(c.dtype), None)
+    streams = [loop.train_batches(ds[0], r.train.batch_size, r.seed, start,
+                                  np.dtype(r.dtype), None)
                if r.uses_labels else itertools.repeat({})
-               for ds, c, r in zip(datasets, configs, runs)]
-    members = _Members(outputs, workdirs, config.train.num_steps)
+               for ds, r in zip(datasets, runs)]
+    members = _Members(outputs, workdirs, train.num_steps)
     state = driver.run_loop(
         _stack(states),
         lambda state, batch: step_fn(state, batch, step_keys, hparams),
         map(lambda *batches: _stack(batches), *streams), members,
-        config.train, start=start, evaluate=evaluate, progress=progress)
+        train, start=start, evaluate=evaluate, progress=progress)
     if members.failed:
       raise MemberFailed({workdirs[k]: (
           f"non-finite loss or gradients at step {s}; its last good "

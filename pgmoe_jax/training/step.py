@@ -1,8 +1,8 @@
 """The optimiser, the train state and the pure train step.
 
 * :func:`make_optimizer` builds :func:`clipped_adamw`
-  (``clip_by_global_norm -> adamw``) with a warmup-cosine learning-rate
-  schedule (:func:`make_schedule`) from the ``optim`` section;
+  (``clip_by_global_norm -> adamw``) on a warmup-cosine learning-rate
+  schedule (:func:`make_schedule`) from the resolved ``optim`` section;
   :func:`create_train_state` initialises a :class:`TrainState`;
   :func:`make_train_step` returns the pure, undecorated
   ``train_step(state, batch, key) -> (state, metrics)`` that callers jit
@@ -23,10 +23,8 @@ from typing import Any, Callable, Mapping
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from pgmoe_jax.models.resolve import config_dtype
 
 PyTree = Any
 LossFn = Callable[[PyTree, Mapping[str, jax.Array], jax.Array, jax.Array],
@@ -52,12 +50,13 @@ class TrainState:
   nonfinite_step: jax.Array
 
 
-def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warmup to ``optim.learning_rate``, cosine decay to the end."""
-  optim = config.optim
+def make_schedule(optim, num_steps: int) -> optax.Schedule:
+  """Linear warmup to ``optim.learning_rate``, cosine decay to step
+  ``num_steps`` (``optim``: a
+  :class:`~pgmoe_jax.training.config.OptimConfig`)."""
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=optim.learning_rate,
-      warmup_steps=optim.warmup_steps, decay_steps=config.train.num_steps,
+      warmup_steps=optim.warmup_steps, decay_steps=num_steps,
       end_value=optim.learning_rate * optim.end_learning_rate_factor)
 
 
@@ -66,16 +65,16 @@ def grad_clip_norm(value: float) -> float:
   return float(value) if value > 0 else float("inf")
 
 
-def make_optimizer(
-    config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The ``optim`` section's :func:`clipped_adamw` on :func:`make_schedule`.
+def make_optimizer(optim,
+                   schedule: optax.Schedule) -> optax.GradientTransformation:
+  """:func:`clipped_adamw` on ``schedule`` with ``optim``'s weight decay
+  and clip (``optim``: a :class:`~pgmoe_jax.training.config.OptimConfig`).
 
   ``grad_clip = 0`` clips at infinity rather than dropping the transform, so
   the optimiser state has the same structure either way and a run can be
   resumed with the other setting.
   """
-  optim = config.optim
-  return clipped_adamw(make_schedule(config), optim.weight_decay,
+  return clipped_adamw(schedule, optim.weight_decay,
                        grad_clip_norm(optim.grad_clip))
 
 
@@ -91,23 +90,23 @@ def clipped_adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Any,
                      optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
-def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
-                       model, example_v: jax.Array,
-                       sharding=None) -> TrainState:
-  """Initialises parameters (in ``config.dtype``) and the optimiser state.
+def create_train_state(key: jax.Array, model,
+                       optimizer: optax.GradientTransformation,
+                       example_v: jax.Array, sharding=None) -> TrainState:
+  """Initialises parameters and the optimiser state.
 
   Args:
     key: the initialisation key.
-    config: the full config.
     model: the flax module (:func:`pgmoe_jax.models.build_model`).
-    example_v: ``(b, *grid.shape)`` potentials fixing the input shape.
+    optimizer: the run's optimiser (:func:`make_optimizer`).
+    example_v: ``(b, *grid.shape)`` potentials fixing the input shape and
+      the dtype of the parameters (the training dtype).
     sharding: where the state lives (default: the default device).
 
   Returns:
     A :class:`TrainState` at step 0.
   """
-  dtype = config_dtype(config)
-  optimizer = make_optimizer(config)
+  dtype = jnp.asarray(example_v).dtype
 
   # Jitted: op-by-op initialisation of a PG-MoE is slower than compiling
   # it. With a sharding (replicated over a mesh that may span
@@ -122,7 +121,7 @@ def create_train_state(key: jax.Array, config: ml_collections.ConfigDict,
                       opt_state=optimizer.init(params),
                       nonfinite_step=jnp.asarray(-1, jnp.int32))
 
-  return init(key, jnp.asarray(example_v, dtype))
+  return init(key, jnp.asarray(example_v))
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
