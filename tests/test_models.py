@@ -475,6 +475,13 @@ def test_old_encodings_in_a_config_name_the_new_spelling(fields, message):
                 Grid((32, 32), 20.0))
 
 
+def test_an_exact_start_level_without_a_start_grid_is_refused():
+  with pytest.raises(ValueError, match=r"envelope_start_exact.*no start "
+                     r"grid"):
+    build_model(dict(name="pgmoe", tiles=4, coarse=16,
+                     envelope_start_exact=True), Grid((32, 32), 20.0))
+
+
 def test_an_mlp_on_feature_blocks_is_the_mlp_on_their_concatenation():
   # The experts' first layer takes the tile features as blocks (no
   # concatenated copy): the same parameter tree, from the same key, as on

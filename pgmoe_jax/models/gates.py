@@ -129,6 +129,12 @@ class EnvelopeGate(nn.Module):
             "the exact dense eigh on the gate's grid use "
             "envelope_solver='eigh'.")
     if self.start is None:
+      if self.start_exact:
+        raise ValueError(
+            "envelope_start_exact=True solves the coarsest start level "
+            "exactly, but there is no start grid (envelope_start=None); "
+            "set envelope_start, or envelope_solver='eigh' for the exact "
+            "solve on the gate's grid.")
       return
     if self.solver != "fixed":
       raise ValueError(
