@@ -85,3 +85,10 @@ def test_unknown_and_missing_fields_are_named():
   del config.optim["grad_clip"]
   with pytest.raises(ValueError, match="no optim.grad_clip"):
     config_lib.resolve(config)
+  config = resolvable()
+  config.data.unlock()
+  config.data.stream_kwargs = {}
+  with pytest.raises(ValueError, match=r"Unknown data field\(s\) "
+                     r"stream_kwargs; valid: train, val, num_train, family, "
+                     r"mixture, ranges\."):
+    config_lib.resolve(config)

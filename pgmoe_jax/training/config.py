@@ -170,15 +170,16 @@ def _value(value, kind: str, name: str):
 def _section(cls, config, name: str, **computed):
   """The config's section ``name`` as a ``cls``: every field of ``cls``
   (those in ``computed`` given), typed; a missing or unknown field raises
-  a ValueError that names it. A section ``cls`` has defaults for may be
-  absent."""
+  a ValueError that names it. A field with a default may be missing (the
+  ``mesh`` section may be absent)."""
   section = _plain(config.get(name, None))
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(section) - set(fields) - _SUBSECTIONS.get(name,
-                                                                 set()))
+  valid = [f for f in fields if f not in computed] + sorted(
+      _SUBSECTIONS.get(name, ()))
+  unknown = sorted(set(section) - set(valid))
   if unknown:
     raise ValueError(f"Unknown {name} field(s) {', '.join(unknown)}; valid: "
-                     f"{', '.join(fields)}.")
+                     f"{', '.join(valid)}.")
   values = dict(computed)
   for field in fields.values():
     if field.name in computed:
