@@ -190,9 +190,9 @@ def get_config() -> ml_collections.ConfigDict:
   # must divide grid.shape on every axis; None: the full grid (the gate's
   # solve at full resolution, a fixed number of iterations; experiments/
   # configs/universal.py). 16 on a 32x32 grid: the coarse ground state
-  # alone has a median infidelity of 0.035 (0.46 with 8). A typed None
-  # (FieldReference) so that --config.model.coarse=8 works on configs that
-  # set None.
+  # alone has a median infidelity of 0.035 (0.46 with 8). Typed as an int
+  # (a FieldReference), so --config.model.coarse=8 still works on a config
+  # that set None.
   model.coarse = ml_collections.FieldReference(16, field_type=int)
   # Iterations of the fixed-cost solver on the gate's grid (int >= 0;
   # envelope_solver "fixed" or "lobpcg"; not used by "eigh"): 6 reach the

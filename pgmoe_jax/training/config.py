@@ -167,6 +167,10 @@ def _value(value, kind: str, name: str):
   return float(value)
 
 
+# Fields of a section that resolve reads into another attribute.
+_SUBSECTIONS = {"data": {"ranges", "mixture"}}
+
+
 def _section(cls, config, name: str, **computed):
   """The config's section ``name`` as a ``cls``: every field of ``cls``
   (those in ``computed`` given), typed; a missing or unknown field raises
@@ -192,10 +196,6 @@ def _section(cls, config, name: str, **computed):
     values[field.name] = _value(section[field.name], field.type,
                                 f"{name}.{field.name}")
   return cls(**values)
-
-
-# Fields of a section that resolve reads into another attribute.
-_SUBSECTIONS = {"data": {"ranges", "mixture"}}
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> None:
@@ -250,15 +250,9 @@ def _check_training(train: TrainConfig, optim: OptimConfig, data: DataConfig,
                      f"known: {', '.join(names)}.")
 
 
-def mesh_shape(config) -> tuple[int, int]:
-  """``(data, space)`` of a config's ``mesh`` section (``(-1, 1)`` without
-  one: every device on the data axis), checked (:func:`resolve_mesh`)."""
-  mesh = resolve_mesh(config)
-  return mesh.data, mesh.space
-
-
 def resolve_mesh(config) -> MeshConfig:
-  """``config.mesh`` checked against the grid and the model's tiles."""
+  """``config.mesh`` (``MeshConfig()`` without one: every device on the
+  data axis), checked against the grid and the model's tiles."""
   mesh = _section(MeshConfig, config, "mesh")
   _positive_int(mesh.space, "mesh.space")
   if mesh.data != -1:

@@ -128,8 +128,10 @@ def member_hyperparameters(runs: Sequence[config_lib.Run],
   float32 (as :func:`pgmoe_jax.training.losses.energy_weight`), the rest in
   the training dtype; ``grad_clip = 0`` as an infinite norm.
   """
-  values = {key: [getattr(getattr(r, key.split(".")[0]), key.split(".")[1])
-                  for r in runs] for key in HYPERPARAMETERS}
+  values = {}
+  for key in HYPERPARAMETERS:
+    section, name = key.split(".")
+    values[key] = [getattr(getattr(r, section), name) for r in runs]
   values["optim.grad_clip"] = [grad_clip_norm(v)
                                for v in values["optim.grad_clip"]]
   out = {key: jnp.asarray(v, jnp.float32 if key == "loss.energy_weight"
