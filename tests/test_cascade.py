@@ -9,6 +9,7 @@ import pytest
 
 from pgmoe_jax import Grid
 from pgmoe_jax import energy
+from pgmoe_jax import kinetic
 from pgmoe_jax import multigrid
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
@@ -16,6 +17,7 @@ from pgmoe_jax.memory import InsufficientMemoryError
 from pgmoe_jax.solvers import cascade
 from pgmoe_jax.solvers import solve
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.solvers.smoothing import jacobi_sweeps
 from pgmoe_jax.variational import normalize_unchecked
 
 GRID = Grid((32, 32), 20.0)
@@ -145,6 +147,92 @@ def test_bad_input_is_named(wells):
     solve(wells, GRID, method="lobpcg", cascade_iters=(4,))
   with pytest.raises(ValueError, match="the cascade makes its own start"):
     solve(wells, GRID, method="cascade", init=wells)
+
+
+# --------------------------------------------------------------------------
+# Chebyshev-Jacobi sweeps on the interpolated starts.
+
+
+@pytest.mark.parametrize("sweeps", [1, 2, 7])
+def test_sweeps_filter_each_kinetic_mode_by_the_chebyshev_polynomial(sweeps):
+  # On a constant potential the modes of K are eigenvectors of
+  # D^-1 (H - theta) with mu_k = (lam_k + V - theta) / D,
+  # D = diag(K) + max(V - theta, 0): n sweeps multiply mode k's coefficient
+  # by p_n(mu_k) = T_n((hi + lo - 2 mu) / (hi - lo))
+  #                / T_n((hi + lo) / (hi - lo)).
+  grid = Grid((12, 10), (20.0, 15.0))
+  (q0, l0), (q1, l1) = kinetic.kinetic_eigenbasis(grid)
+  picks = [(0, 0), (2, 3), (6, 4), (11, 9)]  # lowest ... highest
+  modes = [np.outer(q0[:, i], q1[:, j]) for i, j in picks]
+  lams = np.array([l0[i] + l1[j] for i, j in picks])
+  coef = np.array([1.0, 0.3, 0.2, 0.1])
+  x = sum(c * m for c, m in zip(coef, modes))
+  lo, hi = 0.1, 2.0
+  for v0 in (1.7, -30.0):  # V above theta, and far below (deep well)
+    theta = np.sum(coef**2 * (lams + v0)) / np.sum(coef**2)
+    d = sum(1.0 / h**2 for h in grid.spacing) + max(v0 - theta, 0.0)
+    mu = (lams + v0 - theta) / d
+    t_n = np.polynomial.chebyshev.Chebyshev.basis(sweeps)
+    factors = t_n((hi + lo - 2 * mu) / (hi - lo)) / t_n((hi + lo) / (hi - lo))
+    expected = sum(c * f * m for c, f, m in zip(coef, factors, modes))
+    out = jacobi_sweeps(jnp.asarray(x)[None],
+                        jnp.full((1,) + grid.shape, v0), grid, sweeps,
+                        low=lo, high=hi)
+    np.testing.assert_allclose(out[0], expected, rtol=0, atol=1e-12)
+    # Nothing is amplified: the spectrum ends at 2 (Gershgorin).
+    assert mu.max() <= 2.0 and np.all(np.abs(factors[1:]) <= 1.0)
+
+
+def test_an_eigenvector_is_a_fixed_point_of_the_sweeps(wells, exact):
+  psi = jnp.asarray(exact.states[:, 0])
+  out = jacobi_sweeps(psi, jnp.asarray(wells), GRID, 5)
+  np.testing.assert_allclose(out, psi, rtol=0,
+                             atol=1e-8 * float(jnp.max(jnp.abs(psi))))
+
+
+def test_sweeps_smooth_each_interpolated_start(wells):
+  coarse = Grid((16, 16), 20.0)
+  v16 = multigrid.block_mean(jnp.asarray(wells), GRID, (16, 16))
+  _, x16 = ground_state_fixed(v16, coarse, 4)
+  start = jacobi_sweeps(multigrid.interpolate(jnp.abs(x16), GRID),
+                        jnp.asarray(wells), GRID, 3)
+  e, psi = cascade(wells, GRID, (4, 0), sweeps=(0, 3))
+  np.testing.assert_allclose(psi, normalize_unchecked(start, GRID),
+                             rtol=0, atol=1e-12)
+  np.testing.assert_allclose(e, energy(start, wells, GRID), rtol=0,
+                             atol=1e-12)
+  e2, _ = cascade(wells, GRID, (4, 2), sweeps=(0, 3))
+  e_ref, _ = ground_state_fixed(jnp.asarray(wells), GRID, 2, start=start)
+  np.testing.assert_allclose(e2, e_ref, rtol=0, atol=1e-12)
+  # No sweeps (None or zeros) is the cascade without them, bitwise.
+  for sweeps in (None, (0, 0)):
+    np.testing.assert_array_equal(
+        cascade(wells, GRID, (4, 2), sweeps=sweeps)[1],
+        cascade(wells, GRID, (4, 2))[1])
+
+
+def test_sweeps_cut_the_error_and_keep_convergence(wells, exact):
+  e0 = exact.energies[:, 0]
+  for iters in [(4, 1), (4, 2, 1)]:
+    plain = np.asarray(cascade(wells, GRID, iters)[0]) - e0
+    swept = np.asarray(cascade(wells, GRID, iters,
+                               sweeps=(0,) * (len(iters) - 1) + (8,))[0]) - e0
+    assert (swept >= -1e-10).all()  # still upper bounds
+    assert np.median(swept) < 0.3 * np.median(plain), (iters, swept, plain)
+  # More fine iterations after the sweeps still reach the exact state.
+  e, _ = cascade(wells, GRID, (4, 2, 30), sweeps=(0, 4, 8))
+  assert np.max(np.abs(np.asarray(e) - e0)) < 1e-9
+
+
+def test_bad_sweeps_are_named(wells):
+  with pytest.raises(ValueError, match=r"must be 2 nonnegative integer"):
+    cascade(wells, GRID, (4, 2), sweeps=(0, 1, 2))
+  with pytest.raises(ValueError, match=r"must be 2 nonnegative integer"):
+    cascade(wells, GRID, (4, 2), sweeps=(0, -1))
+  with pytest.raises(ValueError, match=r"must be 2 nonnegative integer"):
+    cascade(wells, GRID, (4, 2), sweeps=(0, 1.5))
+  with pytest.raises(ValueError, match="coarsest level .* must be 0"):
+    cascade(wells, GRID, (4, 2), sweeps=(2, 2))
 
 
 # --------------------------------------------------------------------------

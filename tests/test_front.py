@@ -12,6 +12,8 @@ from pgmoe_jax import Grid
 from pgmoe_jax import potentials
 from pgmoe_jax import solvers
 from pgmoe_jax.evaluation import front
+from pgmoe_jax.solvers.coarse_to_fine import check_iters
+from pgmoe_jax.solvers.coarse_to_fine import check_sweeps
 from pgmoe_jax.workflows import front as front_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,8 +55,18 @@ def test_settings_fit_the_grid():
   assert front.cascade_settings(Grid((32, 32, 32), 20.0)) == front.SETTINGS[3]
   # 8x8: two halvings leave 2 points, so the three-level settings go.
   small = front.cascade_settings(Grid((8, 8), 20.0))
-  assert small and all(len(s) <= 2 for s in small)
+  assert small and all(len(s.iters) <= 2 for s in small)
   assert front.setting_name((4, 2, 1)) == "cascade (4,2,1)"
+  swept = front.Setting((4, 2, 1), (0, 4, 8))
+  assert front.setting_name(swept) == "cascade (4,2,1) sweeps (0,4,8)"
+  assert front.Setting((6, 1), (0, 0)).name == "cascade (6,1)"
+  # Every setting of the grid is one the cascade accepts, and the grid
+  # holds smoothed settings on both dimensions.
+  for dim, settings in front.SETTINGS.items():
+    assert any(s.sweeps for s in settings), dim
+    for s in settings:
+      check_iters(s.iters)
+      check_sweeps(s.sweeps, len(s.iters))
 
 
 class CascadeModel:
@@ -84,8 +96,10 @@ def test_measure_split_scores_and_times_every_candidate():
   assert copy.median_mha == pytest.approx(same.median_mha, rel=1e-6)
   assert all(r.median_mha > -1e-6 and r.p90_mha >= r.median_mha - 1e-9
              for r in result.rows)
-  # More fine iterations, smaller error.
+  # More fine iterations, smaller error; so do sweeps on the fine start
+  # in place of a fine iteration.
   assert by_name["cascade (6,3)"].median_mha < same.median_mha
+  assert by_name["cascade (6,1) sweeps (0,8)"].median_mha < same.median_mha
   assert copy.speedup_median is not None and copy.speedup_p90 is not None
   table = front_run.format_front(result)
   assert "| copy |" in table and "speed-up at median dE" in table

@@ -2,9 +2,10 @@
 
 The baseline of every model speed figure is the parameter-free cascade
 (:func:`pgmoe_jax.solvers.cascade`) run over a fixed grid of settings
-(:func:`cascade_settings`). Each setting gives a point (energy error,
-states/s); the points no other setting beats on both are the Pareto front
-(:func:`pareto_front`). A model's matched-accuracy speed-up
+(:func:`cascade_settings`: iterations per level, with or without
+Chebyshev-Jacobi sweeps on the interpolated starts). Each setting gives a
+point (energy error, states/s); the points no other setting beats on both
+are the Pareto front (:func:`pareto_front`). A model's matched-accuracy speed-up
 (:func:`matched_speedup`) is its states/s over the front's states/s at the
 model's energy error, interpolated piecewise-linearly in (log dE,
 log states/s); where the model is more accurate than every setting, the most
@@ -20,12 +21,51 @@ import numpy as np
 
 from pgmoe_jax.grid import Grid
 
-# The fixed settings grid, per dimension (iterations per level, coarsest
-# first; see pgmoe_jax.solvers.cascade).
+
+class Setting(NamedTuple):
+  """One setting of the cascade (:func:`pgmoe_jax.solvers.cascade`).
+
+  Attributes:
+    iters: fixed-cost iterations per level, coarsest first.
+    sweeps: Chebyshev-Jacobi sweeps per level on the interpolated start
+      (coarsest first, the coarsest 0), or ``None`` for none.
+  """
+  iters: tuple[int, ...]
+  sweeps: tuple[int, ...] | None = None
+
+  @property
+  def name(self) -> str:
+    """``"cascade (4,2,1)"``, or ``"cascade (4,2,1) sweeps (0,4,8)"``."""
+    text = "cascade (" + ",".join(str(int(k)) for k in self.iters) + ")"
+    if self.sweeps is not None and any(self.sweeps):
+      text += " sweeps (" + ",".join(str(int(k)) for k in self.sweeps) + ")"
+    return text
+
+
+def as_setting(value) -> Setting:
+  """A :class:`Setting`, or iterations per level alone (no sweeps)."""
+  if isinstance(value, Setting):
+    return Setting(tuple(int(k) for k in value.iters),
+                   None if value.sweeps is None else tuple(
+                       int(k) for k in value.sweeps))
+  return Setting(tuple(int(k) for k in value))
+
+
+# The fixed settings grid, per dimension: the plain cascade, and the
+# cascade whose interpolated starts are smoothed by damped-Jacobi sweeps.
 SETTINGS = {
-    2: ((4,), (6,), (8,), (6, 1), (6, 2), (6, 3), (6, 4), (4, 2, 1),
-        (4, 2, 2), (4, 2, 3)),
-    3: ((4,), (6,), (6, 1), (6, 2), (6, 3), (4, 2, 1), (4, 2, 2)),
+    2: tuple(Setting(i) for i in (
+        (4,), (6,), (8,), (6, 1), (6, 2), (6, 3), (6, 4), (4, 2, 1),
+        (4, 2, 2), (4, 2, 3))) + (
+            Setting((6, 0), (0, 16)), Setting((6, 1), (0, 8)),
+            Setting((4, 0, 0), (0, 4, 8)), Setting((4, 0, 0), (0, 8, 16)),
+            Setting((4, 2, 0), (0, 4, 8)), Setting((4, 2, 0), (0, 4, 16)),
+            Setting((4, 2, 1), (0, 4, 8)), Setting((4, 2, 1), (0, 4, 16))),
+    3: tuple(Setting(i) for i in (
+        (4,), (6,), (6, 1), (6, 2), (6, 3), (4, 2, 1), (4, 2, 2))) + (
+            Setting((6, 0), (0, 8)), Setting((6, 0), (0, 16)),
+            Setting((6, 1), (0, 8)), Setting((4, 2, 0), (0, 4, 8)),
+            Setting((4, 2, 0), (0, 4, 16)), Setting((4, 2, 1), (0, 4, 8))),
 }
 
 # Energy errors below this (mHa) are taken as this on the log scale: a
@@ -33,7 +73,7 @@ SETTINGS = {
 DE_FLOOR_MHA = 1e-6
 
 
-def cascade_settings(grid: Grid) -> tuple[tuple[int, ...], ...]:
+def cascade_settings(grid: Grid) -> tuple[Setting, ...]:
   """The settings of the front on ``grid`` whose levels fit it.
 
   2-D settings serve 1-D grids; a setting whose levels would not divide
@@ -41,16 +81,16 @@ def cascade_settings(grid: Grid) -> tuple[tuple[int, ...], ...]:
   """
   settings = SETTINGS[3 if grid.ndim == 3 else 2]
   out = []
-  for iters in settings:
-    factor = 2**(len(iters) - 1)
+  for setting in settings:
+    factor = 2**(len(setting.iters) - 1)
     if all(n % factor == 0 and n // factor >= 3 for n in grid.shape):
-      out.append(iters)
+      out.append(setting)
   return tuple(out)
 
 
-def setting_name(iters: Sequence[int]) -> str:
-  """``(4, 2, 1)`` -> ``"cascade (4,2,1)"``."""
-  return "cascade (" + ",".join(str(int(k)) for k in iters) + ")"
+def setting_name(setting) -> str:
+  """``(4, 2, 1)`` -> ``"cascade (4,2,1)"``; a :class:`Setting` its name."""
+  return as_setting(setting).name
 
 
 class Point(NamedTuple):

@@ -5,11 +5,14 @@ the ground state is found on the coarsest with a few fixed-cost LOBPCG
 iterations (:func:`pgmoe_jax.solvers.fixed_iters.ground_state_fixed`), or
 exactly by a dense ``eigh``, and carried up: at each finer level the
 iterations start from ``|psi|`` of the level below, linearly interpolated
-(:mod:`pgmoe_jax.multigrid`). The coarse levels find the right well for a
-fraction of a fine iteration's cost; the fine iterations, whose
-preconditioner inverts the kinetic operator exactly, remove the short-
-wavelength error. The cost depends on the grid and ``iters`` only, never
-on the data, so the whole batch runs as one jitted program.
+(:mod:`pgmoe_jax.multigrid`), optionally smoothed first by a few
+Chebyshev-Jacobi sweeps (:mod:`pgmoe_jax.solvers.smoothing`). The coarse
+levels find the right well for a fraction of a fine iteration's cost; the
+sweeps remove the interpolation's grid-scale error for one stencil
+application each; the fine iterations, whose preconditioner inverts the
+kinetic operator exactly, remove what is left. The cost depends on the
+grid, ``iters`` and ``sweeps`` only, never on the data, so the whole
+batch runs as one jitted program.
 
 :func:`cascade` is the public, validated, batched function;
 :func:`cascade_unchecked` is the kernel PG-MoE's physics gate runs inside
@@ -33,10 +36,11 @@ from pgmoe_jax import multigrid
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.solvers.smoothing import jacobi_sweeps
 from pgmoe_jax.variational import normalize_unchecked
 
-__all__ = ["cascade", "cascade_unchecked", "check_iters", "eigh_ground_state",
-           "level_grids"]
+__all__ = ["cascade", "cascade_unchecked", "check_iters", "check_sweeps",
+           "eigh_ground_state", "level_grids"]
 
 # Points per axis the stencil needs at the least, on every level.
 _MIN_POINTS = 3
@@ -52,6 +56,31 @@ def check_iters(iters) -> tuple[int, ...]:
         f"iters={iters!r} must be a nonempty sequence of nonnegative "
         "integers: the fixed-cost iterations per level, coarsest first.")
   return tuple(int(k) for k in values)
+
+
+def check_sweeps(sweeps, num_levels: int) -> tuple[int, ...] | None:
+  """``sweeps`` as a tuple of nonnegative ints, one per level, or raises.
+
+  ``None`` (and all zeros) is returned as ``None``: no smoothing, the
+  cascade without sweeps. The coarsest level has no interpolated start to
+  smooth, so its entry must be 0.
+  """
+  if sweeps is None:
+    return None
+  values = (sweeps,) if np.ndim(sweeps) == 0 else tuple(sweeps)
+  if len(values) != num_levels or any(
+      isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
+      or k < 0 for k in values):
+    raise ValueError(
+        f"sweeps={sweeps!r} must be {num_levels} nonnegative integer(s), "
+        "one per level like iters: the Chebyshev-Jacobi sweeps on each "
+        "level's interpolated start, coarsest first.")
+  if values[0]:
+    raise ValueError(
+        f"sweeps={sweeps!r}: the coarsest level starts from K's lowest "
+        "mode, not from an interpolated state; its sweeps must be 0.")
+  values = tuple(int(k) for k in values)
+  return values if any(values) else None
 
 
 def level_grids(grid: Grid, num_levels: int) -> tuple[Grid, ...]:
@@ -92,7 +121,8 @@ def eigh_ground_state(v: jax.Array, grid: Grid):
 
 
 def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
-                      iters: Sequence[int], exact_coarsest: bool = False):
+                      iters: Sequence[int], exact_coarsest: bool = False,
+                      sweeps: Sequence[int] | None = None):
   """The cascade on explicit levels, without input checks (a model's path).
 
   Args:
@@ -103,36 +133,44 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
       passes the interpolated state on (at the coarsest: K's lowest mode).
     exact_coarsest: solve the coarsest level by a dense ``eigh`` (its
       count in ``iters`` is then not used).
+    sweeps: Chebyshev-Jacobi sweeps per level on the interpolated start,
+      before that level's iterations (:func:`check_sweeps`); ``None``: none.
 
   Returns:
     ``(energies (b,), states (b, *grids[-1].shape))``: each energy is its
     state's Rayleigh quotient; states have unit Euclidean norm and a
     positive sum, except for a single exact level (``eigh``'s sign).
   """
+  sweeps = (0,) * len(grids) if sweeps is None else sweeps
   # Each level's potential: block means of the next finer level's (the
   # same averages as from the finest, from 2^d times fewer points).
   level_v = [v]
   for finer, coarser in zip(grids[:0:-1], grids[-2::-1]):
     level_v.append(multigrid.block_mean(level_v[-1], finer, coarser.shape))
   x = None
-  for i, (level, vs, k) in enumerate(zip(grids, level_v[::-1], iters)):
+  for i, (level, vs, k, s) in enumerate(
+      zip(grids, level_v[::-1], iters, sweeps)):
     if i == 0 and exact_coarsest:
       energy, x = eigh_ground_state(vs, level)
       continue
-    start = None if x is None else multigrid.interpolate(jnp.abs(x), level)
+    start = None
+    if x is not None:
+      start = jacobi_sweeps(multigrid.interpolate(jnp.abs(x), level), vs,
+                            level, int(s))
     energy, x = ground_state_fixed(vs, level, int(k), start=start)
   return energy, x
 
 
 @functools.partial(jax.jit, static_argnames=("grids", "iters",
-                                             "exact_coarsest"))
-def _cascade_normalized(v, grids, iters, exact_coarsest):
-  energy, x = cascade_unchecked(v, grids, iters, exact_coarsest)
+                                             "exact_coarsest", "sweeps"))
+def _cascade_normalized(v, grids, iters, exact_coarsest, sweeps):
+  energy, x = cascade_unchecked(v, grids, iters, exact_coarsest, sweeps)
   return energy, normalize_unchecked(x, grids[-1])
 
 
 def cascade(V, grid: Grid, iters: int | Sequence[int], *,
-            exact_coarsest: bool = False):
+            exact_coarsest: bool = False,
+            sweeps: Sequence[int] | None = None):
   """Ground states by the coarse-to-fine cascade, at a fixed cost.
 
   ``iters`` gives the fixed-cost LOBPCG iterations per level, coarsest
@@ -142,7 +180,11 @@ def cascade(V, grid: Grid, iters: int | Sequence[int], *,
   from the kinetic operator's lowest mode. Each level's potential is the
   block mean of the next finer one's, and each level starts from ``|psi|``
   of the one below, linearly interpolated. 0 iterations at a level
-  interpolates only.
+  interpolates only. ``sweeps`` smooths each level's interpolated start
+  by Chebyshev-Jacobi sweeps (:mod:`pgmoe_jax.solvers.smoothing`) before its
+  iterations: ``iters=(4, 2, 1), sweeps=(0, 4, 8)`` runs 4 sweeps on the
+  32x32 start and 8 on the 64x64 one. A sweep costs one stencil
+  application, a small fraction of a fine iteration.
 
   Jittable (``grid``, ``iters`` and ``exact_coarsest`` static); value
   checks are skipped on traced input.
@@ -155,6 +197,8 @@ def cascade(V, grid: Grid, iters: int | Sequence[int], *,
     exact_coarsest: solve the coarsest level exactly by a dense ``eigh``
       (its entry in ``iters`` is then not used); refused where the dense
       matrices would not fit in memory.
+    sweeps: ``None`` (no smoothing) or one nonnegative int per level, the
+      coarsest 0.
 
   Returns:
     ``(energies (...), states (..., *grid.shape))``: each energy is its
@@ -163,14 +207,15 @@ def cascade(V, grid: Grid, iters: int | Sequence[int], *,
     ``sum(psi) > 0``.
 
   Raises:
-    ValueError: bad ``iters``, levels that do not divide the grid or fall
-      below 3 points per axis, a potential of the wrong shape, an empty
-      batch, NaN/inf, or a dtype other than float32 and float64.
+    ValueError: bad ``iters`` or ``sweeps``, levels that do not divide the
+      grid or fall below 3 points per axis, a potential of the wrong shape,
+      an empty batch, NaN/inf, or a dtype other than float32 and float64.
     InsufficientMemoryError: ``exact_coarsest`` on a level too large for a
       dense ``eigh``.
   """
   checks.check_grid(grid)
   iters = check_iters(iters)
+  sweeps = check_sweeps(sweeps, len(iters))
   V = checks.as_float(V, "V")
   if V.dtype not in (jnp.float32, jnp.float64):
     raise ValueError(f"cascade runs in float32 or float64, got V of dtype "
@@ -189,5 +234,5 @@ def cascade(V, grid: Grid, iters: int | Sequence[int], *,
                f"{b} potential(s))",
                "use exact_coarsest=False or more levels")
   energy, states = _cascade_normalized(V.reshape((b,) + grid.shape), grids,
-                                       iters, bool(exact_coarsest))
+                                       iters, bool(exact_coarsest), sweeps)
   return energy.reshape(batch), states.reshape(batch + grid.shape)

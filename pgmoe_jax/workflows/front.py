@@ -30,6 +30,7 @@ from pgmoe_jax.batching import pad_batch
 from pgmoe_jax.evaluation import front as front_lib
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
+from pgmoe_jax.solvers.coarse_to_fine import check_sweeps
 from pgmoe_jax.solvers.coarse_to_fine import level_grids
 
 
@@ -58,13 +59,16 @@ class SplitFront:
 
 
 @functools.lru_cache(maxsize=None)
-def cascade_fn(grid: Grid, iters: tuple[int, ...]) -> Callable:
+def cascade_fn(grid: Grid, iters: tuple[int, ...],
+               sweeps: tuple[int, ...] | None = None) -> Callable:
   """A jitted ``V (b, *grid.shape) -> states`` of one cascade setting.
 
   One per (grid, setting), so every split on a grid reuses its compilation.
   """
   grids = level_grids(grid, len(iters))
-  return jax.jit(lambda v: cascade_unchecked(v, grids, iters)[1])
+  sweeps = check_sweeps(sweeps, len(iters))
+  return jax.jit(lambda v: cascade_unchecked(v, grids, iters,
+                                             sweeps=sweeps)[1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -150,7 +154,8 @@ def measure_split(split: str, potentials: np.ndarray, e0: np.ndarray,
     batch: the timed batch (and the scoring batch); the first ``batch``
       potentials, repeated if the split is smaller.
     repeats: timing rounds (at least 7).
-    settings: cascade settings; default
+    settings: cascade settings (:class:`pgmoe_jax.evaluation.front.Setting`
+      or iterations per level alone); default
       :func:`pgmoe_jax.evaluation.front.cascade_settings` of ``grid``.
     progress: called with a short status line.
 
@@ -168,7 +173,7 @@ def measure_split(split: str, potentials: np.ndarray, e0: np.ndarray,
     raise ValueError(f"{split}: potentials {potentials.shape} and E0 "
                      f"{e0.shape} do not match {grid}.")
   settings = front_lib.cascade_settings(grid) if settings is None else tuple(
-      tuple(s) for s in settings)
+      front_lib.as_setting(s) for s in settings)
   if not settings:
     raise ValueError(f"{split}: no cascade setting fits {grid}.")
   for name, model in models.items():
@@ -179,9 +184,9 @@ def measure_split(split: str, potentials: np.ndarray, e0: np.ndarray,
   for name, model in models.items():
     rows.append(Candidate(name, "model"))
     fns.append(model_fn(model))
-  for iters in settings:
-    rows.append(Candidate(front_lib.setting_name(iters), "cascade"))
-    fns.append(cascade_fn(grid, tuple(int(k) for k in iters)))
+  for setting in settings:
+    rows.append(Candidate(setting.name, "cascade"))
+    fns.append(cascade_fn(grid, setting.iters, setting.sweeps))
   for row, fn in zip(rows, fns):
     if progress:
       progress(f"{split}: scoring {row.name}")

@@ -1,0 +1,115 @@
+r"""Chebyshev-Jacobi smoothing of an approximate ground state (the cascade's).
+
+A state interpolated from a coarser level is right at long wavelengths and
+wrong at the grid scale: linear interpolation leaves kinks, and the coarse
+level saw only block means of the potential. Those short-wavelength errors
+are what a local relaxation removes best, at the cost of one stencil
+application per sweep (multigrid's post-smoothing), far less than a
+fixed-cost LOBPCG iteration, whose preconditioner transforms the whole grid.
+
+:func:`jacobi_sweeps` applies to ``x`` the polynomial filter
+
+.. math::
+
+   x \leftarrow p_n\big(D^{-1}(H - \theta)\big)\, x, \qquad
+   \theta = \frac{\langle x|H|x\rangle}{\langle x|x\rangle}, \qquad
+   D = \sum_a h_a^{-2} + \max(V - \theta, 0),
+
+with ``n`` the number of sweeps and ``p_n`` the scaled Chebyshev polynomial
+that is 1 at 0 and smallest in magnitude on ``[LOW, HIGH]``:
+``p_n(mu) = T_n((HIGH + LOW - 2 mu) / (HIGH - LOW)) / T_n((HIGH + LOW) /
+(HIGH - LOW))``, run as the three-term Chebyshev iteration (stable in
+float32, one application of ``H`` per sweep). ``D`` is the diagonal of
+``H - theta`` (the kinetic stencil's is ``1/h^2`` per axis) where
+``V >= theta``, and the kinetic diagonal alone where the state is
+classically allowed, so by Gershgorin every eigenvalue ``mu`` of
+``D^{-1}(H - theta)`` is at most ``HIGH = 2``: no component is amplified
+beyond the start's. Components with ``mu`` in ``[LOW, 2]`` (short
+wavelengths) shrink by ``1 / T_n((2 + LOW) / (2 - LOW))`` at least; those
+near 0 (the long-wavelength error) barely move and are left to the
+fixed-cost LOBPCG iterations that follow (:mod:`fixed_iters`); those with
+``mu < 0`` (below ``theta``, toward the ground state) grow. An exact
+eigenvector has ``(H - theta) x = 0`` and is a fixed point.
+
+The filter is not a Rayleigh-Ritz step: it does not guarantee a lower
+Rayleigh quotient, and the cascade reports the Rayleigh quotient of the
+state it returns (an upper bound on E0 whatever the sweeps did).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pgmoe_jax import hamiltonian
+from pgmoe_jax.grid import Grid
+
+# The interval [LOW, HIGH] the filter damps. HIGH = 2 bounds the spectrum
+# of D^-1 (H - theta) (Gershgorin); LOW sets where "short wavelength"
+# starts: a lower LOW damps more modes, each less. 0.1 serves 4 to 16
+# sweeps (WORKSPACE.md, "The solvers, in short").
+LOW = 0.1
+HIGH = 2.0
+
+
+def jacobi_sweeps(x: jax.Array, potentials: jax.Array, grid: Grid,
+                  sweeps: int, low: float = LOW,
+                  high: float = HIGH) -> jax.Array:
+  """``sweeps`` Chebyshev-accelerated Jacobi sweeps on ``(H - theta) x = 0``.
+
+  No input checks (a kernel inside the jitted cascade).
+
+  Args:
+    x: ``(b, *grid.shape)`` approximate ground states (any norm).
+    potentials: ``(b, *grid.shape)`` in Hartree.
+    grid: the grid (static).
+    sweeps: the number of sweeps, the filter's degree (static, >= 0; 0
+      returns ``x``).
+    low, high: the interval ``0 < low < high <= 2`` the filter damps.
+
+  Returns:
+    ``p(D^-1 (H - theta)) x`` (see the module docstring), ``(b,
+    *grid.shape)``, not normalised.
+  """
+  if not sweeps:
+    return x
+  col = (x.shape[0],) + (1,) * grid.ndim
+  potentials = potentials.astype(x.dtype)
+  hx = hamiltonian.apply_unchecked(x, potentials, grid)
+  theta = (jnp.sum(x * hx, axis=grid.axes)
+           / jnp.sum(x * x, axis=grid.axes)).reshape(col)
+  inv_diagonal = 1.0 / (sum(1.0 / h**2 for h in grid.spacing)
+                        + jnp.maximum(potentials - theta, 0.0))
+
+  def step(u, hu):  # D^-1 (H - theta) u, given H u
+    return inv_diagonal * (hu - theta * u)
+
+  # The Chebyshev iteration (Saad, Iterative Methods for Sparse Linear
+  # Systems, Algorithm 12.1) for D^-1 (H - theta) x = 0 from x: after k
+  # updates the error (here x itself) is p_k(D^-1 (H - theta)) x. Its
+  # coefficients depend on k only, so the sweeps run as a loop (unrolled,
+  # XLA fuses the recurrence across sweeps into a program whose cost grows
+  # exponentially with their number).
+  centre, half_width = 0.5 * (high + low), 0.5 * (high - low)
+  sigma = centre / half_width
+  rho, a, b = 1.0 / sigma, [], []
+  for _ in range(sweeps - 1):
+    rho_next = 1.0 / (2.0 * sigma - rho)
+    a.append(rho_next * rho)
+    b.append(2.0 * rho_next / half_width)
+    rho = rho_next
+  # (one unused entry when there is a single sweep: the loop body is traced
+  # even when it runs no trips)
+  a = jnp.asarray(a or [0.0], x.dtype)
+  b = jnp.asarray(b or [0.0], x.dtype)
+
+  def body(k, carry):
+    x, r, d = carry
+    x = x + d
+    r = r - step(d, hamiltonian.apply_unchecked(d, potentials, grid))
+    return x, r, a[k] * d + b[k] * r
+
+  r = -step(x, hx)
+  x, _, d = jax.lax.fori_loop(0, sweeps - 1, body, (x, r, r / centre))
+  x = x + d
+  return x
