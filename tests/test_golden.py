@@ -111,7 +111,7 @@ def _gate_iterations_0(name, model, monkeypatch):
   cascade = gates.cascade_unchecked
   monkeypatch.setattr(
       gates, "cascade_unchecked",
-      lambda v, grids, iters, exact_coarsest=False: cascade(
+      lambda v, grids, iters, exact_coarsest=False, sweeps=None: cascade(
           v, grids, (0,) * len(iters), exact_coarsest=False))
   return model.params, model.model
 

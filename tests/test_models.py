@@ -435,6 +435,40 @@ def test_the_gate_chain_is_the_cascade_on_its_levels(iters, levels, exact):
     np.testing.assert_array_equal(energy, energy_2)
 
 
+@pytest.mark.parametrize("iters, levels, sweeps", [
+    (0, (3, 0), (0, 2, 5)), (1, (3, 2), (0, 0, 4))])
+def test_the_gate_sweeps_are_the_cascade_sweeps(iters, levels, sweeps):
+  grid = Grid((32, 32), 20.0)
+  v = potentials.sample("gaussian_wells", jax.random.key(5), grid, 2,
+                        dtype=jnp.float64)
+  fields = dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=iters,
+                envelope_solver="fixed", envelope_start=8,
+                envelope_start_iters=levels)
+  model = build_model(dict(fields, envelope_sweeps=sweeps), grid)
+  _, energy = model.apply({}, v, method="coarse_envelope")
+  grids = (Grid((4, 4), 20.0), Grid((8, 8), 20.0), grid)
+  e, _ = cascade_unchecked(v, grids, levels + (iters,), sweeps=sweeps)
+  np.testing.assert_allclose(energy, e, rtol=1e-13)
+  # The sweeps change the gate (and cut its error here).
+  _, plain = build_model(fields, grid).apply({}, v, method="coarse_envelope")
+  assert (np.asarray(energy) < np.asarray(plain)).all()
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(envelope_sweeps=(0, 4)), "no start grid"),
+    (dict(envelope_start=8, envelope_sweeps=(0, 4)),
+     r"envelope_sweeps: .*must be 3 nonnegative"),
+    (dict(envelope_start=8, envelope_sweeps=(2, 0, 4)),
+     "envelope_sweeps: .*coarsest level"),
+    (dict(envelope_start=8, envelope_sweeps=4), "one count per cascade"),
+])
+def test_bad_gate_sweeps_are_refused(fields, message):
+  with pytest.raises(ValueError, match=message):
+    build_model(dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=1,
+                     envelope_solver="fixed", envelope_start_iters=(3, 2),
+                     **fields), Grid((32, 32), 20.0))
+
+
 def test_envelope_solver_eigh_is_the_exact_coarse_ground_state():
   # envelope_iters is not used with "eigh".
   grid = Grid((16, 16), 10.0)

@@ -229,6 +229,14 @@ def get_config() -> ml_collections.ConfigDict:
   # as cascade's exact_coarsest; False: envelope_start_iters iterations
   # there from the kinetic operator's lowest mode.
   model.envelope_start_exact = False
+  # Chebyshev-Jacobi sweeps on each cascade level's interpolated start
+  # (pgmoe_jax.solvers.smoothing; one stencil application each), one count
+  # per level, coarsest first: the start levels, then the gate's grid; the
+  # coarsest 0. (0, 4, 8) with envelope_start=32, envelope_start_iters=
+  # (4, 0) on a 64x64 gate is the cascade (4, 0, 0) with sweeps (0, 4, 8).
+  # None: no sweeps (needs a start grid otherwise). A typed None, so
+  # --config.model.envelope_sweeps="(0, 4, 8)" works.
+  model.envelope_sweeps = ml_collections.config_dict.placeholder(tuple)
   # Hidden layer widths of the gate network (gate "mlp" or "both").
   model.gate_hidden = (64,)
   # Potentials are divided by this (Hartree) before entering the networks.

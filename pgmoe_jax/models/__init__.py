@@ -46,7 +46,8 @@ class PGMoEConfig:
   :data:`EXPERTS`; the other fields are read by the factories (and the
   model's own ``potential_scale``, ``input_clip``, ``correction_bound``,
   ``damp_forbidden``). ``None`` means "off": ``coarse=None`` the gate on
-  the full grid, ``envelope_start=None`` no start grid.
+  the full grid, ``envelope_start=None`` no start grid,
+  ``envelope_sweeps=None`` no sweeps.
   """
   tiles: int | Sequence[int] = 4
   halo: int = 2
@@ -64,6 +65,7 @@ class PGMoEConfig:
   envelope_start: int | Sequence[int] | None = None
   envelope_start_iters: int | Sequence[int] = (6,)
   envelope_start_exact: bool = False
+  envelope_sweeps: Sequence[int] | None = None
   input_clip: float = 3.0
   correction_bound: float = 5.0
   damp_forbidden: bool = True
@@ -104,13 +106,25 @@ class PGMoEConfig:
     iters = self.envelope_start_iters
     return int(iters) if np.ndim(iters) == 0 else tuple(int(k) for k in iters)
 
+  def sweeps(self) -> tuple[int, ...] | None:
+    """``envelope_sweeps`` as a tuple (hashable), or ``None``."""
+    sweeps = self.envelope_sweeps
+    if sweeps is None:
+      return None
+    if np.ndim(sweeps) == 0:
+      raise ValueError(
+          f"PG-MoE envelope_sweeps={sweeps!r} needs one count per cascade "
+          "level (the start levels, then the gate's grid), coarsest first, "
+          "or None for no sweeps.")
+    return tuple(sweeps)
+
 
 def make_envelope(config: PGMoEConfig, grid: Grid) -> gates.EnvelopeGate:
   """The physics envelope of ``config`` (built, so its fields are checked)."""
   return gates.EnvelopeGate(grid, config.coarse_shape(grid),
                             config.envelope_iters, config.envelope_solver,
                             config.start_shape(grid), config.start_iters(),
-                            config.envelope_start_exact)
+                            config.envelope_start_exact, config.sweeps())
 
 
 def make_learned_gate(config: PGMoEConfig, grid: Grid,

@@ -41,6 +41,7 @@ from pgmoe_jax.models import common
 from pgmoe_jax.models import tiling
 from pgmoe_jax.sharding import replicate_space
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
+from pgmoe_jax.solvers.coarse_to_fine import check_sweeps
 from pgmoe_jax.solvers.lobpcg import lobpcg_batch
 
 ENVELOPE_SOLVERS = ("fixed", "lobpcg", "eigh")
@@ -100,6 +101,11 @@ class EnvelopeGate(nn.Module):
     start_exact: solve the coarsest start level exactly by a dense
       ``eigh`` (cheap up to 8x8); its count in ``start_iters`` is then not
       used.
+    sweeps: ``None``, or Chebyshev-Jacobi sweeps on each cascade level's
+      interpolated start (:mod:`pgmoe_jax.solvers.smoothing`), one count
+      per level (the start levels, then the gate's grid; the coarsest 0),
+      as ``sweeps`` of :func:`pgmoe_jax.solvers.cascade`. Needs a start
+      grid.
   """
   grid: Grid
   coarse: tuple[int, ...]
@@ -108,9 +114,23 @@ class EnvelopeGate(nn.Module):
   start: tuple[int, ...] | None = None
   start_iters: int | tuple[int, ...] = 6
   start_exact: bool = False
+  sweeps: tuple[int, ...] | None = None
 
   def __post_init__(self):
     super().__post_init__()
+    self._check()
+    if self.sweeps is not None:
+      if self.start is None:
+        raise ValueError(
+            f"envelope_sweeps={self.sweeps!r} smooths interpolated starts, "
+            "but there is no start grid (envelope_start=None); set "
+            "envelope_start, or envelope_sweeps=None.")
+      try:
+        check_sweeps(self.sweeps, len(self.start_levels) + 1)
+      except ValueError as e:
+        raise ValueError(f"envelope_sweeps: {e}") from None
+
+  def _check(self):
     if self.solver not in ENVELOPE_SOLVERS:
       raise ValueError(f"Unknown envelope_solver {self.solver!r}; known: "
                        f"{', '.join(ENVELOPE_SOLVERS)}.")
@@ -210,8 +230,9 @@ class EnvelopeGate(nn.Module):
       # The cascade: the start chain (if any), then the gate's grid;
       # "eigh" is its one level solved exactly.
       grids, iters = self.cascade_levels()
-      energy, ground = cascade_unchecked(v, grids, iters,
-                                         exact_coarsest=self.exact_coarsest)
+      energy, ground = cascade_unchecked(
+          v, grids, iters, exact_coarsest=self.exact_coarsest,
+          sweeps=check_sweeps(self.sweeps, len(grids)))
     ground = jnp.abs(ground).reshape(v.shape[0], -1)
     # The coarse ground state is nodeless; the floor only guards log(0).
     log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))

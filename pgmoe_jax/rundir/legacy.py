@@ -51,6 +51,7 @@ PGMOE_MISSING: dict[str, Any] = {
     "envelope_start": 0,
     "envelope_start_iters": 6,
     "envelope_start_exact": False,
+    "envelope_sweeps": None,
     "input_clip": 3.0,
     "correction_bound": 5.0,
     "damp_forbidden": True,
