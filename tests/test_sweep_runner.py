@@ -141,14 +141,17 @@ def test_runner_stops_its_children_on_sigterm(tmp_path):
       except sweep_runner.Interrupted as e:
         sys.exit(e.exit_code)
       """)
-  runner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+  runner_err = tmp_path / "runner.stderr"
+  with open(runner_err, "wb") as err:
+    runner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=err)
   try:
     deadline = time.time() + 60
     while not processes_with(tag, [runner.pid]) and time.time() < deadline:
       time.sleep(0.05)
-    assert processes_with(tag, [runner.pid]), "the job did not start"
+    assert processes_with(tag, [runner.pid]), (
+        f"the job did not start in 60 s; runner exit code "
+        f"{runner.poll()}, its stderr: {runner_err.read_text()[-2000:]!r}")
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=30) == 128 + signal.SIGTERM
     assert not processes_with(tag)
