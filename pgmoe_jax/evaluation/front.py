@@ -52,7 +52,7 @@ def as_setting(value) -> Setting:
 
 
 # The fixed settings grid, per dimension: the plain cascade, and the
-# cascade whose interpolated starts are smoothed by damped-Jacobi sweeps.
+# cascade whose interpolated starts are smoothed by Chebyshev-Jacobi sweeps.
 SETTINGS = {
     2: tuple(Setting(i) for i in (
         (4,), (6,), (8,), (6, 1), (6, 2), (6, 3), (6, 4), (4, 2, 1),

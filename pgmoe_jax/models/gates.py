@@ -118,7 +118,7 @@ class EnvelopeGate(nn.Module):
 
   def __post_init__(self):
     super().__post_init__()
-    self._check()
+    self._check_solver_and_start()
     if self.sweeps is not None:
       if self.start is None:
         raise ValueError(
@@ -130,7 +130,7 @@ class EnvelopeGate(nn.Module):
       except ValueError as e:
         raise ValueError(f"envelope_sweeps: {e}") from None
 
-  def _check(self):
+  def _check_solver_and_start(self):
     if self.solver not in ENVELOPE_SOLVERS:
       raise ValueError(f"Unknown envelope_solver {self.solver!r}; known: "
                        f"{', '.join(ENVELOPE_SOLVERS)}.")
@@ -232,7 +232,7 @@ class EnvelopeGate(nn.Module):
       grids, iters = self.cascade_levels()
       energy, ground = cascade_unchecked(
           v, grids, iters, exact_coarsest=self.exact_coarsest,
-          sweeps=check_sweeps(self.sweeps, len(grids)))
+          sweeps=self.sweeps)
     ground = jnp.abs(ground).reshape(v.shape[0], -1)
     # The coarse ground state is nodeless; the floor only guards log(0).
     log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))

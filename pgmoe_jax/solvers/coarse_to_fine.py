@@ -186,8 +186,8 @@ def cascade(V, grid: Grid, iters: int | Sequence[int], *,
   32x32 start and 8 on the 64x64 one. A sweep costs one stencil
   application, a small fraction of a fine iteration.
 
-  Jittable (``grid``, ``iters`` and ``exact_coarsest`` static); value
-  checks are skipped on traced input.
+  Jittable (``grid``, ``iters``, ``exact_coarsest`` and ``sweeps``
+  static); value checks are skipped on traced input.
 
   Args:
     V: potentials in Hartree, ``(..., *grid.shape)``; float32 or float64

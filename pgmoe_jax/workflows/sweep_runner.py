@@ -20,8 +20,8 @@ Resuming: jobs whose ``is_done()`` holds are skipped; jobs recorded as
 failed are skipped and reported unless ``rerun_failed``; every other job
 runs (a training run resumes from its own checkpoints).
 
-The children die with the runner. Each starts in its own process session
-(``setsid``: a terminal's Ctrl-C reaches the runner alone) with the
+The children die with the runner. Each starts in a process group of its
+own (``setsid``: a terminal's Ctrl-C reaches the runner alone) with the
 parent-death signal set to SIGKILL (``prctl(PR_SET_PDEATHSIG)`` through
 ctypes, Linux), so a runner killed with SIGKILL leaves no orphan behind.
 A few lines of Python set it in the child and then ``exec`` the job,
