@@ -9,6 +9,7 @@ import pytest
 
 from pgmoe_jax import Grid
 from pgmoe_jax import energy
+from pgmoe_jax import hamiltonian
 from pgmoe_jax import kinetic
 from pgmoe_jax import multigrid
 from pgmoe_jax import potentials
@@ -17,7 +18,10 @@ from pgmoe_jax.memory import InsufficientMemoryError
 from pgmoe_jax.solvers import cascade
 from pgmoe_jax.solvers import solve
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
+from pgmoe_jax.solvers.smoothing import chebyshev_steps
 from pgmoe_jax.solvers.smoothing import jacobi_sweeps
+from pgmoe_jax.solvers.smoothing import stepped_sweeps
 from pgmoe_jax.variational import normalize_unchecked
 
 GRID = Grid((32, 32), 20.0)
@@ -222,6 +226,59 @@ def test_sweeps_cut_the_error_and_keep_convergence(wells, exact):
   # More fine iterations after the sweeps still reach the exact state.
   e, _ = cascade(wells, GRID, (4, 2, 30), sweeps=(0, 4, 8))
   assert np.max(np.abs(np.asarray(e) - e0)) < 1e-9
+
+
+def _interpolated_start(wells):
+  v16 = multigrid.block_mean(jnp.asarray(wells), GRID, (16, 16))
+  return multigrid.interpolate(
+      jnp.abs(cascade(v16, Grid((16, 16), 20.0), 3)[1]), GRID)
+
+
+@pytest.mark.parametrize("sweeps", [1, 4, 8])
+def test_chebyshev_steps_are_the_chebyshev_filter_in_product_form(
+    wells, sweeps):
+  # prod_k (1 - mu / mu_k) over the polynomial's roots mu_k is p_n (p_n(0)
+  # = 1): the stepped sweeps with the reciprocal roots apply the same
+  # filter as the three-term recurrence.
+  x = _interpolated_start(wells)
+  steps = jnp.asarray(chebyshev_steps(sweeps))
+  np.testing.assert_allclose(
+      stepped_sweeps(x, jnp.asarray(wells), GRID, steps),
+      jacobi_sweeps(x, jnp.asarray(wells), GRID, sweeps), rtol=0,
+      atol=1e-10 * float(jnp.max(jnp.abs(x))))
+  # On [LOW, HIGH] the roots lie where the filter says.
+  assert np.all((1 / chebyshev_steps(sweeps) > 0.1)
+                & (1 / chebyshev_steps(sweeps) < 2.0))
+
+
+def test_stepped_sweeps_apply_their_steps(wells):
+  # One step s: x - s D^-1 (H - theta) x, by hand; no steps: x itself.
+  v = jnp.asarray(wells)
+  x = _interpolated_start(wells)
+  hx = hamiltonian.apply_unchecked(x, v, GRID)
+  theta = (jnp.sum(x * hx, axis=(1, 2)) / jnp.sum(x * x, axis=(1, 2)))
+  theta = theta[:, None, None]
+  d = sum(1.0 / h**2 for h in GRID.spacing) + jnp.maximum(v - theta, 0.0)
+  np.testing.assert_allclose(
+      stepped_sweeps(x, v, GRID, jnp.asarray([0.7])),
+      x - 0.7 * (hx - theta * x) / d, rtol=0, atol=1e-12)
+  assert stepped_sweeps(x, v, GRID, jnp.zeros((0,))) is x
+  # Through the cascade: per level, in place of the Chebyshev filter, and
+  # differentiable in the steps.
+  steps = [None, jnp.asarray(chebyshev_steps(6))]
+  _, by_steps = cascade_unchecked(v, (Grid((16, 16), 20.0), GRID), (3, 1),
+                                  sweeps=(0, 6), steps=steps)
+  _, by_filter = cascade_unchecked(v, (Grid((16, 16), 20.0), GRID), (3, 1),
+                                   sweeps=(0, 6))
+  np.testing.assert_allclose(by_steps, by_filter, rtol=0, atol=1e-9)
+
+  def mean_energy(s):
+    _, x = cascade_unchecked(v, (Grid((16, 16), 20.0), GRID), (3, 0),
+                             sweeps=(0, 6), steps=[None, s])
+    return jnp.mean(energy(x, v, GRID))
+  grad = jax.grad(mean_energy)(steps[1])
+  assert grad.shape == (6,) and np.all(np.isfinite(grad))
+  assert np.any(np.abs(grad) > 0)
 
 
 def test_bad_sweeps_are_named(wells):

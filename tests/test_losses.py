@@ -95,11 +95,41 @@ def test_loss_modes():
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
+def test_the_log_residual_objective_is_each_states_log_squared_residual():
+  grid = Grid((8, 8), 8.0)
+  model = build_model(dict(name="dense", hidden=(16,)), grid)
+  v0 = labelled(grid, 2)["potential"]
+  params = model.init(jax.random.key(0), v0)["params"]
+  apply = lambda p, v: model.apply({"params": p}, v)
+  key = jax.random.key(1)
+  run = resolved(grid, mode="label_free", energy_weight=2.0,
+                 unlabelled_objective="log_residual")
+  loss, metrics = losses.make_loss_fn(run, apply)(params, {}, key, 0)
+  # The streamed batch the loss drew, and its states' residuals by hand.
+  v = run.stream(jax.random.split(key)[1])
+  psi = apply(params, v)
+  expected = np.mean(np.log(np.asarray(residual(psi, v, grid))**2))
+  assert float(metrics["log_residual"]) == pytest.approx(expected,
+                                                         rel=1e-12)
+  assert float(loss) == pytest.approx(2.0 * expected, rel=1e-12)
+  assert float(metrics["energy"]) == pytest.approx(
+      float(np.mean(variational.energy(psi, v, grid))), rel=1e-12)
+  # The default objective is the mean energy (unchanged).
+  energy_run = resolved(grid, mode="label_free", energy_weight=2.0)
+  assert energy_run.loss.unlabelled_objective == "energy"
+  loss, metrics = losses.make_loss_fn(energy_run, apply)(params, {}, key, 0)
+  assert float(loss) == pytest.approx(2.0 * float(metrics["energy"]))
+  assert "log_residual" not in metrics
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(mode="unsupervised"), "known: supervised, semi_supervised"),
     (dict(supervised="l1"), "known: infidelity, mse"),
     (dict(schedule="cyclic"), "known: constant, anneal"),
     (dict(mode="label_free"), "energy_weight must be positive"),
+    (dict(mode="label_free", energy_weight=1.0,
+          unlabelled_objective="residual"),
+     "unlabelled_objective 'residual'; known: energy, log_residual"),
 ])
 def test_bad_loss_configs(bad, message):
   with pytest.raises(ValueError, match=message):

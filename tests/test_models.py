@@ -9,6 +9,8 @@ import pytest
 from pgmoe_jax import Grid
 from pgmoe_jax import fidelity
 from pgmoe_jax import ground_state
+from pgmoe_jax import kinetic
+from pgmoe_jax import energy
 from pgmoe_jax import potentials
 from pgmoe_jax.models import build_model
 from pgmoe_jax.models import common
@@ -17,6 +19,7 @@ from pgmoe_jax.models import gates
 from pgmoe_jax.models import tiling
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.variational import normalize_unchecked
 
 GRIDS = [Grid((16,), 10.0), Grid((16, 8), (12.0, 8.0)), Grid((8, 8, 8), 8.0)]
 
@@ -276,6 +279,19 @@ def test_gate_interface():
   np.testing.assert_array_equal(out_c.log_envelope,
                                 envelope.apply({}, v).log_envelope)
   np.testing.assert_array_equal(out_c.energy, envelope.apply({}, v).energy)
+  # The sweeps gate: the envelope's cascade, its energy an upper bound.
+  chain = gates.EnvelopeGate(grid, grid.shape, 0, "fixed", start=(8, 8),
+                             start_iters=(3,), sweeps=(0, 4))
+  swept = gates.LearnedCascadeGate(chain)
+  variables = swept.init(jax.random.key(0), v)
+  out_s = swept.apply(variables, v)
+  assert out_s.log_envelope.shape == (3, 16, 16)
+  assert swept.coarse == (16, 16) and swept.activations_per_sample() == (
+      2 * 4 * 256)
+  np.testing.assert_allclose(out_s.energy, chain.apply({}, v).energy,
+                             rtol=1e-9)
+  e0, _ = ground_state(np.asarray(v), grid)
+  assert np.all(np.asarray(out_s.energy) >= e0 - 1e-10)
 
 
 def test_bad_model_configs():
@@ -467,6 +483,99 @@ def test_bad_gate_sweeps_are_refused(fields, message):
     build_model(dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=1,
                      envelope_solver="fixed", envelope_start_iters=(3, 2),
                      **fields), Grid((32, 32), 20.0))
+
+
+def test_the_sweeps_gate_learns_the_cascade_sweeps_steps():
+  # gate="sweeps", experts="none": the model is the cascade with sweeps
+  # whose step sizes are its only parameters; untrained, the Chebyshev
+  # filter's (the cascade's state to rounding); trained, whatever steps
+  # the parameters hold, and the energy gradient reaches them.
+  grid = Grid((32, 32), 20.0)
+  v = potentials.sample("gaussian_wells", jax.random.key(5), grid, 3,
+                        dtype=jnp.float64)
+  model = build_model(dict(
+      name="pgmoe", tiles=4, coarse=None, envelope_iters=0,
+      envelope_solver="fixed", envelope_start=16, envelope_start_iters=(3,),
+      envelope_sweeps=(0, 5), gate="sweeps", experts="none"), grid)
+  variables = model.init(jax.random.key(0), v)
+  assert jax.tree.map(jnp.shape, variables["params"]) == {"gate": (5,)}
+  _, cheb = cascade_unchecked(v, (Grid((16, 16), 20.0), grid), (3, 0),
+                              sweeps=(0, 5))
+  np.testing.assert_allclose(model.apply(variables, v),
+                             normalize_unchecked(jnp.abs(cheb), grid), rtol=0,
+                             atol=1e-9)
+  steps = jnp.asarray([0.9, 1.3, 0.5, 2.0, 0.7])
+  _, by_steps = cascade_unchecked(v, (Grid((16, 16), 20.0), grid), (3, 0),
+                                  sweeps=(0, 5), steps=[None, steps])
+  np.testing.assert_allclose(
+      model.apply({"params": {"gate": jnp.log(steps)}}, v),
+      normalize_unchecked(jnp.abs(by_steps), grid), rtol=0, atol=1e-9)
+  grad = jax.grad(lambda p: jnp.mean(energy(
+      model.apply({"params": p}, v), v, grid)))(variables["params"])
+  assert np.all(np.isfinite(grad["gate"])) and np.any(grad["gate"] != 0)
+  # No experts: no tiles cut, and use_experts changes nothing.
+  np.testing.assert_array_equal(
+      model.apply(variables, v),
+      model.apply(variables, v, use_experts=False))
+  with pytest.raises(ValueError, match="has none .*envelope_sweeps"):
+    build_model(dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=1,
+                     envelope_solver="fixed", envelope_start=16,
+                     gate="sweeps"), grid)
+
+
+def test_the_start_net_gate_starts_the_coarsest_level_from_its_network():
+  # gate="start_net": an MLP on the coarsest level's potential corrects
+  # K's lowest mode there, the start of that level's iterations; untrained
+  # (last layer zero), the cascade itself.
+  grid = Grid((32, 32), 20.0)
+  levels = (Grid((8, 8), 20.0), Grid((16, 16), 20.0), grid)
+  v = potentials.sample("gaussian_wells", jax.random.key(5), grid, 3,
+                        dtype=jnp.float64)
+  model = build_model(dict(
+      name="pgmoe", tiles=4, coarse=None, envelope_iters=0,
+      envelope_solver="fixed", envelope_start=16, envelope_start_iters=(2, 1),
+      envelope_sweeps=(0, 0, 4), gate="start_net", gate_hidden=(16,),
+      experts="none"), grid)
+  variables = model.init(jax.random.key(0), v)
+  params = variables["params"]
+  assert set(params) == {"gate", "gate_start"} and params["gate"].shape == (
+      4,)
+  _, plain = cascade_unchecked(v, levels, (2, 1, 0), sweeps=(0, 0, 4))
+  np.testing.assert_allclose(model.apply(variables, v),
+                             normalize_unchecked(jnp.abs(plain), grid),
+                             rtol=0, atol=1e-9)
+  # A trained network: its state, by hand, is the coarsest level's start.
+  params = jax.tree.map(lambda p: p + 0.3 * jnp.ones_like(p), params)
+  mlp = params["gate_start"]
+  mode = kinetic.kinetic_modes(levels[0], 1)[0]
+
+  def by_hand(vc):
+    flat = vc.reshape(vc.shape[0], -1)
+    x = common.squash((flat - flat.mean(-1, keepdims=True)) / 10.0, 3.0)
+    x = jax.nn.gelu(x @ mlp["Dense_0"]["kernel"] + mlp["Dense_0"]["bias"])
+    out = x @ mlp["Dense_1"]["kernel"] + mlp["Dense_1"]["bias"]
+    return mode[None] * jnp.exp(out.reshape(vc.shape))
+  _, steered = cascade_unchecked(
+      v, levels, (2, 1, 0), sweeps=(0, 0, 4), start_fn=by_hand,
+      steps=[None, None, jnp.exp(params["gate"])])
+  out = model.apply({"params": params}, v)
+  np.testing.assert_allclose(out, normalize_unchecked(jnp.abs(steered), grid),
+                             rtol=0, atol=1e-9)
+  assert np.max(np.abs(out - model.apply(variables, v))) > 1e-3
+  # The energy's gradient reaches the network through the iterations.
+  grad = jax.grad(lambda p: jnp.mean(energy(
+      model.apply({"params": p}, v), v, grid)))(params)
+  leaves = jax.tree.leaves(grad["gate_start"])
+  assert all(np.all(np.isfinite(g)) for g in leaves)
+  assert any(np.any(g != 0) for g in leaves)
+  with pytest.raises(ValueError, match="needs a start grid"):
+    build_model(dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=1,
+                     envelope_solver="fixed", gate="start_net"), grid)
+  with pytest.raises(ValueError, match="not solved exactly"):
+    build_model(dict(name="pgmoe", tiles=4, coarse=None, envelope_iters=1,
+                     envelope_solver="fixed", envelope_start=16,
+                     envelope_start_iters=(0,), envelope_start_exact=True,
+                     gate="start_net"), grid)
 
 
 def test_envelope_solver_eigh_is_the_exact_coarse_ground_state():

@@ -169,7 +169,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.halo = 2
   # The experts (pgmoe_jax.models.EXPERTS): "mlp" (each patch flattened
   # into an MLP; what a config.json without this field means) or "conv" (a
-  # small CNN on each patch, pgmoe_jax.models.conv_experts).
+  # small CNN on each patch, pgmoe_jax.models.conv_experts) or "none" (the
+  # gate alone, e.g. with gate="sweeps").
   model.experts = "mlp"
   # Hidden layer widths of each expert MLP ("conv": channels of each hidden
   # convolution).
@@ -181,7 +182,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.embedding_dim = 8
   # The gate that places the particle: "envelope" (exact ground state of the
   # coarse-grid Hamiltonian, no parameters), "mlp" (a learned log-envelope)
-  # or "both" (envelope plus a learned correction).
+  # or "both" (envelope plus a learned correction), or "sweeps" (the
+  # envelope's cascade with trained sweep step sizes; needs
+  # envelope_sweeps).
   # "envelope" is the default: as accurate as "both" on test_interp and far
   # better out of distribution, where a learned global gate memorises the
   # training family (WORKSPACE.md, "Models and training, in short").
@@ -293,6 +296,14 @@ def get_config() -> ml_collections.ConfigDict:
   loss.anneal_steps = 2000
   # Streamed potentials per step (semi_supervised and label_free).
   loss.unlabelled_batch_size = 64
+  # What the streamed potentials' term is (weighted by energy_weight):
+  # "energy" (the mean variational energy E[psi], Ha: minimal only at the
+  # ground state, and dominated by the batch's worst states) or
+  # "log_residual" (the mean log of each state's squared eigen-residual
+  # |H psi - E psi|^2 / |psi|^2, in Ha^2: every state counts alike,
+  # whatever its error; zero residual at any eigenstate, so only for models
+  # that start near the ground state, such as gate="sweeps").
+  loss.unlabelled_objective = "energy"
   # Apply a random exact grid symmetry (rotation or reflection) to each
   # labelled batch.
   loss.augment = True

@@ -143,6 +143,11 @@ GATES: dict[str, Callable[..., Any]] = {
     "mlp": lambda config, grid, envelope: make_learned_gate(config, grid,
                                                             None),
     "both": make_learned_gate,
+    "sweeps": lambda config, grid, envelope: gates.LearnedCascadeGate(
+        envelope),
+    "start_net": lambda config, grid, envelope: gates.LearnedCascadeGate(
+        envelope, tuple(config.gate_hidden), config.potential_scale,
+        config.input_clip),
 }
 
 
@@ -161,6 +166,9 @@ def make_mlp_experts(config: PGMoEConfig, tiles: tiling.Tiling):
 EXPERTS: dict[str, Callable[..., Any]] = {
     "mlp": make_mlp_experts,
     "conv": conv_experts.make_conv_experts,
+    # The gate alone: no experts, no tiles cut (a gate with parameters, or
+    # a parameter-free model to compare against).
+    "none": lambda config, tiles: None,
 }
 
 

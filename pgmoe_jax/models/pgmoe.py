@@ -72,7 +72,8 @@ class PGMoE(nn.Module):
       :class:`~pgmoe_jax.models.gates.EnvelopeGate`.
     experts: the experts module (``experts(patches (b, T, *patch, C)) ->
       (b, T, *tile)`` or ``(b, T, S)``), e.g.
-      :class:`~pgmoe_jax.models.experts.SharedExperts`.
+      :class:`~pgmoe_jax.models.experts.SharedExperts`; ``None``: none,
+      the state is the gate's envelope.
     tiling: the tiles and the halo each expert sees.
     envelope: the physics envelope :meth:`coarse_envelope` returns; ``None``
       takes the gate itself, or the envelope it corrects (``gate.base``).
@@ -92,7 +93,7 @@ class PGMoE(nn.Module):
       training range (``x <= 1``) the factor is exactly 1.
   """
   gate: nn.Module
-  experts: nn.Module
+  experts: nn.Module | None
   tiling: tiling_lib.Tiling
   envelope: gates.EnvelopeGate | None = None
   potential_scale: float = 10.0
@@ -134,7 +135,8 @@ class PGMoE(nn.Module):
 
   def setup(self):
     nn.share_scope(self, self.gate)
-    nn.share_scope(self, self.experts)
+    if self.experts is not None:
+      nn.share_scope(self, self.experts)
 
   def physics_envelope(self) -> gates.EnvelopeGate:
     """The module behind :meth:`coarse_envelope`."""
@@ -162,6 +164,8 @@ class PGMoE(nn.Module):
     :func:`pgmoe_jax.memory.training_estimate`)."""
     t = self.tiling
     count = _ask(self.gate)
+    if self.experts is None:
+      return count
     return count + _ask(self.experts,
                         (t.num_tiles,) + t.patch_shape + (NUM_CHANNELS,))
 
@@ -192,7 +196,7 @@ class PGMoE(nn.Module):
     # Under a spatially sharded mesh: split like the potential (a no-op
     # otherwise, pgmoe_jax.sharding).
     base = constrain_space(base, grid.ndim)
-    if not use_experts:
+    if not use_experts or self.experts is None:
       return _to_state(base, grid)
 
     # Experts: per tile, (V - E)/scale and the envelope around it.

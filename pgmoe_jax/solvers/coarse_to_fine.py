@@ -24,7 +24,7 @@ tolerance (:mod:`pgmoe_jax.solvers`).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
 from pgmoe_jax.solvers.smoothing import jacobi_sweeps
+from pgmoe_jax.solvers.smoothing import stepped_sweeps
 from pgmoe_jax.variational import normalize_unchecked
 
 __all__ = ["cascade", "cascade_unchecked", "check_iters", "check_sweeps",
@@ -122,7 +123,9 @@ def eigh_ground_state(v: jax.Array, grid: Grid):
 
 def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
                       iters: Sequence[int], exact_coarsest: bool = False,
-                      sweeps: Sequence[int] | None = None):
+                      sweeps: Sequence[int] | None = None,
+                      steps: Sequence[jax.Array] | None = None,
+                      start_fn: Callable[[jax.Array], jax.Array] | None = None):
   """The cascade on explicit levels, without input checks (a model's path).
 
   Args:
@@ -135,6 +138,14 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
       count in ``iters`` is then not used).
     sweeps: Chebyshev-Jacobi sweeps per level on the interpolated start,
       before that level's iterations (:func:`check_sweeps`); ``None``: none.
+    steps: ``None`` (the sweeps are the Chebyshev filter), or per level
+      ``None`` (that level's Chebyshev filter) or an array of ``sweeps[i]``
+      step sizes: the sweeps of
+      :func:`pgmoe_jax.solvers.smoothing.stepped_sweeps` instead (a
+      learned smoother; differentiable in the steps).
+    start_fn: ``None`` (the coarsest level's iterations start from K's
+      lowest mode), or ``f(v_coarsest) -> start (b, *grids[0].shape)``,
+      their start (a network's state, say; not with ``exact_coarsest``).
 
   Returns:
     ``(energies (b,), states (b, *grids[-1].shape))``: each energy is its
@@ -154,9 +165,14 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
       energy, x = eigh_ground_state(vs, level)
       continue
     start = None
+    if i == 0 and start_fn is not None:
+      start = start_fn(vs)
     if x is not None:
-      start = jacobi_sweeps(multigrid.interpolate(jnp.abs(x), level), vs,
-                            level, int(s))
+      start = multigrid.interpolate(jnp.abs(x), level)
+      if steps is None or steps[i] is None:
+        start = jacobi_sweeps(start, vs, level, int(s))
+      else:
+        start = stepped_sweeps(start, vs, level, steps[i])
     energy, x = ground_state_fixed(vs, level, int(k), start=start)
   return energy, x
 

@@ -31,6 +31,14 @@ fixed-cost LOBPCG iterations that follow (:mod:`fixed_iters`); those with
 ``mu < 0`` (below ``theta``, toward the ground state) grow. An exact
 eigenvector has ``(H - theta) x = 0`` and is a fixed point.
 
+:func:`stepped_sweeps` applies a polynomial given by its roots instead:
+``x <- x - s_k D^-1 (H - theta) x`` for each step size ``s_k`` (``theta``
+and ``D`` as above), the product ``prod_k (1 - s_k mu)``. With the
+reciprocal Chebyshev nodes (:func:`chebyshev_steps`) it is the same filter
+as :func:`jacobi_sweeps`; with step sizes trained on the energy (PG-MoE's
+``"sweeps"`` gate, :mod:`pgmoe_jax.models.gates`) it is a learned smoother
+of the same cost.
+
 The filter is not a Rayleigh-Ritz step: it does not guarantee a lower
 Rayleigh quotient, and the cascade reports the Rayleigh quotient of the
 state it returns (an upper bound on E0 whatever the sweeps did).
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgmoe_jax import hamiltonian
 from pgmoe_jax.grid import Grid
@@ -112,4 +121,56 @@ def jacobi_sweeps(x: jax.Array, potentials: jax.Array, grid: Grid,
   r = -step(x, hx)
   x, _, d = jax.lax.fori_loop(0, sweeps - 1, body, (x, r, r / centre))
   x = x + d
+  return x
+
+
+def chebyshev_steps(sweeps: int, low: float = LOW,
+                    high: float = HIGH) -> np.ndarray:
+  """The step sizes of :func:`jacobi_sweeps`' filter in product form.
+
+  ``1 / mu_k`` for the ``sweeps`` roots ``mu_k`` of the scaled Chebyshev
+  polynomial on ``[low, high]`` (largest root first): with these,
+  :func:`stepped_sweeps` applies the same polynomial as
+  :func:`jacobi_sweeps` (to rounding).
+  """
+  k = np.arange(sweeps)
+  roots = (0.5 * (high + low)
+           + 0.5 * (high - low) * np.cos(np.pi * (2 * k + 1) / (2 * sweeps)))
+  return 1.0 / roots
+
+
+def stepped_sweeps(x: jax.Array, potentials: jax.Array, grid: Grid,
+                   steps: jax.Array) -> jax.Array:
+  """Jacobi sweeps on ``(H - theta) x = 0`` with the given step sizes.
+
+  No input checks (a kernel inside the jitted cascade); differentiable in
+  ``steps`` (and ``x``).
+
+  Args:
+    x: ``(b, *grid.shape)`` approximate ground states (any norm).
+    potentials: ``(b, *grid.shape)`` in Hartree.
+    grid: the grid (static).
+    steps: ``(n,)`` step sizes, one per sweep (``n`` static, may be 0).
+
+  Returns:
+    ``prod_k (1 - steps[k] D^-1 (H - theta)) x``, ``theta`` and ``D`` as
+    in :func:`jacobi_sweeps` (fixed from ``x``), ``(b, *grid.shape)``, not
+    normalised.
+  """
+  if not steps.shape[0]:
+    return x
+  col = (x.shape[0],) + (1,) * grid.ndim
+  potentials = potentials.astype(x.dtype)
+  hx = hamiltonian.apply_unchecked(x, potentials, grid)
+  theta = (jnp.sum(x * hx, axis=grid.axes)
+           / jnp.sum(x * x, axis=grid.axes)).reshape(col)
+  inv_diagonal = 1.0 / (sum(1.0 / h**2 for h in grid.spacing)
+                        + jnp.maximum(potentials - theta, 0.0))
+
+  def body(x, step):
+    hx = hamiltonian.apply_unchecked(x, potentials, grid)
+    return x - step * inv_diagonal * (hx - theta * x), None
+
+  # A scan, not unrolled (see jacobi_sweeps).
+  x, _ = jax.lax.scan(body, x, steps.astype(x.dtype))
   return x

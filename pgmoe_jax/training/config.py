@@ -41,6 +41,7 @@ from pgmoe_jax.training.step import make_schedule
 MODES = ("supervised", "semi_supervised", "label_free")
 SUPERVISED = ("infidelity", "mse")
 SCHEDULES = ("constant", "anneal")
+UNLABELLED_OBJECTIVES = ("energy", "log_residual")
 EVAL_STATS = ("mean", "median", "p90")
 
 
@@ -74,6 +75,8 @@ class LossConfig:
   anneal_steps: int
   unlabelled_batch_size: int
   augment: bool
+  # (a default: config.json files written before the field mean "energy")
+  unlabelled_objective: str = "energy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +217,10 @@ def _check_loss(loss: LossConfig) -> None:
   if loss.schedule not in SCHEDULES:
     raise ValueError(f"Unknown loss.schedule {loss.schedule!r}; known: "
                      f"{', '.join(SCHEDULES)}.")
+  if loss.unlabelled_objective not in UNLABELLED_OBJECTIVES:
+    raise ValueError(
+        f"Unknown loss.unlabelled_objective {loss.unlabelled_objective!r}; "
+        f"known: {', '.join(UNLABELLED_OBJECTIVES)}.")
   if loss.mode != "supervised" and loss.energy_weight <= 0:
     raise ValueError(f"loss.mode={loss.mode!r} trains on the energy, so "
                      "loss.energy_weight must be positive.")

@@ -19,6 +19,14 @@ Modes (``config.loss.mode``):
 * ``"label_free"``: the energy of streamed potentials only; no eigen-solver
   anywhere.
 
+The streamed potentials' term is their mean energy, or, with
+``loss.unlabelled_objective = "log_residual"``, the mean log squared
+eigen-residual ``log(|H psi - E psi|^2 / |psi|^2)`` (label-free too, and
+scale-free per state: a batch mean of energies is dominated by its worst
+states, the log residual weighs each state's relative progress alike; its
+minima are every eigenstate, so it suits models that start near the ground
+state, such as the ``"sweeps"`` gate).
+
 The energy weight follows ``config.loss.schedule``: ``"constant"``, or
 ``"anneal"``: a smooth ramp from 0 to ``energy_weight`` over
 ``anneal_steps`` (``w (1 - cos(pi t / T)) / 2``), in the spirit of
@@ -47,6 +55,7 @@ from pgmoe_jax.training.config import LossConfig
 from pgmoe_jax.training.config import Run
 from pgmoe_jax.variational import normalize_unchecked
 from pgmoe_jax.variational import rayleigh_quotient
+from pgmoe_jax.variational import residual_norm
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -104,6 +113,7 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
     A pure function; ``batch`` is a labelled batch (``{}`` in label-free
     mode), ``key`` the step's PRNG key, ``step`` the step number. Metrics are
     scalars: ``loss``, ``energy_weight`` and, as they apply,
+    ``log_residual`` (unlabelled, with that objective),
     ``supervised`` (the supervised term), ``infidelity``,
     ``energy_error_mha`` (labelled, mean) and ``energy`` (unlabelled, mean,
     Ha).
@@ -149,10 +159,17 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
       v_free = stream(key_stream)
       if batch_sharding is not None:
         v_free = jax.lax.with_sharding_constraint(v_free, batch_sharding)
-      e_free = jnp.mean(rayleigh_quotient(apply_fn(params, v_free), v_free,
-                                          grid))
-      total = total + w_energy * e_free
-      metrics["energy"] = e_free
+      psi_free = apply_fn(params, v_free)
+      e_free = rayleigh_quotient(psi_free, v_free, grid)
+      if loss_cfg.unlabelled_objective == "log_residual":
+        r2 = residual_norm(psi_free, v_free.astype(psi_free.dtype), grid)**2
+        term = jnp.mean(jnp.log(jnp.maximum(
+            r2, jnp.finfo(r2.dtype).tiny)))
+        metrics["log_residual"] = term
+      else:
+        term = jnp.mean(e_free)
+      total = total + w_energy * term
+      metrics["energy"] = jnp.mean(e_free)
     metrics["loss"] = total
     return total, metrics
 
