@@ -513,6 +513,14 @@ def test_the_sweeps_gate_learns_the_cascade_sweeps_steps():
   grad = jax.grad(lambda p: jnp.mean(energy(
       model.apply({"params": p}, v), v, grid)))(variables["params"])
   assert np.all(np.isfinite(grad["gate"])) and np.any(grad["gate"] != 0)
+  # Without experts the model takes the gate's state directly: what its
+  # log-envelope gives, without the log and the exp.
+  # (The log-envelope's floor, 1e-12 of the peak, is the difference.)
+  log_env, _ = gates.LearnedCascadeGate(model.envelope).apply(variables, v)
+  direct = model.apply(variables, v)
+  np.testing.assert_allclose(
+      direct, normalize_unchecked(jnp.exp(log_env - jnp.max(log_env)), grid),
+      rtol=1e-10, atol=1e-10 * float(jnp.max(direct)))
   # No experts: no tiles cut, and use_experts changes nothing.
   np.testing.assert_array_equal(
       model.apply(variables, v),

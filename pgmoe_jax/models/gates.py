@@ -347,8 +347,25 @@ class LearnedCascadeGate(nn.Module):
       count += 2 * grids[0].size + sum(int(h) for h in self.start_hidden)
     return count
 
-  @nn.compact
   def __call__(self, potential: jax.Array) -> GateOutput:
+    energy, ground = self.cascade(potential)
+    # The floor guards log(0) (the state approximates the nodeless ground
+    # state; its sign may flip where it is a rounding error from 0).
+    ground = jnp.abs(ground).reshape(ground.shape[0], -1)
+    log_env = jnp.log(ground + 1e-12 * jax.lax.stop_gradient(
+        jnp.max(ground, -1, keepdims=True)))
+    return GateOutput(log_env.reshape((-1,) + self.coarse),
+                      jax.lax.stop_gradient(energy))
+
+  def state(self, potential: jax.Array) -> jax.Array:
+    """``|psi|`` of the cascade, ``(b, *coarse)``, not normalised: the
+    log-envelope without the log (a model without experts takes it
+    directly, sparing a log and an exp per point)."""
+    return jnp.abs(self.cascade(potential)[1])
+
+  @nn.compact
+  def cascade(self, potential: jax.Array):
+    """``(energies (b,), states (b, *coarse))`` of the learned cascade."""
     base = self.base
     grids, iters = base.cascade_levels()
     steps = None
@@ -365,7 +382,7 @@ class LearnedCascadeGate(nn.Module):
                            last_init_scale=0.0, name="gate_start")
       log_mode = np.log(np.abs(kinetic.kinetic_modes(grids[0], 1)[0]))
 
-      def start_fn(vc):
+      def network_start(vc):
         b = vc.shape[0]
         flat = vc.reshape(b, -1)
         flat = flat - jnp.mean(flat, -1, keepdims=True)
@@ -375,18 +392,13 @@ class LearnedCascadeGate(nn.Module):
         # (the largest entry 1: exp never overflows)
         return jnp.exp(log_start - jnp.max(log_start, axis=grids[0].axes,
                                            keepdims=True))
+      start_fn = network_start
     v = tiling.block_mean(potential, base.grid, base.coarse)
     if tuple(base.coarse) != base.grid.shape:
       v = replicate_space(v)
-    energy, ground = cascade_unchecked(
+    return cascade_unchecked(
         v, grids, iters, exact_coarsest=base.exact_coarsest,
         sweeps=base.sweeps, steps=steps, start_fn=start_fn)
-    # The floor guards log(0) (the state approximates the nodeless ground
-    # state; its sign may flip where it is a rounding error from 0).
-    ground = jnp.abs(ground).reshape(v.shape[0], -1)
-    log_env = jnp.log(ground + 1e-12 * jax.lax.stop_gradient(
-        jnp.max(ground, -1, keepdims=True)))
-    return GateOutput(log_env.reshape(v.shape), jax.lax.stop_gradient(energy))
 
 
 class LearnedGate(nn.Module):

@@ -73,7 +73,8 @@ class PGMoE(nn.Module):
     experts: the experts module (``experts(patches (b, T, *patch, C)) ->
       (b, T, *tile)`` or ``(b, T, S)``), e.g.
       :class:`~pgmoe_jax.models.experts.SharedExperts`; ``None``: none,
-      the state is the gate's envelope.
+      the state is the gate's envelope (a full-grid gate with a
+      ``state(V)`` method gives it directly, without the log and exp).
     tiling: the tiles and the halo each expert sees.
     envelope: the physics envelope :meth:`coarse_envelope` returns; ``None``
       takes the gate itself, or the envelope it corrects (``gate.base``).
@@ -183,6 +184,10 @@ class PGMoE(nn.Module):
     """
     grid = self.grid
     common.check_potential(potential, grid)
+    if (self.experts is None and hasattr(self.gate, "state")
+        and tuple(self.gate.coarse) == grid.shape):
+      # The gate's state itself (exp of its log-envelope, to rounding).
+      return normalize_unchecked(self.gate.state(potential), grid)
     b = potential.shape[0]
     scale = self.potential_scale
 
