@@ -184,7 +184,9 @@ def get_config() -> ml_collections.ConfigDict:
   # coarse-grid Hamiltonian, no parameters), "mlp" (a learned log-envelope)
   # or "both" (envelope plus a learned correction), or "sweeps" (the
   # envelope's cascade with trained sweep step sizes; needs
-  # envelope_sweeps).
+  # envelope_sweeps), or "start_net" (as "sweeps", plus a network of
+  # gate_hidden that starts the cascade's coarsest level; needs
+  # envelope_start).
   # "envelope" is the default: as accurate as "both" on test_interp and far
   # better out of distribution, where a learned global gate memorises the
   # training family (WORKSPACE.md, "Models and training, in short").

@@ -70,6 +70,18 @@ class Gate(Protocol):
     ...
 
 
+def log_envelope(ground: jax.Array) -> jax.Array:
+  """``log |ground|`` per point, ``(b, *coarse)``.
+
+  The coarse ground state is nodeless (its sign may flip only where it is
+  a rounding error from 0); the floor, 1e-12 of each state's peak, only
+  guards log(0).
+  """
+  flat = jnp.abs(ground).reshape(ground.shape[0], -1)
+  flat = jnp.log(flat + 1e-12 * jnp.max(flat, -1, keepdims=True))
+  return flat.reshape(ground.shape)
+
+
 class EnvelopeGate(nn.Module):
   """The coarse Hamiltonian's ground state (no parameters).
 
@@ -217,12 +229,8 @@ class EnvelopeGate(nn.Module):
     return Grid(self.coarse, self.grid.length, self.grid.boundary)
 
   def __call__(self, potential: jax.Array) -> GateOutput:
-    v = tiling.block_mean(potential, self.grid, self.coarse)
+    v = self.coarse_potential(potential)
     coarse_grid = self.coarse_grid
-    if coarse_grid.shape != self.grid.shape:
-      # A coarse solve is small: whole on every space device (a no-op
-      # without a spatially sharded mesh, pgmoe_jax.sharding).
-      v = replicate_space(v)
     if self.solver == "lobpcg":
       start = jnp.asarray(kinetic.kinetic_modes(coarse_grid, 2), v.dtype)
       start = jnp.broadcast_to(start, (v.shape[0],) + start.shape)
@@ -238,11 +246,18 @@ class EnvelopeGate(nn.Module):
       energy, ground = cascade_unchecked(
           v, grids, iters, exact_coarsest=self.exact_coarsest,
           sweeps=self.sweeps)
-    ground = jnp.abs(ground).reshape(v.shape[0], -1)
-    # The coarse ground state is nodeless; the floor only guards log(0).
-    log_env = jnp.log(ground + 1e-12 * jnp.max(ground, -1, keepdims=True))
-    return GateOutput(jax.lax.stop_gradient(log_env.reshape(v.shape)),
+    log_env = log_envelope(ground.reshape(v.shape))
+    return GateOutput(jax.lax.stop_gradient(log_env),
                       jax.lax.stop_gradient(energy))
+
+  def coarse_potential(self, potential: jax.Array) -> jax.Array:
+    """The potential's block means on the gate's grid."""
+    v = tiling.block_mean(potential, self.grid, self.coarse)
+    if tuple(self.coarse) != self.grid.shape:
+      # A coarse solve is small: whole on every space device (a no-op
+      # without a spatially sharded mesh, pgmoe_jax.sharding).
+      v = replicate_space(v)
+    return v
 
   def activations_per_sample(self) -> int:
     """None beyond the grid-sized arrays: no parameters, no gradient."""
@@ -349,13 +364,7 @@ class LearnedCascadeGate(nn.Module):
 
   def __call__(self, potential: jax.Array) -> GateOutput:
     energy, ground = self.cascade(potential)
-    # The floor guards log(0) (the state approximates the nodeless ground
-    # state; its sign may flip where it is a rounding error from 0).
-    ground = jnp.abs(ground).reshape(ground.shape[0], -1)
-    log_env = jnp.log(ground + 1e-12 * jax.lax.stop_gradient(
-        jnp.max(ground, -1, keepdims=True)))
-    return GateOutput(log_env.reshape((-1,) + self.coarse),
-                      jax.lax.stop_gradient(energy))
+    return GateOutput(log_envelope(ground), jax.lax.stop_gradient(energy))
 
   def state(self, potential: jax.Array) -> jax.Array:
     """``|psi|`` of the cascade, ``(b, *coarse)``, not normalised: the
@@ -393,12 +402,10 @@ class LearnedCascadeGate(nn.Module):
         return jnp.exp(log_start - jnp.max(log_start, axis=grids[0].axes,
                                            keepdims=True))
       start_fn = network_start
-    v = tiling.block_mean(potential, base.grid, base.coarse)
-    if tuple(base.coarse) != base.grid.shape:
-      v = replicate_space(v)
     return cascade_unchecked(
-        v, grids, iters, exact_coarsest=base.exact_coarsest,
-        sweeps=base.sweeps, steps=steps, start_fn=start_fn)
+        base.coarse_potential(potential), grids, iters,
+        exact_coarsest=base.exact_coarsest, sweeps=base.sweeps, steps=steps,
+        start_fn=start_fn)
 
 
 class LearnedGate(nn.Module):

@@ -162,7 +162,8 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
       psi_free = apply_fn(params, v_free)
       e_free = rayleigh_quotient(psi_free, v_free, grid)
       if loss_cfg.unlabelled_objective == "log_residual":
-        r2 = residual_norm(psi_free, v_free.astype(psi_free.dtype), grid)**2
+        r2 = residual_norm(psi_free, v_free.astype(psi_free.dtype), grid,
+                           e_free)**2
         term = jnp.mean(jnp.log(jnp.maximum(
             r2, jnp.finfo(r2.dtype).tiny)))
         metrics["log_residual"] = term
