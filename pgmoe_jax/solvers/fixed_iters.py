@@ -105,8 +105,9 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
   x = start / jnp.sqrt(dot(start, start)).reshape(col)
   hx = h(x)
   theta = dot(x, hx)
-  p = jnp.zeros_like(x)
-  for it in range(iters):
+
+  def iteration(x, hx, theta, p):
+    """One Rayleigh-Ritz step on ``[x, w, p]`` (``[x, w]`` for ``p=None``)."""
     # Preconditioned residual (the preconditioner of the reference LOBPCG).
     r = hx - theta.reshape(col) * x
     c, scale = lobpcg.shift_and_damping(
@@ -115,7 +116,7 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     w = scale * from_basis(to_basis(scale * r) / (lam + c))
     w, keep_w = orthonormal(w, [x])
     vectors, keeps = [x, w], [keep_w]
-    if it > 0:
+    if p is not None:
       p, keep_p = orthonormal(p, [x, w])
       vectors.append(p)
       keeps.append(keep_p)
@@ -139,7 +140,15 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     hp = sum(coef[:, i].reshape(col) * hv[i] for i in range(1, m))
     x = coef[:, 0].reshape(col) * x + p
     hx = coef[:, 0].reshape(col) * hx + hp
-    theta = dot(x, hx)
+    return x, hx, dot(x, hx), p
+
+  if iters:
+    x, hx, theta, p = iteration(x, hx, theta, None)
+  if iters > 1:
+    # Every later iteration is the same program: a loop compiles it once
+    # (unrolled, compilation grows with the iterations).
+    x, hx, theta, p = jax.lax.fori_loop(
+        1, iters, lambda _, carry: iteration(*carry), (x, hx, theta, p))
   if iters:  # what is returned is exact for the returned state
     x = x / jnp.sqrt(dot(x, x)).reshape(col)
     theta = dot(x, h(x))
