@@ -6,7 +6,7 @@ quotient) on a whole batch of potentials at once. It computes the same
 thing as :func:`pgmoe_jax.solvers.lobpcg.lobpcg_batch` with one state, but
 is built for a model's forward pass rather than for a reference solve:
 
-* no ``vmap`` and no ``while_loop``: every operation acts on the batch
+* no ``vmap`` and no convergence test: every operation acts on the batch
   ``(b, *grid.shape)`` directly, so the inner products are fused
   elementwise products and reductions instead of many tiny batched
   matrix-vector products, and the only matrix products are the per-axis
@@ -15,7 +15,10 @@ is built for a model's forward pass rather than for a reference solve:
 * the Rayleigh-Ritz step on ``span{x, w, p}`` is a batch of 3x3 symmetric
   eigenproblems on an explicitly orthonormal basis (Gram-Schmidt twice);
 * a fixed number of iterations, no tolerance: the cost does not depend on
-  the data, and it runs the same on CPU, GPU and TPU.
+  the data, and it runs the same on CPU, GPU and TPU. The first iteration
+  (no previous direction yet) is written out; the others run as one
+  counted loop, so a program compiles at the same cost for any number of
+  iterations and its gradient stores each iteration's values.
 
 Against the vmapped LOBPCG with a 2-vector block it trades a slightly
 slower convergence per iteration for much cheaper iterations (no vmapped
