@@ -6,7 +6,7 @@ quotient) on a whole batch of potentials at once. It computes the same
 thing as :func:`pgmoe_jax.solvers.lobpcg.lobpcg_batch` with one state, but
 is built for a model's forward pass rather than for a reference solve:
 
-* no ``vmap`` and no convergence test: every operation acts on the batch
+* no ``vmap`` and no ``while_loop``: every operation acts on the batch
   ``(b, *grid.shape)`` directly, so the inner products are fused
   elementwise products and reductions instead of many tiny batched
   matrix-vector products, and the only matrix products are the per-axis
@@ -15,10 +15,7 @@ is built for a model's forward pass rather than for a reference solve:
 * the Rayleigh-Ritz step on ``span{x, w, p}`` is a batch of 3x3 symmetric
   eigenproblems on an explicitly orthonormal basis (Gram-Schmidt twice);
 * a fixed number of iterations, no tolerance: the cost does not depend on
-  the data, and it runs the same on CPU, GPU and TPU. The first iteration
-  (no previous direction yet) is written out; the others run as one
-  counted loop, so a program compiles at the same cost for any number of
-  iterations and its gradient stores each iteration's values.
+  the data, and it runs the same on CPU, GPU and TPU.
 
 Against the vmapped LOBPCG with a 2-vector block it trades a slightly
 slower convergence per iteration for much cheaper iterations (no vmapped
@@ -108,9 +105,8 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
   x = start / jnp.sqrt(dot(start, start)).reshape(col)
   hx = h(x)
   theta = dot(x, hx)
-
-  def iteration(x, hx, theta, p):
-    """One Rayleigh-Ritz step on ``[x, w, p]`` (``[x, w]`` for ``p=None``)."""
+  p = jnp.zeros_like(x)
+  for it in range(iters):
     # Preconditioned residual (the preconditioner of the reference LOBPCG).
     r = hx - theta.reshape(col) * x
     c, scale = lobpcg.shift_and_damping(
@@ -119,7 +115,7 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     w = scale * from_basis(to_basis(scale * r) / (lam + c))
     w, keep_w = orthonormal(w, [x])
     vectors, keeps = [x, w], [keep_w]
-    if p is not None:
+    if it > 0:
       p, keep_p = orthonormal(p, [x, w])
       vectors.append(p)
       keeps.append(keep_p)
@@ -143,15 +139,7 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     hp = sum(coef[:, i].reshape(col) * hv[i] for i in range(1, m))
     x = coef[:, 0].reshape(col) * x + p
     hx = coef[:, 0].reshape(col) * hx + hp
-    return x, hx, dot(x, hx), p
-
-  if iters:
-    x, hx, theta, p = iteration(x, hx, theta, None)
-  if iters > 1:
-    # Every later iteration is the same program: a loop compiles it once
-    # (unrolled, compilation grows with the iterations).
-    x, hx, theta, p = jax.lax.fori_loop(
-        1, iters, lambda _, carry: iteration(*carry), (x, hx, theta, p))
+    theta = dot(x, hx)
   if iters:  # what is returned is exact for the returned state
     x = x / jnp.sqrt(dot(x, x)).reshape(col)
     theta = dot(x, h(x))
