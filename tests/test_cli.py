@@ -174,7 +174,18 @@ def test_generate_data_refuses_other_dataset_and_bad_flags(tmp_path):
   assert not (tmp_path / "z").exists()  # refused before anything is written
 
 
-def test_reproduce_scaling_and_unknown_part():
+def test_reproduce_refuses_an_unknown_part_and_a_bad_coarse_grid():
+  out = run_module("experiments.reproduce", "--parts=grid64")
+  assert out.returncode != 0
+  assert "known: scaling, warm_start, grid" in out.stderr
+  out = run_module("experiments.reproduce", "--parts=grid", "--grid=16",
+                   "--coarse=5", "--data_root=/nonexistent/never/written")
+  assert out.returncode != 0
+  assert "--coarse=5 must divide --grid=16" in out.stderr
+
+
+@pytest.mark.slow  # `make results` runs this part
+def test_reproduce_scaling():
   out = run_module("experiments.reproduce", "--parts=scaling",
                    "--sizes=16,32")
   assert out.returncode == 0, out.stderr
@@ -186,13 +197,6 @@ def test_reproduce_scaling_and_unknown_part():
   pgmoe = [int(r.split("|")[3].replace(",", "")) for r in rows]
   assert dense[1] > 2 * dense[0] and pgmoe[1] < 1.5 * pgmoe[0]
   assert "gate 'fixed'" in out.stdout  # default.py's gate, not the class's
-  out = run_module("experiments.reproduce", "--parts=grid64")
-  assert out.returncode != 0
-  assert "known: scaling, warm_start, grid" in out.stderr
-  out = run_module("experiments.reproduce", "--parts=grid", "--grid=16",
-                   "--coarse=5", "--data_root=/nonexistent/never/written")
-  assert out.returncode != 0
-  assert "--coarse=5 must divide --grid=16" in out.stderr
 
 
 def test_grid_runs_pin_the_gate_solver_when_asked():

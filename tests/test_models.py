@@ -544,12 +544,14 @@ def test_the_start_net_gate_starts_the_coarsest_level_from_its_network():
       envelope_solver="fixed", envelope_start=16, envelope_start_iters=(2, 1),
       envelope_sweeps=(0, 0, 4), gate="start_net", gate_hidden=(16,),
       experts="none"), grid)
-  variables = model.init(jax.random.key(0), v)
+  variables = jax.jit(model.init)(jax.random.key(0), v)
+  apply = jax.jit(model.apply)
   params = variables["params"]
   assert set(params) == {"gate", "gate_start"} and params["gate"].shape == (
       4,)
-  _, plain = cascade_unchecked(v, levels, (2, 1, 0), sweeps=(0, 0, 4))
-  np.testing.assert_allclose(model.apply(variables, v),
+  _, plain = jax.jit(lambda v: cascade_unchecked(v, levels, (2, 1, 0),
+                                                 sweeps=(0, 0, 4)))(v)
+  np.testing.assert_allclose(apply(variables, v),
                              normalize_unchecked(jnp.abs(plain), grid),
                              rtol=0, atol=1e-9)
   # A trained network: its state, by hand, is the coarsest level's start.
@@ -563,16 +565,16 @@ def test_the_start_net_gate_starts_the_coarsest_level_from_its_network():
     x = jax.nn.gelu(x @ mlp["Dense_0"]["kernel"] + mlp["Dense_0"]["bias"])
     out = x @ mlp["Dense_1"]["kernel"] + mlp["Dense_1"]["bias"]
     return mode[None] * jnp.exp(out.reshape(vc.shape))
-  _, steered = cascade_unchecked(
+  _, steered = jax.jit(lambda v: cascade_unchecked(
       v, levels, (2, 1, 0), sweeps=(0, 0, 4), start_fn=by_hand,
-      steps=[None, None, jnp.exp(params["gate"])])
-  out = model.apply({"params": params}, v)
+      steps=[None, None, jnp.exp(params["gate"])]))(v)
+  out = apply({"params": params}, v)
   np.testing.assert_allclose(out, normalize_unchecked(jnp.abs(steered), grid),
                              rtol=0, atol=1e-9)
-  assert np.max(np.abs(out - model.apply(variables, v))) > 1e-3
+  assert np.max(np.abs(out - apply(variables, v))) > 1e-3
   # The energy's gradient reaches the network through the iterations.
-  grad = jax.grad(lambda p: jnp.mean(energy(
-      model.apply({"params": p}, v), v, grid)))(params)
+  grad = jax.jit(jax.grad(lambda p: jnp.mean(energy(
+      model.apply({"params": p}, v), v, grid))))(params)
   leaves = jax.tree.leaves(grad["gate_start"])
   assert all(np.all(np.isfinite(g)) for g in leaves)
   assert any(np.any(g != 0) for g in leaves)
