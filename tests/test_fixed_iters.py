@@ -28,7 +28,7 @@ def dense_ground_state(v, grid):
 def test_converges_to_the_exact_ground_state(grid, family):
   v = potentials.sample(family, jax.random.key(3), grid, (4,),
                         dtype=jnp.float64)
-  e, x = ground_state_fixed(v, grid, 40)
+  e, x = ground_state_fixed(v, grid, 20)
   for i in range(4):
     e0, _, psi0 = dense_ground_state(v[i], grid)
     np.testing.assert_allclose(e[i], e0, rtol=0, atol=1e-9)
@@ -62,7 +62,7 @@ def test_agrees_with_the_reference_lobpcg_and_honours_a_start():
                            (4, 2) + grid.shape)
   e_ref, x_ref, _, _ = lobpcg.lobpcg_batch(v, start, 1e-10, grid,
                                            num_states=1, max_iters=200)
-  e, x = ground_state_fixed(v, grid, 60)
+  e, x = ground_state_fixed(v, grid, 20)
   np.testing.assert_allclose(e, e_ref[:, 0], atol=1e-9)
   # Started from the answer, no iteration moves it.
   psi = x_ref[:, 0].reshape(v.shape)

@@ -184,7 +184,7 @@ def test_neighbour_halos_need_a_halo_within_a_tile():
 
 
 @pytest.mark.parametrize("envelope_iters, solver", [
-    (None, "eigh"), (30, "lobpcg"), (40, "fixed")])
+    (None, "eigh"), (30, "lobpcg"), (20, "fixed")])
 def test_envelope_on_the_full_grid_is_the_exact_ground_state(envelope_iters,
                                                              solver):
   # With the coarse grid equal to the grid and experts switched off, the gate
