@@ -211,14 +211,19 @@ def test_lobpcg_near_degenerate_double_wells_float32():
 def test_energies_are_rayleigh_quotients_even_unconverged():
   grid = Grid((64, 64), 20.0)
   v = tilted_double_well(grid, 1e-8)
+  compiled = []
   for max_iters in (3, 100):
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", RuntimeWarning)
       result = solve(v, grid, method="lobpcg", max_iters=max_iters)
+    compiled.append(solvers.lobpcg_batch._cache_size())
+    assert int(np.max(result.iterations)) <= max_iters
     np.testing.assert_allclose(energy(result.states, v, grid),
                                result.energies, rtol=0, atol=1e-10)
     np.testing.assert_allclose(residual(result.states, v, grid),
                                result.residuals, rtol=1e-6, atol=1e-12)
+  # The cap is a value: the second cap runs the first's program.
+  assert compiled[1] == compiled[0]
 
 
 def test_ground_state_refuses_an_unconverged_answer():

@@ -243,7 +243,7 @@ def _lobpcg_single(potential, x0, tol, *, grid: Grid, num_states: int,
   return energies, x, res / jnp.linalg.norm(x, axis=1), final.iteration
 
 
-@functools.partial(jax.jit, static_argnames=("num_states", "max_iters"))
+@functools.partial(jax.jit, static_argnames=("num_states",))
 def lobpcg_batch(potentials, x0, tol, grid, *, num_states, max_iters):
   """Jitted, vmapped LOBPCG without input checks (see :func:`solve`).
 
@@ -253,7 +253,8 @@ def lobpcg_batch(potentials, x0, tol, grid, *, num_states, max_iters):
     tol: residual tolerance in Ha; 0 runs exactly ``max_iters`` iterations.
     grid: the grid.
     num_states: how many of the lowest pairs to return.
-    max_iters: iteration cap.
+    max_iters: iteration cap (a value, like ``tol``: another cap runs the
+      same compiled program).
 
   Returns:
     ``(energies (b, k), states (b, k, N) unnormalised, residuals (b, k),
