@@ -31,6 +31,7 @@ command and its figures.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -39,6 +40,7 @@ import jax
 from experiments import cli
 from pgmoe_jax.workflows import grid_runs
 from pgmoe_jax.workflows import studies
+from pgmoe_jax.workflows import sweep_runner
 
 _PARTS = flags.DEFINE_list("parts", ["scaling", "warm_start"],
                            "Parts to run: scaling, warm_start, grid, "
@@ -122,6 +124,9 @@ def main(argv):
       PARTS[name]()
     except (ValueError, RuntimeError) as e:
       raise SystemExit(f"reproduce: error: {e}") from None
+    except sweep_runner.Interrupted as e:  # the trials were stopped first
+      print(f"reproduce: {e}", file=sys.stderr)
+      sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -182,6 +183,35 @@ def test_reproduce_refuses_an_unknown_part_and_a_bad_coarse_grid():
                    "--coarse=5", "--data_root=/nonexistent/never/written")
   assert out.returncode != 0
   assert "--coarse=5 must divide --grid=16" in out.stderr
+
+
+def test_reproduce_stopped_by_a_signal_says_so_in_one_line():
+  # A grid of runs stopped by SIGTERM (the sweep runner has stopped its
+  # trials): one line and the shell's exit code, as experiments.sweep.
+  code = textwrap.dedent("""
+      import signal, sys
+      from absl import app
+      from experiments import reproduce
+      from pgmoe_jax.workflows import sweep_runner
+
+      def stopped():
+        raise sweep_runner.Interrupted(signal.SIGTERM)
+
+      reproduce.PARTS["grid"] = stopped
+      sys.argv = ["reproduce", "--parts=grid"]
+      app.run(reproduce.main,
+              flags_parser=reproduce.cli.flags_parser("reproduce"))
+      """)
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=300,
+                       check=False)
+  assert out.returncode == 128 + 15, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      "reproduce: SIGTERM: the sweep stopped; rerun the same command to "
+      "continue it.")
 
 
 @pytest.mark.slow  # `make results` runs this part

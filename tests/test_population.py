@@ -117,9 +117,6 @@ def test_population_resumes_from_the_common_step(trained_population,
   assert steps == [10, 20, 30]
 
 
-# Fast tier: test_population_resumes_from_the_common_step above and
-# test_training's preempted single runs.
-@pytest.mark.slow
 def test_a_preempted_population_saves_every_member_and_resumes(
     trained_population, tmp_path):
   configs, pop_dirs, states = trained_population
