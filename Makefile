@@ -9,7 +9,7 @@
 #               declares (pinned in .ci/lower-bounds.txt), lint and run
 #               the test suite there (slow tests skipped)
 #   make results  make demo, then every command behind RESULTS.md,
-#               sections 1-8 (about 6.5 hours on 2 cores; parts below)
+#               sections 1-8 (well over 6.5 hours on 2 cores; parts below)
 # All are idempotent: each venv is created once and the package is
 # reinstalled only when setup.cfg or pyproject.toml (or, for .venv-lower,
 # .ci/lower-bounds.txt) changes.
@@ -87,7 +87,9 @@ benchmark: .make-install.stamp
 # not training runs go to results/*.md as well as stdout. Wall times on a
 # 2-core CPU, from scratch:
 #   results-paper      sections 1-5: the 32x32 and 64x64 grids of runs, the
-#                      ablations, scaling, warm start (about 90 minutes)
+#                      ablations, scaling, warm start (several hours: the
+#                      32x32 grid alone is 17 runs of 20k steps, about 6
+#                      minutes each, and two of 100k steps)
 #   results-large      section 6: label-free PG-MoE at 32^3, 64^3, 256^2
 #                      (about 3 hours: three trainings of 30-45 min, data)
 #   results-universal  section 7: the gate's front, universal_32 and
