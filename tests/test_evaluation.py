@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -77,10 +76,6 @@ def datasets(tmp_path_factory):
                                split="line"),
       "cube": data.DatasetSpec("gaussian_wells", Grid((8, 8, 8), 20.0), 6,
                                split="cube"),
-      # The command line's run, front included: 8x8 holds the cascade's
-      # settings of two levels (9), as in test_front's measure_split.
-      "small": data.DatasetSpec("gaussian_wells", Grid((8, 8), 20.0), 24,
-                                shard_size=12),
   }
   out = {}
   for name, spec in specs.items():
@@ -371,11 +366,11 @@ def assert_one_line_error(out, *fragments):
 
 
 def test_cli_writes_table_json_and_figures(datasets, tmp_path):
-  ds = datasets["small"]
+  ds = datasets["train"]
   workdir = tmp_path / "run"
   workdir.mkdir()
   write_metrics(workdir / "metrics.jsonl")
-  # Batches of 8 on 8x8, as in test_front's measure_split: the cascade's
+  # Batches of 8 on 16x16, as in test_front's measure_split: the cascade's
   # front compiles once for both (the shared compilation cache).
   out = run_cli(tmp_path, f"--workdir={workdir}", f"--data={ds.path}",
                 "--num_reference=2", "--batch_size=8", "--timing_repeats=2",
@@ -389,10 +384,10 @@ def test_cli_writes_table_json_and_figures(datasets, tmp_path):
   summary = record["summaries"]["train"]
   assert summary["n"] == 24 and summary["frac_chemical_accuracy"] == 1.0
   assert "| run | train | 24 |" in (eval_dir / "results.md").read_text()
-  # Its speed-up against the cascade's front, at its median and p90 dE
-  # (matched or a bound: test_front covers which).
-  for key in ("speedup_vs_cascade_median", "speedup_vs_cascade_p90"):
-    assert re.fullmatch(r"(>=)?[0-9]+\.[0-9]{2}x", summary[key]), summary
+  # The oracle's states are exact: more accurate than every cascade
+  # setting, so its speed-up against the front is a lower bound.
+  assert summary["speedup_vs_cascade_median"].startswith(">=")
+  assert summary["speedup_vs_cascade_p90"].startswith(">=")
   assert "vs cascade, median dE" in (eval_dir / "results.md").read_text()
   assert "best of 2 timed runs after an untimed warm-up" in (
       eval_dir / "results.md").read_text()

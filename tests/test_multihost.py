@@ -109,11 +109,11 @@ def val_records(workdir):
 
 
 def test_two_processes_equal_one_supervised(labelled, tmp_path):
-  # Against one device; one process on 4 devices against one device is
-  # test_training's four-device step (and the label-free case below).
   args = COMMON + supervised(labelled)
   train(tmp_path / "p2x2", *args, processes=2, devices=2)
+  train(tmp_path / "p1x4", *args, devices=4)
   train(tmp_path / "p1x1", *args)
+  assert_same(tmp_path / "p2x2", tmp_path / "p1x4", 1e-9)
   assert_same(tmp_path / "p2x2", tmp_path / "p1x1", 1e-9)
   # Validation metrics too, gathered across the processes.
   a, b = val_records(tmp_path / "p2x2"), val_records(tmp_path / "p1x1")
@@ -125,8 +125,8 @@ def test_two_processes_equal_one_supervised(labelled, tmp_path):
   assert len(a) == 3
 
 
-@pytest.mark.slow  # fast tier: the supervised case and the per-device
-# stream test below cover the same split of work
+@pytest.mark.slow  # ~35 s; the supervised case and the per-device stream
+# test below cover the same split of work
 def test_two_processes_equal_one_label_free(tmp_path):
   train(tmp_path / "p2x2", *COMMON, processes=2, devices=2)
   train(tmp_path / "p1x4", *COMMON, devices=4)
