@@ -227,6 +227,9 @@ def test_sweeps_smooth_each_interpolated_start(wells):
         cascade(wells, GRID, (4, 2))[1])
 
 
+# Fast tier: test_sweeps_smooth_each_interpolated_start and
+# test_sweeps_filter_each_kinetic_mode_by_the_chebyshev_polynomial.
+@pytest.mark.slow
 def test_sweeps_cut_the_error_and_keep_convergence(wells, exact):
   e0 = exact.energies[:, 0]
   for iters in [(4, 1), (4, 2, 1)]:
@@ -246,6 +249,8 @@ def _interpolated_start(wells):
       jnp.abs(cascade(v16, Grid((16, 16), 20.0), 3)[1]), GRID)
 
 
+# Fast tier: test_float32_sweeps_keep_deep_wells_on_a_coarse_grid.
+@pytest.mark.slow
 @pytest.mark.parametrize("sweeps", [8, 16])
 def test_the_sweeps_are_as_accurate_in_float32_as_in_float64(sweeps):
   # The filter is a product of root factors; in the wrong order (largest
@@ -348,10 +353,11 @@ def tilted_double_wells(grid):
                    for t in (0.0, 1e-8, 1e-5, 1e-2)])
 
 
-# Fast tier: one plain family and the special cases (near-degenerate wells,
-# periodic, 3-D); the other families take the same path, in the slow tier.
-FAST_CASCADE_CASES = ("gaussian_wells", "tilted_double_well", "periodic",
-                      "3d")
+# Fast tier: one plain family and 3-D; the other families, near-degenerate
+# wells and the periodic grid take the same path, in the slow tier
+# (test_potentials_the_cascade_solves_skip_lobpcg solves tilted double wells,
+# tests/test_solvers.py the periodic grid).
+FAST_CASCADE_CASES = ("gaussian_wells", "3d")
 
 
 @pytest.mark.parametrize("family", [
@@ -385,6 +391,9 @@ def test_solve_cascade_agrees_with_eigsh(family):
                              result.energies[:, 0], rtol=0, atol=1e-10)
 
 
+# Fast tier: test_solve_cascade_agrees_with_eigsh[gaussian_wells] and
+# test_batch_axes_float32_and_jit.
+@pytest.mark.slow
 def test_solve_cascade_float32_excited_states_and_ground_state():
   v = np.asarray(potentials.gaussian_wells(jax.random.key(4), GRID, (3,)))
   ref = solve(v, GRID, method="eigsh", num_states=2)
@@ -415,6 +424,8 @@ def test_default_cascade_before_lobpcg():
   assert solvers.default_cascade_iters(Grid((8, 8), 20.0)) == (0,)
 
 
+# Fast tier: test_solve_cascade_agrees_with_eigsh[gaussian_wells].
+@pytest.mark.slow
 def test_potentials_the_cascade_solves_skip_lobpcg(wells, exact):
   # A loose tolerance: (6, 4) meets it for every well, so no LOBPCG
   # iteration runs; a tight one needs LOBPCG for all.

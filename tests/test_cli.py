@@ -157,6 +157,9 @@ def test_generate_data_universal_splits(tmp_path):
   assert "--num do not apply to --universal_splits" in out.stderr
 
 
+# Fast tier: test_reliability's
+# test_a_broken_user_family_is_one_line_from_generate_data.
+@pytest.mark.slow
 def test_generate_data_refuses_other_dataset_and_bad_flags(tmp_path):
   path = tmp_path / "train"
   assert run_module(*GENERATE[:3], "--num=2", f"--out={path}").returncode == 0
@@ -348,6 +351,9 @@ def ring_wells(key, grid, batch_shape=(), *, depth=(1.0, 5.0),
 '''
 
 
+# Fast tier: test_reliability's
+# test_a_broken_user_family_is_one_line_from_generate_data.
+@pytest.mark.slow
 def test_a_users_own_family_without_editing_the_package(tmp_path):
   (tmp_path / "userfam.py").write_text(USER_FAMILY)
   env = dict(os.environ, JAX_PLATFORMS="cpu",

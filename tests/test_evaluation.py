@@ -365,6 +365,9 @@ def assert_one_line_error(out, *fragments):
     assert fragment in last, last
 
 
+# Fast tier: test_cli_errors_are_one_line (the CLI), test_front's measure_split
+# (the cascade's front) and test_oracle_is_exact.
+@pytest.mark.slow
 def test_cli_writes_table_json_and_figures(datasets, tmp_path):
   ds = datasets["train"]
   workdir = tmp_path / "run"

@@ -20,8 +20,10 @@ def dense_ground_state(v, grid):
 
 @pytest.mark.parametrize("grid, family", [
     (Grid((40,), 20.0), "double_well"),
-    (Grid((12, 12), 20.0), "gaussian_wells"),
-    (Grid((12, 12), 20.0), "harmonic"),
+    # Fast tier: the 1-D, periodic and 3-D cases; the plain 2-D ones slow.
+    pytest.param(Grid((12, 12), 20.0), "gaussian_wells",
+                 marks=pytest.mark.slow),
+    pytest.param(Grid((12, 12), 20.0), "harmonic", marks=pytest.mark.slow),
     (Grid((12, 12), 20.0, "periodic"), "random_smooth"),
     (Grid((6, 6, 6), 20.0), "box_well"),
 ])

@@ -80,7 +80,7 @@ class CascadeModel:
 
 
 def test_measure_split_scores_and_times_every_candidate():
-  grid = Grid((16, 16), 20.0)
+  grid = Grid((8, 8), 20.0)
   v = np.asarray(potentials.gaussian_wells(jax.random.key(0), grid, (12,)))
   e0 = np.asarray(solvers.ground_state(v, grid)[0])
   # A "model" that is the (6, 2) setting itself has speed-up about 1.
@@ -107,7 +107,7 @@ def test_measure_split_scores_and_times_every_candidate():
     front_run.measure_split("wells", v, e0, grid, models, repeats=3)
   with pytest.raises(ValueError, match="works on"):
     front_run.measure_split("wells", v, e0, grid,
-                            {"x": CascadeModel(Grid((8, 8), 20.0), (4,))})
+                            {"x": CascadeModel(Grid((16, 16), 20.0), (4,))})
 
 
 def run(*args):

@@ -42,6 +42,9 @@ def trained(tmp_path_factory):
   return workdir, state, data.open_dataset(paths["val"])
 
 
+# Fast tier: test_conv_experts_round_trip_through_a_checkpoint and
+# tests/test_golden.py (shipped checkpoints predict their stored outputs).
+@pytest.mark.slow
 def test_round_trip_predicts_like_the_trained_params(trained):
   workdir, state, val = trained
   model = inference.load_model(workdir, which="latest")
@@ -69,6 +72,8 @@ def test_round_trip_predicts_like_the_trained_params(trained):
                              rtol=1e-5, atol=1e-7)
 
 
+# Fast tier: tests/test_symmetry.py.
+@pytest.mark.slow
 def test_symmetrized_prediction_averages_and_is_equivariant(trained):
   workdir, _, val = trained
   plain = inference.load_model(workdir, which="latest")
@@ -134,6 +139,8 @@ def test_wrong_shapes_are_refused(trained):
     model.predict(np.zeros(16, np.float32))
 
 
+# Fast tier: test_predict's runs of Predictor.predict.
+@pytest.mark.slow
 def test_memory_is_read_once_per_batch_size(trained, monkeypatch):
   model = inference.load_model(trained[0], which="latest")
   reads = []

@@ -101,6 +101,9 @@ def universal_stream():
   return jax.jit(config_lib.resolve(universal_config()).stream)
 
 
+# Fast tier: test_potentials::test_determinism_and_jit and
+# test_config_streams_the_mixture.
+@pytest.mark.slow
 def test_determinism_shapes_dtype_and_jit():
   # The universal mixture, as the config streams it (float32, 16x16).
   a = np.asarray(universal_stream()(key(7)))
@@ -350,6 +353,8 @@ def test_family_splits():
     data.family_splits(GRID, 2, components={"nosuch": {"weight": 1.0}})
 
 
+# Fast tier: test_stratified_sums_pair_random_components_and_offsets_apply.
+@pytest.mark.slow
 def test_stratified_batches_hold_each_component_s_share():
   # Weights 1:2:3 over a batch of 60: exactly 10, 20 and 30 rows, grouped
   # (components sorted by name); over a batch of 64 (R = 1 row left over,

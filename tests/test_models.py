@@ -21,6 +21,7 @@ from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
 from pgmoe_jax.variational import normalize_unchecked
 
+SLOW = pytest.mark.slow
 GRIDS = [Grid((16,), 10.0), Grid((16, 8), (12.0, 8.0)), Grid((8, 8, 8), 8.0)]
 
 
@@ -41,11 +42,12 @@ SHAPE_CONFIGS = {
 }
 
 
-# Fast tier: every config on the 1-D and 2-D grids, dense and pgmoe on 3-D;
-# the separate-expert and both-gate configs on 3-D are in the slow tier.
+# Fast tier: every config on the 2-D grid, dense and pgmoe on 1-D and 3-D;
+# the separate-expert and both-gate configs on 1-D and 3-D are in the slow
+# tier.
 @pytest.mark.parametrize("config, grid", [
     pytest.param(config, grid, id=f"{name}-{grid}",
-                 marks=pytest.mark.slow if grid.ndim == 3 and name in (
+                 marks=SLOW if grid.ndim != 2 and name in (
                      "pgmoe-separate-mlp", "pgmoe-both-lobpcg") else ())
     for name, config in SHAPE_CONFIGS.items() for grid in GRIDS])
 def test_shapes_positivity_and_normalisation(grid, config):
@@ -133,9 +135,11 @@ def test_tiling_cuts_padded_patches_and_merges_tiles():
     tiling.Tiling(grid, 2, -1)
 
 
+# Fast tier: one grid of each dimension; the others in the slow tier.
 @pytest.mark.parametrize("shape, tiles, halo", [
-    ((12,), (3,), 4), ((64, 64), (8, 8), 2), ((32, 32), (4, 4), 2),
-    ((16, 16), (8, 8), 3), ((16, 16), (4, 4), 0), ((8, 12, 16), (2, 3, 4), 1),
+    ((12,), (3,), 4), pytest.param((64, 64), (8, 8), 2, marks=SLOW),
+    ((32, 32), (4, 4), 2), pytest.param((16, 16), (8, 8), 3, marks=SLOW),
+    pytest.param((16, 16), (4, 4), 0, marks=SLOW), ((8, 12, 16), (2, 3, 4), 1),
 ])
 def test_tile_slicing_equals_the_index_gather(shape, tiles, halo):
   # The model cuts tiles by slices and reshapes; they must hold exactly the
@@ -155,10 +159,13 @@ def test_tile_slicing_equals_the_index_gather(shape, tiles, halo):
       values.reshape(3, -1)[:, scatter].reshape((3,) + shape))
 
 
+# Fast tier: one grid of each dimension, every mode; the others slow.
 @pytest.mark.parametrize("shape, tiles, halo", [
-    ((12,), (3,), 4), ((64, 64), (8, 8), 2), ((32, 32), (4, 4), 2),
-    ((16, 16), (4, 4), 0), ((8, 12, 16), (2, 3, 4), 1),
-    ((8, 8, 8), (2, 2, 2), 4), ((6, 8), (1, 2), 2),
+    ((12,), (3,), 4), pytest.param((64, 64), (8, 8), 2, marks=SLOW),
+    ((32, 32), (4, 4), 2), pytest.param((16, 16), (4, 4), 0, marks=SLOW),
+    ((8, 12, 16), (2, 3, 4), 1),
+    pytest.param((8, 8, 8), (2, 2, 2), 4, marks=SLOW),
+    pytest.param((6, 8), (1, 2), 2, marks=SLOW),
 ])
 @pytest.mark.parametrize("mode", ["constant", "edge", "wrap"])
 def test_neighbour_halos_equal_tiles_of_the_padded_grid(shape, tiles, halo,
@@ -323,6 +330,8 @@ def test_coarse_none_is_the_full_grid():
   np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+# Fast tier: test_a_chain_of_start_grids_runs_coarse_to_fine.
+@pytest.mark.slow
 def test_coarse_start_is_the_interpolated_start_grid_ground_state():
   # envelope_start: the fine iterations start from the exact ground state
   # of the start grid (block means of the gate's potential), linearly
@@ -379,6 +388,8 @@ def test_a_chain_of_start_grids_runs_coarse_to_fine():
                      envelope_start_iters=(1, 1, 1, 1)), Grid((24, 24), 20.0))
 
 
+# Fast tier: test_coarse_start_is_the_interpolated_start_grid_ground_state.
+@pytest.mark.slow
 def test_coarse_start_finds_the_right_well_in_fewer_iterations():
   # Tilted double wells: from the kinetic operator's lowest mode (centred)
   # two iterations leave the state spread over both wells; from the start
@@ -531,6 +542,9 @@ def test_the_sweeps_gate_learns_the_cascade_sweeps_steps():
                      gate="sweeps"), grid)
 
 
+# Fast tier: test_the_sweeps_gate_learns_the_cascade_sweeps_steps (the other
+# learned gate on the cascade).
+@pytest.mark.slow
 def test_the_start_net_gate_starts_the_coarsest_level_from_its_network():
   # gate="start_net": an MLP on the coarsest level's potential corrects
   # K's lowest mode there, the start of that level's iterations; untrained

@@ -108,6 +108,9 @@ def val_records(workdir):
           if r["split"] == "val"]
 
 
+# Fast tier: test_the_compiled_loss_streams_per_device_rows and
+# test_training::test_train_step_on_four_devices_matches_one.
+@pytest.mark.slow
 def test_two_processes_equal_one_supervised(labelled, tmp_path):
   args = COMMON + supervised(labelled)
   train(tmp_path / "p2x2", *args, processes=2, devices=2)
@@ -239,7 +242,8 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize("processes, devices", [
     # One process: test_training's killed runs cover its resume (CI time).
     pytest.param(1, 1, marks=pytest.mark.slow),
-    # Fast tier: test_training's killed runs and the two-process run above.
+    # Fast tier: test_training's killed runs and
+    # test_the_compiled_loss_streams_per_device_rows.
     pytest.param(2, 2, marks=pytest.mark.slow)])
 def test_sigterm_saves_exits_75_and_the_rerun_ends_equal(
     tmp_path, uninterrupted, processes, devices):

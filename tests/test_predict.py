@@ -75,6 +75,8 @@ def setup(tmp_path_factory):
   return workdir, model, path, v, np.asarray(e0)
 
 
+# Fast tier: test_command_on_a_file_with_refine.
+@pytest.mark.slow
 def test_predict_bounds_and_refinement(setup):
   _, model, _, v, e0 = setup
   out = predict_lib.predict(model, v, batch_size=4, refine=True)
@@ -394,6 +396,8 @@ def test_command_refuses_to_replace_its_output(setup, tmp_path):
   assert target.read_bytes() == b"earlier results"
 
 
+# Fast tier: test_command_on_a_file_with_refine.
+@pytest.mark.slow
 def test_bounds_checked_against_labels(setup, tmp_path):
   workdir, model, _, v, e0 = setup
   results = predict_lib.predict(model, v)

@@ -72,7 +72,9 @@ def test_names_and_errors():
 @pytest.mark.parametrize("name, shape, method", [
     ("universal_32", (32, 32), "eigsh"), ("universal_64", (64, 64), "eigsh"),
     # eigsh takes ~10 s a state at 32^3: the float64 LOBPCG labelled its data.
-    ("gaussian3d_32", (32, 32, 32), "lobpcg")])
+    # Fast tier: test_golden::test_shipped_model_matches_golden[gaussian3d_32].
+    pytest.param("gaussian3d_32", (32, 32, 32), "lobpcg",
+                 marks=pytest.mark.slow)])
 def test_shipped_models_predict_ground_states(name, shape, method):
   import pgmoe_jax  # pylint: disable=g-import-not-at-top
   model = pgmoe_jax.load_pretrained(name)

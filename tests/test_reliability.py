@@ -118,7 +118,9 @@ def predictions(workdir, step=None, **kwargs):
 # Item 2: checkpoints prove their integrity and fall back.
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate"])
+@pytest.mark.parametrize("damage", [
+    # Fast tier: a truncated file; a flipped byte in the slow tier.
+    pytest.param("flip", marks=pytest.mark.slow), "truncate"])
 def test_damaged_checkpoint_is_named_and_skipped(trained, damage):
   checkpoint = importlib.import_module("pgmoe_jax.rundir.checkpoint")
   files = chunk_files(trained, 20)
@@ -219,6 +221,8 @@ def test_nonfinite_parameters_are_never_saved(tmp_path):
 # Item 3: generation killed before its first meta.json resumes.
 
 
+# Fast tier: test_data::test_interrupted_generation_resumes_to_identical_bytes.
+@pytest.mark.slow
 def test_generation_killed_before_first_meta_resumes(tmp_path):
   out = tmp_path / "train"
   out.mkdir()
@@ -242,6 +246,8 @@ def test_generation_killed_before_first_meta_resumes(tmp_path):
 # Item 4: nothing is written before the config is validated.
 
 
+# Fast tier: test_config_typo_is_one_line.
+@pytest.mark.slow
 def test_invalid_model_writes_nothing_and_the_fix_then_runs(tmp_path):
   workdir = tmp_path / "run"
   common = ("experiments.train", "--config=experiments/configs/test.py",

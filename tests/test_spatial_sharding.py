@@ -160,10 +160,12 @@ def child(case: int) -> None:
       permutes="collective-permute" in train.as_text())))
 
 
-# The 2-D float32 case is slow tier (the costlier child); the 3-D float64
-# case runs the same checks fast.
-@pytest.mark.parametrize("case", [
-    pytest.param(0, marks=pytest.mark.slow), 1])
+# Slow tier, both cases (a child process on four devices). Fast tier: the
+# halo exchange (test_models' test_neighbour_halos_equal_tiles_of_the_padded_
+# grid) and a sharded loss (test_multihost's
+# test_the_compiled_loss_streams_per_device_rows).
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [0, 1])
 def test_sharded_grids_equal_one_device_without_gathering_them(case):
   out = subprocess.run([sys.executable, __file__, str(case)], cwd=ROOT,
                        env=four_cpu_devices_env(PYTHONPATH=ROOT),

@@ -220,6 +220,8 @@ def test_sweep_survives_sigkill_and_resumes(tmp_path):
   assert not os.path.exists(os.path.join(root, "trials", "seed=7"))
 
 
+# Fast tier: the locks' tests in this module.
+@pytest.mark.slow
 @linux_only
 def test_a_second_runner_on_one_root_is_refused(tmp_path):
   """The root is locked while a runner lives: a lock file left behind does

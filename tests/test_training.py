@@ -170,6 +170,9 @@ def test_run_with_streamed_batches_equals_the_resident_run(
   assert_trees_close(state.params, run100[1].params, rtol=1e-6, atol=1e-7)
 
 
+# Fast tier: test_multihost::test_the_compiled_loss_streams_per_device_rows (two
+# devices) and test_extended_and_killed_runs_resume_exactly.
+@pytest.mark.slow
 def test_train_step_on_four_devices_matches_one(run100, datasets, tmp_path):
   workdir = str(tmp_path)
   config = supervised_config(datasets)
