@@ -115,7 +115,7 @@ def predictions(workdir, step=None, **kwargs):
 
 
 # --------------------------------------------------------------------------
-# Item 2: checkpoints prove their integrity and fall back.
+# Checkpoints prove their integrity and fall back.
 
 
 @pytest.mark.parametrize("damage", [
@@ -218,7 +218,7 @@ def test_nonfinite_parameters_are_never_saved(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Item 3: generation killed before its first meta.json resumes.
+# Generation killed before its first meta.json resumes.
 
 
 # Fast tier: test_data::test_interrupted_generation_resumes_to_identical_bytes.
@@ -243,7 +243,7 @@ def test_generation_killed_before_first_meta_resumes(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Item 4: nothing is written before the config is validated.
+# Nothing is written before the config is validated.
 
 
 # Fast tier: test_config_typo_is_one_line.
@@ -261,7 +261,7 @@ def test_invalid_model_writes_nothing_and_the_fix_then_runs(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Item 5: one process owns an output folder.
+# One process owns an output folder.
 
 
 def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
@@ -303,7 +303,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Item 6: edits to meta.json and config.json are named.
+# Edits to meta.json and config.json are named.
 
 
 def test_edited_dataset_spec_is_reported(tmp_path):
@@ -338,7 +338,7 @@ def test_edited_config_json_is_reported_and_can_be_accepted(trained):
 
 
 # --------------------------------------------------------------------------
-# Item 7: clear errors instead of tracebacks.
+# Clear errors instead of tracebacks.
 
 
 def test_output_folder_under_a_file(tmp_path):
