@@ -128,8 +128,8 @@ def test_two_processes_equal_one_supervised(labelled, tmp_path):
   assert len(a) == 3
 
 
-@pytest.mark.slow  # ~35 s; the supervised case and the per-device stream
-# test below cover the same split of work
+@pytest.mark.slow  # ~35 s; the per-device stream test below covers the same
+# split of work (fast tier)
 def test_two_processes_equal_one_label_free(tmp_path):
   train(tmp_path / "p2x2", *COMMON, processes=2, devices=2)
   train(tmp_path / "p1x4", *COMMON, devices=4)

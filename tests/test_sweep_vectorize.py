@@ -52,7 +52,9 @@ def vectorize_setup(tmp_path):
   return config, sweep_file
 
 
-@pytest.mark.slow  # ~45 s; test_population checks members equal runs alone
+# Fast tier: tests/test_sweep.py (a sweep's trials) and
+# test_population_resumes_from_the_common_step (a population run).
+@pytest.mark.slow
 def test_vectorized_sweep_equals_trials_trained_alone(tmp_path):
   config_path, sweep_file = vectorize_setup(tmp_path)
   root = str(tmp_path / "sweep")
