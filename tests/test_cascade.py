@@ -355,8 +355,7 @@ def tilted_double_wells(grid):
 
 # Fast tier: one plain family and 3-D; the other families, near-degenerate
 # wells and the periodic grid take the same path, in the slow tier
-# (test_potentials_the_cascade_solves_skip_lobpcg solves tilted double wells,
-# tests/test_solvers.py the periodic grid).
+# (tests/test_solvers.py solves tilted double wells and the periodic grid).
 FAST_CASCADE_CASES = ("gaussian_wells", "3d")
 
 

@@ -388,7 +388,7 @@ def test_a_chain_of_start_grids_runs_coarse_to_fine():
                      envelope_start_iters=(1, 1, 1, 1)), Grid((24, 24), 20.0))
 
 
-# Fast tier: test_coarse_start_is_the_interpolated_start_grid_ground_state.
+# Fast tier: test_a_chain_of_start_grids_runs_coarse_to_fine.
 @pytest.mark.slow
 def test_coarse_start_finds_the_right_well_in_fewer_iterations():
   # Tilted double wells: from the kinetic operator's lowest mode (centred)

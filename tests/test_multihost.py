@@ -108,8 +108,7 @@ def val_records(workdir):
           if r["split"] == "val"]
 
 
-# Fast tier: test_the_compiled_loss_streams_per_device_rows and
-# test_training::test_train_step_on_four_devices_matches_one.
+# Fast tier: test_the_compiled_loss_streams_per_device_rows.
 @pytest.mark.slow
 def test_two_processes_equal_one_supervised(labelled, tmp_path):
   args = COMMON + supervised(labelled)

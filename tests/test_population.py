@@ -61,7 +61,8 @@ def trained(trained_population, tmp_path_factory):
   return configs, pop_dirs, alone_dirs, states, alone
 
 
-# Fast tier: test_population_resumes_from_the_common_step.
+# Fast tier: test_only_batchable_fields_may_differ and tests/test_training.py
+# (the train step each member runs, vmapped).
 @pytest.mark.slow
 def test_members_equal_runs_trained_alone(trained):
   _, pop_dirs, alone_dirs, states, alone = trained
@@ -83,7 +84,8 @@ def test_members_equal_runs_trained_alone(trained):
                                    err_msg=f"member {k} {key}")
 
 
-# Fast tier: test_population_resumes_from_the_common_step.
+# Fast tier: test_only_batchable_fields_may_differ and tests/test_training.py
+# (the train step each member runs, vmapped).
 @pytest.mark.slow
 def test_members_load_as_ordinary_runs(trained):
   _, pop_dirs, alone_dirs, _, _ = trained
@@ -102,8 +104,8 @@ def test_members_load_as_ordinary_runs(trained):
   assert not np.allclose(outputs[0], outputs[2])
 
 
-# Fast tier: test_only_batchable_fields_may_differ; the population step is
-# the single run's step vmapped (tests/test_training.py).
+# Fast tier: test_only_batchable_fields_may_differ and tests/test_training.py
+# (the train step each member runs, vmapped).
 @pytest.mark.slow
 def test_population_resumes_from_the_common_step(trained_population,
                                                  tmp_path):
@@ -124,8 +126,8 @@ def test_population_resumes_from_the_common_step(trained_population,
   assert steps == [10, 20, 30]
 
 
-# Fast tier: test_members_equal_runs_trained_alone and
-# test_population_resumes_from_the_common_step.
+# Fast tier: test_only_batchable_fields_may_differ and tests/test_training.py
+# (the train step each member runs, vmapped).
 @pytest.mark.slow
 def test_a_preempted_population_saves_every_member_and_resumes(
     trained_population, tmp_path):
@@ -165,7 +167,8 @@ def test_only_batchable_fields_may_differ(datasets, tmp_path):  # noqa: F811
     population.train_population(configs[:1] * 2, [str(tmp_path / "a")] * 2)
 
 
-# Fast tier: test_members_equal_runs_trained_alone.
+# Fast tier: test_only_batchable_fields_may_differ and tests/test_training.py
+# (the train step each member runs, vmapped).
 @pytest.mark.slow
 def test_a_failing_member_stops_alone(datasets, tmp_path,  # noqa: F811
                                       monkeypatch):

@@ -167,7 +167,7 @@ def test_runner_stops_its_children_on_sigterm(tmp_path):
       os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.slow  # fast tier: test_a_second_runner_on_one_root_is_refused
+@pytest.mark.slow  # fast tier: test_runner_stops_its_children_on_sigterm
 @linux_only
 def test_sweep_survives_sigkill_and_resumes(tmp_path):
   """4 trials, 2 at once; SIGKILL midway kills every trial; a rerun skips

@@ -52,8 +52,8 @@ def vectorize_setup(tmp_path):
   return config, sweep_file
 
 
-# Fast tier: tests/test_sweep.py (a sweep's trials) and
-# test_population_resumes_from_the_common_step (a population run).
+# Fast tier: tests/test_sweep.py (a sweep's trials) and test_population's
+# test_only_batchable_fields_may_differ (which trials form a population).
 @pytest.mark.slow
 def test_vectorized_sweep_equals_trials_trained_alone(tmp_path):
   config_path, sweep_file = vectorize_setup(tmp_path)
