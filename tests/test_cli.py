@@ -157,9 +157,6 @@ def test_generate_data_universal_splits(tmp_path):
   assert "--num do not apply to --universal_splits" in out.stderr
 
 
-# Fast tier: test_reliability's
-# test_a_broken_user_family_is_one_line_from_generate_data.
-@pytest.mark.slow
 def test_generate_data_refuses_other_dataset_and_bad_flags(tmp_path):
   path = tmp_path / "train"
   assert run_module(*GENERATE[:3], "--num=2", f"--out={path}").returncode == 0
