@@ -16,6 +16,7 @@ from pgmoe_jax.models import build_model
 from pgmoe_jax.models import common
 from pgmoe_jax.models import count_params
 from pgmoe_jax.models import gates
+from pgmoe_jax.models import learned_cascade
 from pgmoe_jax.models import tiling
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
@@ -289,7 +290,7 @@ def test_gate_interface():
   # The sweeps gate: the envelope's cascade, its energy an upper bound.
   chain = gates.EnvelopeGate(grid, grid.shape, 0, "fixed", start=(8, 8),
                              start_iters=(3,), sweeps=(0, 4))
-  swept = gates.LearnedCascadeGate(chain)
+  swept = learned_cascade.LearnedCascadeGate(chain)
   variables = swept.init(jax.random.key(0), v)
   out_s = swept.apply(variables, v)
   assert out_s.log_envelope.shape == (3, 16, 16)
@@ -527,7 +528,8 @@ def test_the_sweeps_gate_learns_the_cascade_sweeps_steps():
   # Without experts the model takes the gate's state directly: what its
   # log-envelope gives, without the log and the exp.
   # (The log-envelope's floor, 1e-12 of the peak, is the difference.)
-  log_env, _ = gates.LearnedCascadeGate(model.envelope).apply(variables, v)
+  log_env, _ = learned_cascade.LearnedCascadeGate(model.envelope).apply(
+      variables, v)
   direct = model.apply(variables, v)
   np.testing.assert_allclose(
       direct, normalize_unchecked(jnp.exp(log_env - jnp.max(log_env)), grid),

@@ -186,7 +186,9 @@ def get_config() -> ml_collections.ConfigDict:
   # envelope's cascade with trained sweep step sizes; needs
   # envelope_sweeps), or "start_net" (as "sweeps", plus a network of
   # gate_hidden that starts the cascade's coarsest level; needs
-  # envelope_start).
+  # envelope_start), or "ritz_net" (as "sweeps", plus a network of
+  # gate_hidden whose output is an extra Rayleigh-Ritz direction in every
+  # iteration of the cascade's coarsest level; needs iterations there).
   # "envelope" is the default: as accurate as "both" on test_interp and far
   # better out of distribution, where a learned global gate memorises the
   # training family (WORKSPACE.md, "Models and training, in short").

@@ -29,6 +29,7 @@ from pgmoe_jax.models import experts as experts_lib
 from pgmoe_jax.models import gates
 from pgmoe_jax.models import tiling
 from pgmoe_jax.models.dense import Dense
+from pgmoe_jax.models.learned_cascade import LearnedCascadeGate
 from pgmoe_jax.models.pgmoe import PGMoE
 
 
@@ -143,11 +144,13 @@ GATES: dict[str, Callable[..., Any]] = {
     "mlp": lambda config, grid, envelope: make_learned_gate(config, grid,
                                                             None),
     "both": make_learned_gate,
-    "sweeps": lambda config, grid, envelope: gates.LearnedCascadeGate(
-        envelope),
-    "start_net": lambda config, grid, envelope: gates.LearnedCascadeGate(
+    "sweeps": lambda config, grid, envelope: LearnedCascadeGate(envelope),
+    "start_net": lambda config, grid, envelope: LearnedCascadeGate(
         envelope, tuple(config.gate_hidden), config.potential_scale,
         config.input_clip),
+    "ritz_net": lambda config, grid, envelope: LearnedCascadeGate(
+        envelope, None, config.potential_scale, config.input_clip,
+        direction_hidden=tuple(config.gate_hidden)),
 }
 
 

@@ -36,6 +36,7 @@ from pgmoe_jax import multigrid
 from pgmoe_jax.grid import Grid
 from pgmoe_jax.memory import check_fits
 from pgmoe_jax.solvers.fixed_iters import ground_state_fixed
+from pgmoe_jax.solvers.fixed_iters import ground_state_fixed_unchecked
 from pgmoe_jax.solvers.smoothing import jacobi_sweeps
 from pgmoe_jax.solvers.smoothing import stepped_sweeps
 from pgmoe_jax.variational import normalize_unchecked
@@ -125,7 +126,8 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
                       iters: Sequence[int], exact_coarsest: bool = False,
                       sweeps: Sequence[int] | None = None,
                       steps: Sequence[jax.Array] | None = None,
-                      start_fn: Callable[[jax.Array], jax.Array] | None = None):
+                      start_fn: Callable[[jax.Array], jax.Array] | None = None,
+                      direction_fns: Sequence[Callable | None] | None = None):
   """The cascade on explicit levels, without input checks (a model's path).
 
   Args:
@@ -146,6 +148,11 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
     start_fn: ``None`` (the coarsest level's iterations start from K's
       lowest mode), or ``f(v_coarsest) -> start (b, *grids[0].shape)``,
       their start (a network's state, say; not with ``exact_coarsest``).
+    direction_fns: ``None``, or per level ``None`` or ``f(v_level, x) ->
+      d``: an extra Rayleigh-Ritz direction in each of that level's
+      iterations (``direction_fn`` of
+      :func:`~pgmoe_jax.solvers.fixed_iters.ground_state_fixed_unchecked`;
+      not on an exact level).
 
   Returns:
     ``(energies (b,), states (b, *grids[-1].shape))``: each energy is its
@@ -173,7 +180,13 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
         start = jacobi_sweeps(start, vs, level, int(s))
       else:
         start = stepped_sweeps(start, vs, level, steps[i])
-    energy, x = ground_state_fixed(vs, level, int(k), start=start)
+    direction_fn = None if direction_fns is None else direction_fns[i]
+    if direction_fn is None:
+      energy, x = ground_state_fixed(vs, level, int(k), start=start)
+    else:
+      energy, x = ground_state_fixed_unchecked(
+          vs, level, int(k), start=start,
+          direction_fn=functools.partial(direction_fn, vs))
   return energy, x
 
 

@@ -30,6 +30,7 @@ else here (elementwise and reductions are exact float32 anyway).
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,28 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
   """The lowest eigenpair of each potential's H after ``iters`` iterations.
 
   No input checks (a hot path inside models): the caller passes a floating
-  ``potentials (b, *grid.shape)``.
+  ``potentials (b, *grid.shape)``. Jitted
+  :func:`ground_state_fixed_unchecked` without extra directions (see
+  there for the arguments and what is returned).
+  """
+  return ground_state_fixed_unchecked(potentials, grid, iters, start,
+                                      fft_min_size)
+
+
+def ground_state_fixed_unchecked(
+    potentials: jax.Array, grid: Grid, iters: int,
+    start: jax.Array | None = None,
+    fft_min_size: int | None = kinetic.FFT_MIN_SIZE,
+    direction_fn: Callable[[jax.Array], jax.Array] | None = None):
+  """:func:`ground_state_fixed`, not jitted, with an optional extra direction.
+
+  ``direction_fn`` (a network, say) adds a fourth vector to every
+  iteration's Rayleigh-Ritz basis: ``span{x, w, p, d}`` with ``d =
+  direction_fn(x)``. The Ritz vector minimises the Rayleigh quotient over
+  a space that holds the classical step's, so each iteration ends at an
+  energy no higher than the classical iteration's from the same point,
+  whatever ``d`` is, and more iterations still converge to the ground
+  state (a direction inside the span of the others is dropped).
 
   Args:
     potentials: ``(b, *grid.shape)`` in Hartree.
@@ -62,6 +84,8 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
     fft_min_size: axes of at least this many points apply the
       preconditioner's sine transforms by FFT, smaller ones by dense
       matrices (``kinetic.transform_methods``; ``None``: dense).
+    direction_fn: ``None``, or ``f(x) -> d``, both ``(b, *grid.shape)``:
+      the extra Ritz direction from the current state ``x`` (unit norm).
 
   Returns:
     ``(energies (b,), states (b, *grid.shape))``: each energy is its state's
@@ -119,6 +143,10 @@ def ground_state_fixed(potentials: jax.Array, grid: Grid, iters: int,
       p, keep_p = orthonormal(p, [x, w])
       vectors.append(p)
       keeps.append(keep_p)
+    if direction_fn is not None:
+      d, keep_d = orthonormal(direction_fn(x), vectors)
+      vectors.append(d)
+      keeps.append(keep_d)
     hv = [hx] + [h(v) for v in vectors[1:]]
     m = len(vectors)
     a = jnp.stack([jnp.stack([dot(vectors[i], hv[j]) for j in range(m)], -1)
