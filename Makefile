@@ -216,7 +216,8 @@ results-universal: .make-install.stamp
 	$(GEN) --universal_splits --grid=32 --num_eval=200 --out=data/universal32
 	$(GEN) --universal_splits --grid=64 --num_eval=200 --out=data/universal64
 	$(TRAIN) --config=experiments/configs/universal.py \
-	  --workdir=runs/universal32 $(LONG)
+	  --workdir=runs/universal32 $(LONG) \
+	  --config.data.mixture.stratified=False
 	$(TRAIN) --config=experiments/configs/universal.py \
 	  --workdir=runs/universal64 $(U64) $(LONG)
 	$(EVAL) --workdir=runs/universal32 \
