@@ -95,7 +95,7 @@ benchmark: .make-install.stamp
 #   results-universal  section 7: the gate's front, universal_32 and
 #                      universal_64 trained and evaluated (about 1 hour)
 #   results-baseline   section 8: every shipped model, the quick start and
-#                      the two learned cascades (trained here, about 50
+#                      the three learned cascades (trained here, about 75
 #                      minutes) against the cascade, the solvers to a
 #                      tolerance (about 80 minutes)
 # Sections 1-5 were measured with the LOBPCG gate (envelope_solver
@@ -229,8 +229,8 @@ results-universal: .make-install.stamp
 
 # Section 8's labelled splits hold 256 potentials per family: their own
 # folders, since section 7's hold 200 under the same seeds.
-# The learned cascades of RESULTS.md section 8 (gate "sweeps" and
-# "start_net", no experts; 30,000 label-free steps each).
+# The learned cascades of RESULTS.md section 8 (gate "sweeps", "start_net"
+# and "ritz_net", no experts; 30,000 label-free steps each).
 LEARNED_CASCADE := --config.grid.shape=64,64 \
 	--config.data.val=data/front64/val_mixture --config.model.experts=none \
 	--config.model.envelope_iters=0 --config.model.envelope_start=32 \
@@ -253,9 +253,17 @@ results-baseline: demo
 	  --config.model.gate_hidden="(128,)" \
 	  --config.model.envelope_start_iters="(2, 4, 0)" \
 	  --config.model.envelope_sweeps="(0, 0, 4, 8)"
+	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/ritz64 \
+	  $(LEARNED_CASCADE) --config.model.gate=ritz_net \
+	  --config.model.gate_hidden="(64,)" \
+	  --config.model.envelope_start_iters="(4, 0)" \
+	  --config.model.envelope_sweeps="(0, 4, 8)"
 	$(BENCH) --what=front --model=universal_64 --model=runs/sweeps64 \
 	  --model=runs/startnet64 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/universal_64
+	$(BENCH) --what=front --model=runs/sweeps64 --model=runs/ritz64 \
+	  --data=$(call universal_splits,data/front64) \
+	  --front_out=results/front/ritz64
 	$(BENCH) --what=front --model=universal_32 \
 	  --data=$(call universal_splits,data/front32) \
 	  --front_out=results/front/universal_32
