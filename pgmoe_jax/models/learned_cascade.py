@@ -32,8 +32,10 @@ from pgmoe_jax.solvers.smoothing import chebyshev_steps
 class LearnedCascadeGate(nn.Module):
   r"""The cascade of an :class:`EnvelopeGate` with learned parts.
 
-  Two parts of ``base``'s cascade can be learned; the cost stays ``base``'s
-  (the same sweeps, iterations and transfers) plus the start network's:
+  Three parts of ``base``'s cascade can be learned; the cost stays
+  ``base``'s (the same sweeps, iterations and transfers) plus the
+  networks' (the direction's also one more ``H`` application and a 4x4
+  instead of a 3x3 Rayleigh-Ritz problem per iteration):
 
   * the sweeps' step sizes: the sweeps on each level's interpolated start
     become :func:`pgmoe_jax.solvers.smoothing.stepped_sweeps`, ``x <- x -
@@ -54,8 +56,8 @@ class LearnedCascadeGate(nn.Module):
     the current state (times the square root of the level's points, so
     its entries are of order 1) gives a fourth vector for every
     iteration's Rayleigh-Ritz step. Each iteration then ends no higher
-    than the classical one from the same point, and more iterations still
-    reach the ground state, whatever the network outputs.
+    than the classical one from the same point, whatever the network
+    outputs.
 
   The start network's last layer starts at zero and the steps at
   Chebyshev's, so an untrained gate without a direction network is
@@ -67,8 +69,8 @@ class LearnedCascadeGate(nn.Module):
   Rayleigh quotient, an upper bound whatever the parameters.
 
   Attributes:
-    base: the :class:`EnvelopeGate` (a ``"fixed"`` cascade with a start
-      grid) whose parts are learned.
+    base: the :class:`EnvelopeGate` (a ``"fixed"`` cascade; with a
+      start grid for the start network) whose parts are learned.
     start_hidden: hidden widths of the start network, or ``None``: no
       network.
     potential_scale, input_clip: the networks' input scaling.
@@ -124,8 +126,9 @@ class LearnedCascadeGate(nn.Module):
     return np.concatenate([np.log(chebyshev_steps(n)) for n in self.sweeps])
 
   def activations_per_sample(self) -> int:
-    """The state and its ``H x`` kept per sweep on each level, and the
-    start network's input, hidden layers and output."""
+    """The state and its ``H x`` kept per sweep on each level, the start
+    network's input, hidden layers and output, and per iteration of the
+    coarsest level the direction network's and the direction's."""
     grids, _ = self.base.cascade_levels()
     count = 2 * sum(n * g.size for n, g in zip(self.sweeps, grids))
     if self.start_hidden is not None:
@@ -148,6 +151,14 @@ class LearnedCascadeGate(nn.Module):
     directly, sparing a log and an exp per point)."""
     return jnp.abs(self.cascade(potential)[1])
 
+  def _features(self, vc: jax.Array) -> jax.Array:
+    """The networks' input: ``vc``'s points less their mean, over
+    ``potential_scale``, squashed into ``(-input_clip, input_clip)``,
+    ``(b, points)``."""
+    flat = vc.reshape(vc.shape[0], -1)
+    flat = flat - jnp.mean(flat, -1, keepdims=True)
+    return common.squash(flat / self.potential_scale, self.input_clip)
+
   @nn.compact
   def cascade(self, potential: jax.Array):
     """``(energies (b,), states (b, *coarse))`` of the learned cascade."""
@@ -168,11 +179,7 @@ class LearnedCascadeGate(nn.Module):
       log_mode = np.log(np.abs(kinetic.kinetic_modes(grids[0], 1)[0]))
 
       def network_start(vc):
-        b = vc.shape[0]
-        flat = vc.reshape(b, -1)
-        flat = flat - jnp.mean(flat, -1, keepdims=True)
-        out = network(common.squash(flat / self.potential_scale,
-                                    self.input_clip))
+        out = network(self._features(vc))
         log_start = jnp.asarray(log_mode, vc.dtype) + out.reshape(vc.shape)
         # (the largest entry 1: exp never overflows)
         return jnp.exp(log_start - jnp.max(log_start, axis=grids[0].axes,
@@ -185,14 +192,13 @@ class LearnedCascadeGate(nn.Module):
           last_init_scale=self.direction_init_scale, name="gate_direction")
       root = math.sqrt(grids[0].size)
 
-      def network_direction(vc, x):
-        b = vc.shape[0]
-        flat = vc.reshape(b, -1)
-        flat = flat - jnp.mean(flat, -1, keepdims=True)
-        features = common.squash(flat / self.potential_scale,
-                                 self.input_clip)
-        return direction_net([features, root * x.reshape(b, -1)]).reshape(
-            x.shape)
+      def network_direction(vc):
+        features = self._features(vc)  # once per forward pass
+
+        def direction(x):
+          return direction_net(
+              [features, root * x.reshape(x.shape[0], -1)]).reshape(x.shape)
+        return direction
       direction_fns = (network_direction,) + (None,) * (len(grids) - 1)
     return cascade_unchecked(
         base.coarse_potential(potential), grids, iters,

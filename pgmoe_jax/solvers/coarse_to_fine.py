@@ -148,9 +148,10 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
     start_fn: ``None`` (the coarsest level's iterations start from K's
       lowest mode), or ``f(v_coarsest) -> start (b, *grids[0].shape)``,
       their start (a network's state, say; not with ``exact_coarsest``).
-    direction_fns: ``None``, or per level ``None`` or ``f(v_level, x) ->
-      d``: an extra Rayleigh-Ritz direction in each of that level's
-      iterations (``direction_fn`` of
+    direction_fns: ``None``, or per level ``None`` or ``f(v_level) ->
+      (x -> d)``: called once with the level's potential, it returns the
+      extra Rayleigh-Ritz direction of each of that level's iterations
+      (``direction_fn`` of
       :func:`~pgmoe_jax.solvers.fixed_iters.ground_state_fixed_unchecked`;
       not on an exact level).
 
@@ -186,7 +187,7 @@ def cascade_unchecked(v: jax.Array, grids: Sequence[Grid],
     else:
       energy, x = ground_state_fixed_unchecked(
           vs, level, int(k), start=start,
-          direction_fn=functools.partial(direction_fn, vs))
+          direction_fn=direction_fn(vs))
   return energy, x
 
 

@@ -68,8 +68,9 @@ def ground_state_fixed_unchecked(
   direction_fn(x)``. The Ritz vector minimises the Rayleigh quotient over
   a space that holds the classical step's, so each iteration ends at an
   energy no higher than the classical iteration's from the same point,
-  whatever ``d`` is, and more iterations still converge to the ground
-  state (a direction inside the span of the others is dropped).
+  whatever ``d`` is (a direction inside the span of the others is
+  dropped); with arbitrary directions, 30 float64 iterations still reach
+  the ground state on every family in the tests.
 
   Args:
     potentials: ``(b, *grid.shape)`` in Hartree.
