@@ -28,13 +28,18 @@ at least :data:`MIN_GAP_HA`, predicts them as one batch and writes
 A model predicts bitwise the same batch in every process on the same
 machine, but not the same numbers for one potential alone as within a
 batch (float32 reductions are grouped differently), so the batch is always
-predicted whole. Another instruction set groups them differently too: with
-XLA limited to SSE4.2 (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``) the stored
-states move by up to 2.9e-5 and the energies by 5.4e-7 Ha. So the
+predicted whole. Another instruction set or JAX release groups them
+differently too: with XLA limited to SSE4.2
+(``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``) the stored states move by up to
+2.9e-5 and the energies by 5.4e-7 Ha; with jax 0.10.1 (the declared lower
+bound) on an AVX-512 CPU, by up to 7.8e-5 (universal_64) and 1.7e-5 Ha
+(gaussian3d_32, whose float32 gate the release moves the most). So the
 comparison is to :data:`ATOL` on the machine that wrote the files (the
-same :func:`machine`) and to :data:`CROSS_MACHINE_ATOL`, ten times those
-shifts, elsewhere (:func:`tolerances`); the smallest deliberate break of
-a model that ``tests/test_golden.py`` tries moves the states by 1.6e-3.
+same :func:`machine`) and to :data:`CROSS_MACHINE_ATOL` elsewhere
+(:func:`tolerances`): about four times the largest state shift and six
+times the largest energy shift measured. The smallest deliberate break of
+a model that ``tests/test_golden.py`` tries moves the states by 1.6e-3 and
+the energies by 1.6e-4 Ha (gaussian3d_32 with its experts zeroed).
 ``--check`` compares here, writing nothing, and exits with status 1 on a
 difference above the tolerance. An existing file is replaced only with
 ``--overwrite``.
@@ -79,10 +84,10 @@ MIN_GAP_HA = 0.5
 MAX_CANDIDATES = 64
 # Largest difference from the stored arrays on the machine that wrote them.
 ATOL = 1e-6
-# ... and on another machine: ten times the largest shift measured with
-# another instruction set (see the module docstring). Potentials are
-# relative to the batch's largest magnitude.
-CROSS_MACHINE_ATOL = {"potentials": 1e-6, "states": 3e-4, "energies": 1e-5}
+# ... and on another machine: a few times the largest shift measured with
+# another instruction set or JAX release (see the module docstring).
+# Potentials are relative to the batch's largest magnitude.
+CROSS_MACHINE_ATOL = {"potentials": 1e-6, "states": 3e-4, "energies": 1e-4}
 # The CPU features that change how XLA groups float32 arithmetic.
 _ISA_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw",
               "avx512vl", "avx512_bf16", "avx512_fp16", "amx_tile")
