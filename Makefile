@@ -9,7 +9,7 @@
 #               declares (pinned in .ci/lower-bounds.txt), lint and run
 #               the test suite there (slow tests skipped)
 #   make results  make demo, then every command behind RESULTS.md,
-#               sections 1-8 (well over 6.5 hours on 2 cores; parts below)
+#               sections 1-8 (well over 8 hours on 2 cores; parts below)
 # All are idempotent: each venv is created once and the package is
 # reinstalled only when setup.cfg or pyproject.toml (or, for .venv-lower,
 # .ci/lower-bounds.txt) changes.
@@ -95,8 +95,8 @@ benchmark: .make-install.stamp
 #   results-universal  section 7: the gate's front, universal_32 and
 #                      universal_64 trained and evaluated (about 1 hour)
 #   results-baseline   section 8: every shipped model, the quick start and
-#                      the four learned cascades (trained here, about
-#                      100 minutes) against the cascade, the solvers to a
+#                      the seven learned cascades (trained here, about
+#                      3 hours) against the cascade, the solvers to a
 #                      tolerance (about 80 minutes)
 # Sections 1-5 were measured with the LOBPCG gate (envelope_solver
 # "lobpcg"); their commands pin it, since default.py now uses "fixed".
@@ -272,6 +272,25 @@ results-baseline: demo
 	$(BENCH) --what=front --model=runs/sweeps64 --model=runs/ritz64 \
 	  --model=runs/ritz8 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/ritz8
+	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/start1 \
+	  $(LEARNED_CASCADE) --config.model.gate=start_net \
+	  --config.model.gate_hidden="(128,)" \
+	  --config.model.envelope_start_iters="(1, 0)" \
+	  --config.model.envelope_sweeps="(0, 4, 8)"
+	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/start1w \
+	  $(LEARNED_CASCADE) --config.model.gate=start_net \
+	  --config.model.gate_hidden="(256,)" \
+	  --config.model.envelope_start_iters="(1, 0)" \
+	  --config.model.envelope_sweeps="(0, 4, 8)"
+	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/ritz1 \
+	  $(LEARNED_CASCADE) --config.model.gate=ritz_net \
+	  --config.model.gate_hidden="(128,)" \
+	  --config.model.envelope_start_iters="(1, 0)" \
+	  --config.model.envelope_sweeps="(0, 4, 8)"
+	$(BENCH) --what=front --model=universal_64 --model=runs/sweeps64 \
+	  --model=runs/start1 --model=runs/start1w --model=runs/ritz1 \
+	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
+	  --front_out=results/front/learned
 	$(BENCH) --what=front --model=universal_32 \
 	  --data=$(call universal_splits,data/front32) \
 	  --front_out=results/front/universal_32

@@ -69,6 +69,14 @@ def test_settings_fit_the_grid():
       check_sweeps(s.sweeps, len(s.iters))
 
 
+def test_grid_spans_the_coarse_iterations_before_sweeps():
+  # A learned cascade that spends fewer coarse iterations before the
+  # sweeps (0, 4, 8) meets the untrained cascade of the same shape: the
+  # 2-D grid holds (k, 0, 0) with those sweeps for every k from 1 to 4.
+  swept = {s.iters for s in front.SETTINGS[2] if s.sweeps == (0, 4, 8)}
+  assert {(k, 0, 0) for k in range(1, 5)} <= swept
+
+
 class CascadeModel:
   """A stand-in model: a cascade setting behind the predictor interface."""
 

@@ -59,6 +59,10 @@ SETTINGS = {
         (4, 2, 2), (4, 2, 3))) + (
             Setting((6, 0), (0, 16)), Setting((6, 1), (0, 8)),
             Setting((2, 0, 0), (0, 2, 4)), Setting((4, 0, 0), (0, 2, 4)),
+            # From 1 to 4 iterations at the coarsest level before the
+            # sweeps (0, 4, 8): each costs about a tenth of the batch.
+            Setting((1, 0, 0), (0, 4, 8)), Setting((2, 0, 0), (0, 4, 8)),
+            Setting((3, 0, 0), (0, 4, 8)),
             Setting((4, 0, 0), (0, 4, 8)), Setting((4, 0, 0), (0, 8, 16)),
             Setting((4, 2, 0), (0, 4, 8)), Setting((4, 2, 0), (0, 4, 16)),
             Setting((4, 2, 1), (0, 4, 8)), Setting((4, 2, 1), (0, 4, 16)),
