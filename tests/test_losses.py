@@ -122,6 +122,41 @@ def test_the_log_residual_objective_is_each_states_log_squared_residual():
   assert "log_residual" not in metrics
 
 
+def test_the_energy_term_beside_the_log_residual_is_weighted_mean_energy():
+  grid = Grid((8, 8), 8.0)
+  model = build_model(dict(name="dense", hidden=(16,)), grid)
+  v0 = labelled(grid, 2)["potential"]
+  params = model.init(jax.random.key(0), v0)["params"]
+  apply = lambda p, v: model.apply({"params": p}, v)
+  key = jax.random.key(1)
+  run = resolved(grid, mode="label_free", energy_weight=2.0,
+                 unlabelled_objective="log_residual",
+                 unlabelled_energy_weight=30.0)
+  loss, metrics = losses.make_loss_fn(run, apply)(params, {}, key, 0)
+  v = run.stream(jax.random.split(key)[1])
+  psi = apply(params, v)
+  log_r2 = np.mean(np.log(np.asarray(residual(psi, v, grid))**2))
+  mean_e = float(np.mean(variational.energy(psi, v, grid)))
+  assert float(metrics["log_residual"]) == pytest.approx(log_r2, rel=1e-12)
+  assert float(loss) == pytest.approx(2.0 * (log_r2 + 30.0 * mean_e),
+                                      rel=1e-12)
+  # Its gradient is the log residual's plus the weight times the energy's.
+
+  def part(weight):
+    r = resolved(grid, mode="label_free", energy_weight=1.0,
+                 unlabelled_objective="log_residual",
+                 unlabelled_energy_weight=weight)
+    return jax.grad(lambda p: losses.make_loss_fn(r, apply)(
+        p, {}, key, 0)[0])(params)
+  params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+  plain, weighted = part(0.0), part(30.0)
+  energy_grad = jax.grad(lambda p: jnp.mean(variational.energy(
+      apply(p, v), v, grid)))(params)
+  for a, b, c in zip(jax.tree.leaves(plain), jax.tree.leaves(weighted),
+                     jax.tree.leaves(energy_grad)):
+    np.testing.assert_allclose(b, a + 30.0 * c, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(mode="unsupervised"), "known: supervised, semi_supervised"),
     (dict(supervised="l1"), "known: infidelity, mse"),
@@ -130,6 +165,11 @@ def test_the_log_residual_objective_is_each_states_log_squared_residual():
     (dict(mode="label_free", energy_weight=1.0,
           unlabelled_objective="residual"),
      "unlabelled_objective 'residual'; known: energy, log_residual"),
+    (dict(mode="label_free", energy_weight=1.0,
+          unlabelled_objective="log_residual", unlabelled_energy_weight=-1.0),
+     "unlabelled_energy_weight must be >= 0"),
+    (dict(mode="label_free", energy_weight=1.0, unlabelled_energy_weight=1.0),
+     "unlabelled_energy_weight adds the mean energy to the log residual"),
 ])
 def test_bad_loss_configs(bad, message):
   with pytest.raises(ValueError, match=message):

@@ -3,7 +3,8 @@
 PG-MoE on the default data family (2-D gaussian_wells, 32x32, L = 20 bohr),
 trained on labelled data plus the variational-energy term, with a 16x16
 coarse-envelope gate (the recipe of RESULTS.md's 32x32 runs; ``make demo``
-runs experiments/configs/quickstart.py, this with a full-grid gate). Other
+runs experiments/configs/quickstart.py, a learned cascade without experts,
+and quickstart_pgmoe.py is this with a full-grid gate). Other
 configs start from :func:`get_config` and change a few fields; a field that
 is not defined here cannot be set anywhere (the config is locked), so a typo
 in ``--config.x.y=...`` fails loudly.
@@ -308,6 +309,12 @@ def get_config() -> ml_collections.ConfigDict:
   # whatever its error; zero residual at any eigenstate, so only for models
   # that start near the ground state, such as gate="sweeps").
   loss.unlabelled_objective = "energy"
+  # With "log_residual": plus this weight (1/Ha, >= 0) times the streamed
+  # states' mean energy. The residual of a state that mixes a tunnelling
+  # doublet is far below its energy error (about sqrt(dE * splitting)), so
+  # the log residual alone hardly sees which well the state sits in; 0: the
+  # log residual alone.
+  loss.unlabelled_energy_weight = 0.0
   # Apply a random exact grid symmetry (rotation or reflection) to each
   # labelled batch.
   loss.augment = True

@@ -77,6 +77,8 @@ class LossConfig:
   augment: bool
   # (a default: config.json files written before the field mean "energy")
   unlabelled_objective: str = "energy"
+  # (a default: config.json files written before the field mean 0)
+  unlabelled_energy_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +223,17 @@ def _check_loss(loss: LossConfig) -> None:
     raise ValueError(
         f"Unknown loss.unlabelled_objective {loss.unlabelled_objective!r}; "
         f"known: {', '.join(UNLABELLED_OBJECTIVES)}.")
+  if not loss.unlabelled_energy_weight >= 0:  # (NaN too)
+    raise ValueError(
+        "loss.unlabelled_energy_weight must be >= 0 (1/Ha), got "
+        f"{loss.unlabelled_energy_weight!r}.")
+  if loss.unlabelled_energy_weight and (
+      loss.unlabelled_objective != "log_residual"):
+    raise ValueError(
+        "loss.unlabelled_energy_weight adds the mean energy to the log "
+        "residual objective; with loss.unlabelled_objective="
+        f"{loss.unlabelled_objective!r} set it to 0 (the energy is already "
+        "the objective).")
   if loss.mode != "supervised" and loss.energy_weight <= 0:
     raise ValueError(f"loss.mode={loss.mode!r} trains on the energy, so "
                      "loss.energy_weight must be positive.")

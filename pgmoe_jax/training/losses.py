@@ -25,7 +25,12 @@ eigen-residual ``log(|H psi - E psi|^2 / |psi|^2)`` (label-free too, and
 scale-free per state: a batch mean of energies is dominated by its worst
 states, the log residual weighs each state's relative progress alike; its
 minima are every eigenstate, so it suits models that start near the ground
-state, such as the ``"sweeps"`` gate).
+state, such as the ``"sweeps"`` gate). ``loss.unlabelled_energy_weight``
+(``w``, 1/Ha) adds ``w`` times the mean energy to it: the residual of a
+state that mixes a near-degenerate doublet (split by ``delta``) is about
+``sqrt(dE delta)``, below the fine-scale residual of every other error, so
+the log residual alone barely sees which well a tunnelling state sits in;
+the energy sees it at full weight.
 
 The energy weight follows ``config.loss.schedule``: ``"constant"``, or
 ``"anneal"``: a smooth ramp from 0 to ``energy_weight`` over
@@ -167,6 +172,8 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
         term = jnp.mean(jnp.log(jnp.maximum(
             r2, jnp.finfo(r2.dtype).tiny)))
         metrics["log_residual"] = term
+        if loss_cfg.unlabelled_energy_weight:
+          term = term + loss_cfg.unlabelled_energy_weight * jnp.mean(e_free)
       else:
         term = jnp.mean(e_free)
       total = total + w_energy * term
