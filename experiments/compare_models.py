@@ -2,7 +2,7 @@ r"""A figure of one sample per split: the exact state and several models'.
 
     D=data/universal32
     python -m experiments.compare_models \
-        --models=quick_start=runs/quickstart,universal_32=universal_32 \
+        --models=quick_start=runs/quickstart_pgmoe,universal_32=universal_32 \
         --data=data/quickstart/ood_double_well,$D/test_double_well,\
 $D/test_box_well --out=docs/figures/universal_32.png
 

@@ -9,9 +9,14 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from pgmoe_jax import models
+from pgmoe_jax import potentials
+from pgmoe_jax.evaluation.front import cascade_settings
+from pgmoe_jax.variational import normalize_unchecked
+from pgmoe_jax.workflows.front import cascade_fn
 from pgmoe_jax.training import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,3 +118,22 @@ def test_default_comments_every_field():
 def test_dense_takes_only_dense_fields():
   config = load("dense")
   assert set(config.model) == {"name", "hidden", "potential_scale"}
+
+
+def test_the_untrained_quick_start_is_the_fastest_front_setting():
+  # make demo's model is the cascade (1,0,0) with sweeps (0,4,8) of the
+  # front benchmark's grid with two parts learned; untrained (the start
+  # network's last layer zero, the sweep steps Chebyshev's) it is that
+  # setting, so its trained speed-up is against a setting it started as.
+  run = config_lib.resolve(load("quickstart"))
+  grid, model = run.grid, run.model
+  setting = ((1, 0, 0), (0, 4, 8))
+  assert setting in {(tuple(s.iters), tuple(s.sweeps or ()))
+                     for s in cascade_settings(grid)}
+  v = potentials.sample("gaussian_wells", jax.random.key(3), grid, 4,
+                        dtype=jnp.float32)
+  variables = jax.jit(model.init)(jax.random.key(0), v)
+  out = jax.jit(model.apply)(variables, v)
+  plain = normalize_unchecked(jnp.abs(cascade_fn(grid, *setting)(v)), grid)
+  np.testing.assert_allclose(out, plain, rtol=0, atol=1e-5)
+  assert set(variables["params"]) == {"gate", "gate_start"}

@@ -24,7 +24,7 @@ float64 (:mod:`pgmoe_jax.bounds`):
   the short LOBPCG run has missed the first excited state altogether.
   Estimated bounds are estimates, not guarantees.
 
-Measured on the quick-start model (32x32, 200 potentials per family,
+Measured on a PG-MoE quick-start model (32x32, 200 potentials per family,
 against eigsh): after 4 iterations :math:`\mu_1 - r_1 \le E_1` for 199 of
 200 gaussian_wells and 199 of 200 double_well samples (:math:`\mu_1`
 itself for none, as interlacing says); every estimated bound given was
