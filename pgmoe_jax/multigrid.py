@@ -38,6 +38,14 @@ def block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
   return x.mean(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
 
 
+def block_min(x: jax.Array, grid: Grid, coarse) -> jax.Array:
+  """Minima of ``(b, *grid.shape)`` over blocks, ``(b, *coarse)``."""
+  shape = [x.shape[0]]
+  for n, c in zip(grid.shape, coarse):
+    shape += [c, n // c]
+  return x.reshape(shape).min(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
+
+
 def interpolate(x: jax.Array, grid: Grid) -> jax.Array:
   """``x (b, *coarse)`` linearly interpolated onto ``grid`` (the same box).
 

@@ -604,6 +604,64 @@ def test_the_start_net_gate_starts_the_coarsest_level_from_its_network():
                      gate="start_net"), grid)
 
 
+def test_the_start_network_with_block_minima_sees_them_beside_the_means():
+  # gate_start_minima: the start network's input is the coarsest level's
+  # block means and the block minima of the gate's potential, both less
+  # the means' mean, scaled and squashed alike.
+  grid = Grid((32, 32), 20.0)
+  levels = (Grid((8, 8), 20.0), Grid((16, 16), 20.0), grid)
+  v = potentials.sample("gaussian_wells", jax.random.key(5), grid, 3,
+                        dtype=jnp.float64)
+  fields = dict(
+      name="pgmoe", tiles=4, coarse=None, envelope_iters=0,
+      envelope_solver="fixed", envelope_start=16, envelope_start_iters=(1, 0),
+      envelope_sweeps=(0, 4, 8), gate="start_net", gate_hidden=(16,),
+      experts="none")
+  model = build_model(dict(fields, gate_start_minima=True), grid)
+  variables = jax.jit(model.init)(jax.random.key(0), v)
+  params = variables["params"]
+  assert params["gate_start"]["Dense_0"]["kernel"].shape == (128, 16)
+  # Untrained, still the cascade itself.
+  _, plain = cascade_unchecked(v, levels, (1, 0, 0), sweeps=(0, 4, 8))
+  np.testing.assert_allclose(model.apply(variables, v),
+                             normalize_unchecked(jnp.abs(plain), grid),
+                             rtol=0, atol=1e-9)
+
+  def perturbed(p):
+    """A trained network: every parameter perturbed at random."""
+    leaves, tree = jax.tree.flatten(p)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    return jax.tree.unflatten(tree, [
+        x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, keys)])
+  params = perturbed(params)
+  mlp = params["gate_start"]
+  mode = kinetic.kinetic_modes(levels[0], 1)[0]
+  minima = np.asarray(v).reshape(3, 8, 4, 8, 4).min(axis=(2, 4))
+
+  def by_hand(vc):
+    means = vc.reshape(3, -1)
+    flat = jnp.concatenate([means, minima.reshape(3, -1)], -1)
+    x = common.squash((flat - means.mean(-1, keepdims=True)) / 10.0, 3.0)
+    x = jax.nn.gelu(x @ mlp["Dense_0"]["kernel"] + mlp["Dense_0"]["bias"])
+    out = x @ mlp["Dense_1"]["kernel"] + mlp["Dense_1"]["bias"]
+    return mode[None] * jnp.exp(out.reshape(vc.shape))
+  _, steered = cascade_unchecked(
+      v, levels, (1, 0, 0), sweeps=(0, 4, 8), start_fn=by_hand,
+      steps=[None, jnp.exp(params["gate"][:4]), jnp.exp(params["gate"][4:])])
+  out = model.apply({"params": params}, v)
+  np.testing.assert_allclose(out, normalize_unchecked(jnp.abs(steered), grid),
+                             rtol=0, atol=1e-9)
+  # Without the minima the same shifted network sees another input.
+  without = build_model(fields, grid)
+  p_without = dict(params, gate_start=jax.tree.map(
+      lambda x: x[:64] if x.shape == (128, 16) else x, mlp))
+  assert np.max(np.abs(without.apply({"params": p_without}, v) - out)) > 1e-3
+  for gate in ("envelope", "sweeps", "ritz_net"):
+    with pytest.raises(ValueError, match="gate_start_minima"):
+      build_model(dict(fields, gate=gate, gate_start_minima=True), grid)
+
+
 def test_envelope_solver_eigh_is_the_exact_coarse_ground_state():
   # envelope_iters is not used with "eigh".
   grid = Grid((16, 16), 10.0)

@@ -247,6 +247,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.envelope_sweeps = ml_collections.config_dict.placeholder(tuple)
   # Hidden layer widths of the gate network (gate "mlp" or "both").
   model.gate_hidden = (64,)
+  # gate "start_net" only: the start network also sees the minima of the
+  # gate's potential over the coarsest level's blocks (beside their means,
+  # which hide a narrow deep well).
+  model.gate_start_minima = False
   # Potentials are divided by this (Hartree) before entering the networks.
   model.potential_scale = 10.0
   # Scale of the experts' last layer at initialisation (small: an untrained

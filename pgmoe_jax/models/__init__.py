@@ -59,6 +59,7 @@ class PGMoEConfig:
   gate: str = "envelope"
   coarse: int | Sequence[int] | None = 16
   gate_hidden: Sequence[int] = (64,)
+  gate_start_minima: bool = False
   potential_scale: float = 10.0
   expert_init_scale: float = 0.01
   envelope_iters: int | None = 6
@@ -147,7 +148,7 @@ GATES: dict[str, Callable[..., Any]] = {
     "sweeps": lambda config, grid, envelope: LearnedCascadeGate(envelope),
     "start_net": lambda config, grid, envelope: LearnedCascadeGate(
         envelope, tuple(config.gate_hidden), config.potential_scale,
-        config.input_clip),
+        config.input_clip, start_minima=bool(config.gate_start_minima)),
     "ritz_net": lambda config, grid, envelope: LearnedCascadeGate(
         envelope, None, config.potential_scale, config.input_clip,
         direction_hidden=tuple(config.gate_hidden)),
@@ -190,6 +191,11 @@ def build_pgmoe(config: PGMoEConfig, grid: Grid) -> PGMoE:
   if config.experts not in EXPERTS:
     raise ValueError(f"Unknown experts {config.experts!r}; known experts: "
                      f"{', '.join(EXPERTS)}.")
+  if config.gate_start_minima and config.gate != "start_net":
+    raise ValueError(
+        "gate_start_minima feeds block minima to the start network of "
+        f"gate='start_net'; gate={config.gate!r} has none (set "
+        "gate_start_minima=False).")
   tiles = tiling.Tiling(grid, config.tiles, config.halo)
   envelope = make_envelope(config, grid)
   return PGMoE(gate=GATES[config.gate](config, grid, envelope),

@@ -25,6 +25,7 @@ from pgmoe_jax.models import common
 from pgmoe_jax.models.gates import EnvelopeGate
 from pgmoe_jax.models.gates import GateOutput
 from pgmoe_jax.models.gates import log_envelope
+from pgmoe_jax.multigrid import block_min
 from pgmoe_jax.solvers.coarse_to_fine import cascade_unchecked
 from pgmoe_jax.solvers.smoothing import chebyshev_steps
 
@@ -49,7 +50,10 @@ class LearnedCascadeGate(nn.Module):
     ``(-input_clip, input_clip)``) corrects the log of K's lowest mode,
     the cascade's own start there; the coarsest level's fixed-cost
     iterations then run from it (Rayleigh-Ritz steps: from any nodeless
-    start, more iterations converge to the ground state);
+    start, more iterations converge to the ground state); with
+    ``start_minima`` the network also sees the minima of the gate's
+    potential over the same blocks (scaled alike, less the block means'
+    mean), where a block mean hides a narrow deep well;
   * an extra direction in the coarsest level's iterations
     (``direction_hidden`` not ``None``): an MLP (parameters
     ``"gate_direction"``) on that level's potential (scaled as above) and
@@ -78,6 +82,7 @@ class LearnedCascadeGate(nn.Module):
       ``None``: no network.
     direction_init_scale: the direction network's last layer starts at
       this multiple of the usual initialisation.
+    start_minima: whether the start network also sees the block minima.
   """
   base: EnvelopeGate
   start_hidden: Sequence[int] | None = None
@@ -85,6 +90,7 @@ class LearnedCascadeGate(nn.Module):
   input_clip: float = 3.0
   direction_hidden: Sequence[int] | None = None
   direction_init_scale: float = 0.01
+  start_minima: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -101,6 +107,10 @@ class LearnedCascadeGate(nn.Module):
           "from a network's state: it needs a start grid (envelope_start) "
           "whose coarsest level is iterated, not solved exactly "
           "(envelope_start_exact=False).")
+    if self.start_minima and self.start_hidden is None:
+      raise ValueError(
+          "gate_start_minima feeds block minima to the start network, "
+          "which only gate='start_net' has.")
     if self.direction_hidden is not None:
       _, iters = self.base.cascade_levels()
       if self.base.solver != "fixed" or self.base.exact_coarsest or not (
@@ -132,7 +142,8 @@ class LearnedCascadeGate(nn.Module):
     grids, _ = self.base.cascade_levels()
     count = 2 * sum(n * g.size for n, g in zip(self.sweeps, grids))
     if self.start_hidden is not None:
-      count += 2 * grids[0].size + sum(int(h) for h in self.start_hidden)
+      count += (3 if self.start_minima else 2) * grids[0].size + sum(
+          int(h) for h in self.start_hidden)
     if self.direction_hidden is not None:
       # Per iteration: the network's two inputs, hidden layers and output,
       # the direction made orthonormal and its H d.
@@ -151,19 +162,24 @@ class LearnedCascadeGate(nn.Module):
     directly, sparing a log and an exp per point)."""
     return jnp.abs(self.cascade(potential)[1])
 
-  def _features(self, vc: jax.Array) -> jax.Array:
-    """The networks' input: ``vc``'s points less their mean, over
-    ``potential_scale``, squashed into ``(-input_clip, input_clip)``,
-    ``(b, points)``."""
+  def _features(self, vc: jax.Array,
+                extra: jax.Array | None = None) -> jax.Array:
+    """The networks' input: ``vc``'s points (then ``extra``'s, of the same
+    shape) less the mean of ``vc``'s, over ``potential_scale``, squashed
+    into ``(-input_clip, input_clip)``, ``(b, points)`` (``2 points``)."""
     flat = vc.reshape(vc.shape[0], -1)
-    flat = flat - jnp.mean(flat, -1, keepdims=True)
-    return common.squash(flat / self.potential_scale, self.input_clip)
+    mean = jnp.mean(flat, -1, keepdims=True)
+    if extra is not None:
+      flat = jnp.concatenate([flat, extra.reshape(flat.shape)], -1)
+    return common.squash((flat - mean) / self.potential_scale,
+                         self.input_clip)
 
   @nn.compact
   def cascade(self, potential: jax.Array):
     """``(energies (b,), states (b, *coarse))`` of the learned cascade."""
     base = self.base
     grids, iters = base.cascade_levels()
+    fine = base.coarse_potential(potential)
     steps = None
     if any(self.sweeps):
       log_steps = self.param(
@@ -177,9 +193,11 @@ class LearnedCascadeGate(nn.Module):
       network = common.MLP(tuple(self.start_hidden), grids[0].size,
                            last_init_scale=0.0, name="gate_start")
       log_mode = np.log(np.abs(kinetic.kinetic_modes(grids[0], 1)[0]))
+      minima = (block_min(fine, grids[-1], grids[0].shape)
+                if self.start_minima else None)
 
       def network_start(vc):
-        out = network(self._features(vc))
+        out = network(self._features(vc, minima))
         log_start = jnp.asarray(log_mode, vc.dtype) + out.reshape(vc.shape)
         # (the largest entry 1: exp never overflows)
         return jnp.exp(log_start - jnp.max(log_start, axis=grids[0].axes,
@@ -201,6 +219,6 @@ class LearnedCascadeGate(nn.Module):
         return direction
       direction_fns = (network_direction,) + (None,) * (len(grids) - 1)
     return cascade_unchecked(
-        base.coarse_potential(potential), grids, iters,
+        fine, grids, iters,
         exact_coarsest=base.exact_coarsest, sweeps=base.sweeps, steps=steps,
         start_fn=start_fn, direction_fns=direction_fns)

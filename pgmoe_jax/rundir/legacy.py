@@ -44,6 +44,7 @@ PGMOE_MISSING: dict[str, Any] = {
     "gate": "envelope",
     "coarse": 8,
     "gate_hidden": [64],
+    "gate_start_minima": False,
     "potential_scale": 10.0,
     "expert_init_scale": 0.01,
     "envelope_iters": 0,
