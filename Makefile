@@ -304,7 +304,11 @@ results-baseline: demo
 	  --front_out=results/front/universal_32
 	$(BENCH) --what=front --model=gaussian3d_32 --data=data/gw3d32/test \
 	  --front_batch=64 --front_out=results/front/gaussian3d_32
+	$(PY) -m experiments.train \
+	  --config=experiments/configs/quickstart_pgmoe.py \
+	  --workdir=runs/quickstart_pgmoe
 	$(BENCH) --what=front --model=runs/quickstart \
+	  --model=runs/quickstart_pgmoe --front_repeats=21 \
 	  --data=data/quickstart/test_interp,data/quickstart/test_extrap \
 	  --front_out=results/front/quickstart
 	$(BENCH) --what=solvers > results/solvers.md
