@@ -157,6 +157,34 @@ def test_the_energy_term_beside_the_log_residual_is_weighted_mean_energy():
     np.testing.assert_allclose(b, a + 30.0 * c, rtol=1e-9, atol=1e-12)
 
 
+def test_the_residual_power_mean_weighs_the_worst_states_more():
+  # residual_power p > 0: log of the p-th power mean of the squared
+  # residuals over p, (1/p) log mean(r2^p): the mean log at p -> 0, the
+  # log of the mean at p = 1.
+  grid = Grid((8, 8), 8.0)
+  model = build_model(dict(name="dense", hidden=(16,)), grid)
+  v0 = labelled(grid, 2)["potential"]
+  params = model.init(jax.random.key(0), v0)["params"]
+  apply = lambda p, v: model.apply({"params": p}, v)
+  key = jax.random.key(1)
+
+  def term(power):
+    run = resolved(grid, mode="label_free", energy_weight=1.0,
+                   unlabelled_objective="log_residual",
+                   unlabelled_batch_size=8, residual_power=power)
+    return float(losses.make_loss_fn(run, apply)(params, {}, key, 0)[0]), run
+  _, run = term(0.0)
+  v = run.stream(jax.random.split(key)[1])
+  r2 = np.asarray(residual(apply(params, v), v, grid))**2
+  assert np.ptp(np.log(r2)) > 1.0  # states that differ
+  assert term(0.0)[0] == pytest.approx(np.mean(np.log(r2)), rel=1e-12)
+  for power in (0.25, 1.0):
+    assert term(power)[0] == pytest.approx(
+        np.log(np.mean(r2**power)) / power, rel=1e-12)
+  assert term(1e-6)[0] == pytest.approx(term(0.0)[0], rel=1e-5)
+  assert term(0.0)[0] < term(0.25)[0] < term(1.0)[0]
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(mode="unsupervised"), "known: supervised, semi_supervised"),
     (dict(supervised="l1"), "known: infidelity, mse"),
@@ -170,6 +198,11 @@ def test_the_energy_term_beside_the_log_residual_is_weighted_mean_energy():
      "unlabelled_energy_weight must be >= 0"),
     (dict(mode="label_free", energy_weight=1.0, unlabelled_energy_weight=1.0),
      "unlabelled_energy_weight adds the mean energy to the log residual"),
+    (dict(mode="label_free", energy_weight=1.0,
+          unlabelled_objective="log_residual", residual_power=-0.5),
+     "residual_power must be >= 0"),
+    (dict(mode="label_free", energy_weight=1.0, residual_power=0.5),
+     "residual_power is the power mean of the log residual"),
 ])
 def test_bad_loss_configs(bad, message):
   with pytest.raises(ValueError, match=message):

@@ -319,6 +319,11 @@ def get_config() -> ml_collections.ConfigDict:
   # the log residual alone hardly sees which well the state sits in; 0: the
   # log residual alone.
   loss.unlabelled_energy_weight = 0.0
+  # With "log_residual": p >= 0; p > 0 takes (1/p) log mean(r2^p) over the
+  # streamed states instead of mean(log r2) (r2 the squared residuals),
+  # which weighs each state's gradient by r2^p: the worst states count
+  # more. 0: the mean log.
+  loss.residual_power = 0.0
   # Apply a random exact grid symmetry (rotation or reflection) to each
   # labelled batch.
   loss.augment = True

@@ -79,6 +79,8 @@ class LossConfig:
   unlabelled_objective: str = "energy"
   # (a default: config.json files written before the field mean 0)
   unlabelled_energy_weight: float = 0.0
+  # (a default: config.json files written before the field mean 0)
+  residual_power: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +229,14 @@ def _check_loss(loss: LossConfig) -> None:
     raise ValueError(
         "loss.unlabelled_energy_weight must be >= 0 (1/Ha), got "
         f"{loss.unlabelled_energy_weight!r}.")
+  if not loss.residual_power >= 0:  # (NaN too)
+    raise ValueError(
+        f"loss.residual_power must be >= 0, got {loss.residual_power!r}.")
+  if loss.residual_power and loss.unlabelled_objective != "log_residual":
+    raise ValueError(
+        "loss.residual_power is the power mean of the log residual "
+        "objective; with loss.unlabelled_objective="
+        f"{loss.unlabelled_objective!r} set it to 0.")
   if loss.unlabelled_energy_weight and (
       loss.unlabelled_objective != "log_residual"):
     raise ValueError(

@@ -30,7 +30,11 @@ state, such as the ``"sweeps"`` gate). ``loss.unlabelled_energy_weight``
 state that mixes a near-degenerate doublet (split by ``delta``) is about
 ``sqrt(dE delta)``, below the fine-scale residual of every other error, so
 the log residual alone barely sees which well a tunnelling state sits in;
-the energy sees it at full weight.
+the energy sees it at full weight. ``loss.residual_power`` (``p > 0``)
+replaces the mean log by ``(1/p) log mean(r^(2p))``, the log of a power
+mean: each state's gradient is weighted by ``r^(2p)``, so the worst
+states weigh more (``p -> 0``: the mean log; ``p = 1``: the log of the
+mean).
 
 The energy weight follows ``config.loss.schedule``: ``"constant"``, or
 ``"anneal"``: a smooth ramp from 0 to ``energy_weight`` over
@@ -169,8 +173,14 @@ def make_loss_fn(run: Run, apply_fn: ApplyFn, batch_sharding=None,
       if loss_cfg.unlabelled_objective == "log_residual":
         r2 = residual_norm(psi_free, v_free.astype(psi_free.dtype), grid,
                            e_free)**2
-        term = jnp.mean(jnp.log(jnp.maximum(
-            r2, jnp.finfo(r2.dtype).tiny)))
+        log_r2 = jnp.log(jnp.maximum(r2, jnp.finfo(r2.dtype).tiny))
+        power = loss_cfg.residual_power
+        if power:
+          # (1/p) log mean(r2^p): each state's gradient weighs r2^p.
+          term = (jax.nn.logsumexp(power * log_r2)
+                  - math.log(log_r2.size)) / power
+        else:
+          term = jnp.mean(log_r2)
         metrics["log_residual"] = term
         if loss_cfg.unlabelled_energy_weight:
           term = term + loss_cfg.unlabelled_energy_weight * jnp.mean(e_free)
