@@ -95,13 +95,18 @@ def test_loss_modes():
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
-def test_the_log_residual_objective_is_each_states_log_squared_residual():
+def small_dense():
+  """An 8x8 grid, a small dense model's parameters and apply, a key."""
   grid = Grid((8, 8), 8.0)
   model = build_model(dict(name="dense", hidden=(16,)), grid)
   v0 = labelled(grid, 2)["potential"]
   params = model.init(jax.random.key(0), v0)["params"]
-  apply = lambda p, v: model.apply({"params": p}, v)
-  key = jax.random.key(1)
+  return grid, params, lambda p, v: model.apply({"params": p}, v), (
+      jax.random.key(1))
+
+
+def test_the_log_residual_objective_is_each_states_log_squared_residual():
+  grid, params, apply, key = small_dense()
   run = resolved(grid, mode="label_free", energy_weight=2.0,
                  unlabelled_objective="log_residual")
   loss, metrics = losses.make_loss_fn(run, apply)(params, {}, key, 0)
@@ -123,12 +128,7 @@ def test_the_log_residual_objective_is_each_states_log_squared_residual():
 
 
 def test_the_energy_term_beside_the_log_residual_is_weighted_mean_energy():
-  grid = Grid((8, 8), 8.0)
-  model = build_model(dict(name="dense", hidden=(16,)), grid)
-  v0 = labelled(grid, 2)["potential"]
-  params = model.init(jax.random.key(0), v0)["params"]
-  apply = lambda p, v: model.apply({"params": p}, v)
-  key = jax.random.key(1)
+  grid, params, apply, key = small_dense()
   run = resolved(grid, mode="label_free", energy_weight=2.0,
                  unlabelled_objective="log_residual",
                  unlabelled_energy_weight=30.0)
@@ -161,12 +161,7 @@ def test_the_residual_power_mean_weighs_the_worst_states_more():
   # residual_power p > 0: log of the p-th power mean of the squared
   # residuals over p, (1/p) log mean(r2^p): the mean log at p -> 0, the
   # log of the mean at p = 1.
-  grid = Grid((8, 8), 8.0)
-  model = build_model(dict(name="dense", hidden=(16,)), grid)
-  v0 = labelled(grid, 2)["potential"]
-  params = model.init(jax.random.key(0), v0)["params"]
-  apply = lambda p, v: model.apply({"params": p}, v)
-  key = jax.random.key(1)
+  grid, params, apply, key = small_dense()
 
   def term(power):
     run = resolved(grid, mode="label_free", energy_weight=1.0,
