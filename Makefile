@@ -279,15 +279,9 @@ results-baseline: demo
 	  --model=runs/ritz8 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/ritz8
 	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/start1 \
-	  $(LEARNED_CASCADE) --config.model.gate=start_net \
-	  --config.model.gate_hidden="(128,)" \
-	  --config.model.envelope_start_iters="(1, 0)" \
-	  --config.model.envelope_sweeps="(0, 4, 8)"
+	  $(START1) --config.model.gate_hidden="(128,)"
 	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/start1w \
-	  $(LEARNED_CASCADE) --config.model.gate=start_net \
-	  --config.model.gate_hidden="(256,)" \
-	  --config.model.envelope_start_iters="(1, 0)" \
-	  --config.model.envelope_sweeps="(0, 4, 8)"
+	  $(START1) --config.model.gate_hidden="(256,)"
 	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/ritz1 \
 	  $(LEARNED_CASCADE) --config.model.gate=ritz_net \
 	  --config.model.gate_hidden="(128,)" \

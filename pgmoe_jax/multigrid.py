@@ -29,21 +29,25 @@ def interpolation_matrix(n_fine: int, n_coarse: int, length: float,
   return out
 
 
-def block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
-  """Averages ``(b, *grid.shape)`` over blocks down to ``(b, *coarse)``."""
+def _blocks(x: jax.Array, grid: Grid, coarse) -> tuple[jax.Array, tuple]:
+  """``x (b, *grid.shape)`` as ``(b, c1, n1/c1, ..)`` and the in-block
+  axes."""
   shape = [x.shape[0]]
   for n, c in zip(grid.shape, coarse):
     shape += [c, n // c]
-  x = x.reshape(shape)
-  return x.mean(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
+  return x.reshape(shape), tuple(range(2, 2 + 2 * grid.ndim, 2))
+
+
+def block_mean(x: jax.Array, grid: Grid, coarse) -> jax.Array:
+  """Averages ``(b, *grid.shape)`` over blocks down to ``(b, *coarse)``."""
+  blocks, axes = _blocks(x, grid, coarse)
+  return blocks.mean(axis=axes)
 
 
 def block_min(x: jax.Array, grid: Grid, coarse) -> jax.Array:
   """Minima of ``(b, *grid.shape)`` over blocks, ``(b, *coarse)``."""
-  shape = [x.shape[0]]
-  for n, c in zip(grid.shape, coarse):
-    shape += [c, n // c]
-  return x.reshape(shape).min(axis=tuple(range(2, 2 + 2 * grid.ndim, 2)))
+  blocks, axes = _blocks(x, grid, coarse)
+  return blocks.min(axis=axes)
 
 
 def interpolate(x: jax.Array, grid: Grid) -> jax.Array:
