@@ -150,3 +150,35 @@ def test_the_ritz_net_gate_needs_iterations_on_the_coarsest_level(fields):
   with pytest.raises(ValueError, match="ritz_net.*iterations per level"):
     build_model(dict(name="pgmoe", tiles=4, coarse=None, gate="ritz_net",
                      **fields), Grid((16, 16), 20.0))
+
+
+def test_the_start_ritz_net_gate_has_both_networks_on_the_coarsest_level():
+  # The start network starts the coarsest level's iterations and the
+  # direction network steers them: with the start network's last layer
+  # at zero (its initialisation) the gate is the ritz_net cascade from
+  # K's lowest mode; with it moved, the start moves the output.
+  grid = Grid((16, 16), 20.0)
+  v = potentials.sample("gaussian_wells", jax.random.key(6), grid, 3,
+                        dtype=jnp.float64)
+  fields = dict(
+      name="pgmoe", tiles=4, coarse=None, envelope_iters=0,
+      envelope_solver="fixed", envelope_start=8, envelope_start_iters=(2,),
+      envelope_sweeps=(0, 3), gate="start_ritz_net", gate_hidden=(16,),
+      experts="none")
+  model = build_model(fields, grid)
+  params = jax.jit(model.init)(jax.random.key(0), v)["params"]
+  assert set(params) == {"gate", "gate_start", "gate_direction"}
+  assert params["gate_start"]["Dense_0"]["kernel"].shape == (64, 16)
+  assert params["gate_direction"]["Dense_0"]["kernel"].shape == (128, 16)
+  ritz = build_model(dict(fields, gate="ritz_net"), grid)
+  ritz_params = {k: params[k] for k in ("gate", "gate_direction")}
+  out = jax.jit(model.apply)({"params": params}, v)
+  np.testing.assert_allclose(
+      out, jax.jit(ritz.apply)({"params": ritz_params}, v), rtol=0, atol=1e-9)
+  moved = dict(params, gate_start=jax.tree.map(
+      lambda x: x + 0.3 * jnp.cos(jnp.arange(x.size).reshape(x.shape)),
+      params["gate_start"]))
+  assert np.max(np.abs(jax.jit(model.apply)({"params": moved}, v) - out)) > 1e-4
+  minima = build_model(dict(fields, gate_start_minima=True), grid)
+  assert jax.jit(minima.init)(jax.random.key(0), v)["params"]["gate_start"][
+      "Dense_0"]["kernel"].shape == (128, 16)

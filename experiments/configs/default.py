@@ -189,7 +189,10 @@ def get_config() -> ml_collections.ConfigDict:
   # gate_hidden that starts the cascade's coarsest level; needs
   # envelope_start), or "ritz_net" (as "sweeps", plus a network of
   # gate_hidden whose output is an extra Rayleigh-Ritz direction in every
-  # iteration of the cascade's coarsest level; needs iterations there).
+  # iteration of the cascade's coarsest level; needs iterations there), or
+  # "start_ritz_net" (both networks, each of gate_hidden: the start
+  # network's state begins the coarsest level's iterations and the
+  # direction network's joins each of their Rayleigh-Ritz steps).
   # "envelope" is the default: as accurate as "both" on test_interp and far
   # better out of distribution, where a learned global gate memorises the
   # training family (WORKSPACE.md, "Models and training, in short").
@@ -245,11 +248,12 @@ def get_config() -> ml_collections.ConfigDict:
   # None: no sweeps (needs a start grid otherwise). A typed None, so
   # --config.model.envelope_sweeps="(0, 4, 8)" works.
   model.envelope_sweeps = ml_collections.config_dict.placeholder(tuple)
-  # Hidden layer widths of the gate network (gate "mlp" or "both").
+  # Hidden layer widths of the gate network (gate "mlp" or "both"; of each
+  # network of "start_net", "ritz_net" and "start_ritz_net").
   model.gate_hidden = (64,)
-  # gate "start_net" only: the start network also sees the minima of the
-  # gate's potential over the coarsest level's blocks (beside their means,
-  # which hide a narrow deep well).
+  # gates "start_net" and "start_ritz_net" only: the start network also
+  # sees the minima of the gate's potential over the coarsest level's
+  # blocks (beside their means, which hide a narrow deep well).
   model.gate_start_minima = False
   # Potentials are divided by this (Hartree) before entering the networks.
   model.potential_scale = 10.0

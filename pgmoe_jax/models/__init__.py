@@ -152,6 +152,10 @@ GATES: dict[str, Callable[..., Any]] = {
     "ritz_net": lambda config, grid, envelope: LearnedCascadeGate(
         envelope, None, config.potential_scale, config.input_clip,
         direction_hidden=tuple(config.gate_hidden)),
+    "start_ritz_net": lambda config, grid, envelope: LearnedCascadeGate(
+        envelope, tuple(config.gate_hidden), config.potential_scale,
+        config.input_clip, direction_hidden=tuple(config.gate_hidden),
+        start_minima=bool(config.gate_start_minima)),
 }
 
 
@@ -191,10 +195,12 @@ def build_pgmoe(config: PGMoEConfig, grid: Grid) -> PGMoE:
   if config.experts not in EXPERTS:
     raise ValueError(f"Unknown experts {config.experts!r}; known experts: "
                      f"{', '.join(EXPERTS)}.")
-  if config.gate_start_minima and config.gate != "start_net":
+  if config.gate_start_minima and config.gate not in ("start_net",
+                                                      "start_ritz_net"):
     raise ValueError(
         "gate_start_minima feeds block minima to the start network of "
-        f"gate='start_net'; gate={config.gate!r} has none (set "
+        "gate='start_net' or 'start_ritz_net'; "
+        f"gate={config.gate!r} has none (set "
         "gate_start_minima=False).")
   tiles = tiling.Tiling(grid, config.tiles, config.halo)
   envelope = make_envelope(config, grid)

@@ -103,20 +103,22 @@ class LearnedCascadeGate(nn.Module):
     if self.start_hidden is not None and (
         self.base.start is None or self.base.exact_coarsest):
       raise ValueError(
-          "gate='start_net' starts the coarsest cascade level's iterations "
+          "gate='start_net' (or 'start_ritz_net') starts the coarsest "
+          "cascade level's iterations "
           "from a network's state: it needs a start grid (envelope_start) "
           "whose coarsest level is iterated, not solved exactly "
           "(envelope_start_exact=False).")
     if self.start_minima and self.start_hidden is None:
       raise ValueError(
           "gate_start_minima feeds block minima to the start network, "
-          "which only gate='start_net' has.")
+          "which only gate='start_net' and 'start_ritz_net' have.")
     if self.direction_hidden is not None:
       _, iters = self.base.cascade_levels()
       if self.base.solver != "fixed" or self.base.exact_coarsest or not (
           iters[0]):
         raise ValueError(
-            "gate='ritz_net' adds a network's direction to the coarsest "
+            "gate='ritz_net' (or 'start_ritz_net') adds a network's "
+            "direction to the coarsest "
             "cascade level's iterations: it needs envelope_solver='fixed' "
             "and iterations there (not an exact eigh, not 0 iterations); "
             f"the cascade's iterations per level are {iters}.")
