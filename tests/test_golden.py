@@ -10,10 +10,14 @@ by up to 8e-5 and the energies by up to 2e-5 Ha, so elsewhere the bound is
 warns), predicting the batch whole, as ``make_golden`` does (float32
 outputs of a potential predicted alone differ from those within the batch
 by up to ~3e-5 here, but not between processes). The mutation tests show
-that the comparison fails for a model with its experts zeroed, its gate's
-iterations removed (or cut to 1), or other weights.
+that the comparison fails for a model with its experts zeroed (for a
+learned cascade without experts: its networks zeroed), its gate's
+iterations removed (or cut to 1; for a learned cascade, which runs one,
+its sweeps moved between levels), or other weights.
 """
 
+import json
+import os
 import warnings
 
 import jax
@@ -26,6 +30,7 @@ from pgmoe_jax import inference
 from pgmoe_jax import models
 from pgmoe_jax import pretrained
 from pgmoe_jax.models import gates
+from pgmoe_jax.models import learned_cascade
 
 make_golden = import_script("make_golden")
 
@@ -35,9 +40,10 @@ FAR = 1e-3
 assert FAR > 3 * make_golden.CROSS_MACHINE_ATOL["states"]
 SHIPPED = pretrained.available()
 # Whose checkpoint stands in for a model's own (every leaf of the same
-# shape is taken from it).
+# shape is taken from it); None: no shipped model shares its shapes, its
+# own weights are shuffled instead.
 OTHER = {"universal_32": "universal_64", "universal_64": "universal_32",
-         "gaussian3d_32": "universal_32"}
+         "gaussian3d_32": "universal_32", "learned_cascade_64": None}
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +102,15 @@ def test_shipped_model_matches_golden(name, shipped):
 
 
 def _experts_zeroed(name, model, monkeypatch):
+  # A learned cascade has no experts: its networks (the start network's
+  # and the Ritz direction network's weights) are zeroed instead, which
+  # leaves the cascade with its learned sweep steps.
   del name, monkeypatch
   params = dict(model.params)
-  params["expert"] = jax.tree.map(jnp.zeros_like, params["expert"])
+  zeroed = [k for k in params if k == "expert" or k.startswith("gate_")]
+  assert zeroed, sorted(params)
+  for key in zeroed:
+    params[key] = jax.tree.map(jnp.zeros_like, params[key])
   return params, model.model
 
 
@@ -106,14 +118,17 @@ def _gate_iterations_0(name, model, monkeypatch):
   # The config cannot ask for this: 0 iterations on the gate's only or
   # coarsest level is refused (envelope_solver="eigh" and
   # envelope_start_exact are the exact solves). The gate's kernel with no
-  # iteration on any level returns the kinetic operator's lowest mode,
-  # whatever V is.
+  # iteration on any level returns the kinetic operator's lowest mode
+  # (a learned cascade: its start network's state), whatever V is.
   del name
   cascade = gates.cascade_unchecked
-  monkeypatch.setattr(
-      gates, "cascade_unchecked",
-      lambda v, grids, iters, exact_coarsest=False, sweeps=None: cascade(
-          v, grids, (0,) * len(iters), exact_coarsest=False))
+
+  def no_iterations(v, grids, iters, exact_coarsest=False, **kwargs):
+    del exact_coarsest
+    return cascade(v, grids, (0,) * len(iters), exact_coarsest=False,
+                   **kwargs)
+  for module in (gates, learned_cascade):
+    monkeypatch.setattr(module, "cascade_unchecked", no_iterations)
   return model.params, model.model
 
 
@@ -126,10 +141,24 @@ def _gate_iterations_1(name, model, monkeypatch):
   module = models.build_model(
       {**fields, "envelope_iters": 1, "envelope_start_iters": start},
       model.grid)
-  old, new = model.model.gate, module.gate
+  # (a learned cascade's gate keeps its cascade as ``base``)
+  old, new = (getattr(m.gate, "base", m.gate) for m in (model.model, module))
   assert (old.envelope_iters, old.start_levels) != (new.envelope_iters,
                                                     new.start_levels)
   return model.params, module
+
+
+def _sweeps_moved(name, model, monkeypatch):
+  # A learned cascade already runs one iteration on its coarsest level and
+  # none above, so no iteration can be cut: its sweeps move between its
+  # levels instead (the same learned steps, in another order of levels).
+  del name, monkeypatch
+  fields = dict(model.config.model)
+  sweeps = tuple(fields["envelope_sweeps"])
+  moved = sweeps[:1] + sweeps[1:][::-1]
+  assert moved != sweeps and sum(moved) == sum(sweeps)
+  return model.params, models.build_model(
+      {**fields, "envelope_sweeps": moved}, model.grid)
 
 
 def _reinitialised(name, model, monkeypatch):
@@ -141,6 +170,12 @@ def _reinitialised(name, model, monkeypatch):
 
 def _other_checkpoint(name, model, monkeypatch):
   del monkeypatch
+  if OTHER[name] is None:
+    # Every leaf's entries in a fixed random order.
+    rng = np.random.default_rng(0)
+    return jax.tree.map(
+        lambda x: jnp.asarray(rng.permutation(np.asarray(x).ravel())
+                              .reshape(x.shape)), model.params), model.model
   other = pretrained.load_pretrained(OTHER[name]).params
   own = jax.tree_util.tree_flatten_with_path(model.params)[0]
   theirs = dict(jax.tree_util.tree_flatten_with_path(other)[0])
@@ -154,8 +189,19 @@ def _other_checkpoint(name, model, monkeypatch):
 MUTATIONS = {"experts_zeroed": _experts_zeroed,
              "gate_iterations_0": _gate_iterations_0,
              "gate_iterations_1": _gate_iterations_1,
+             "sweeps_moved": _sweeps_moved,
              "reinitialised": _reinitialised,
              "other_checkpoint": _other_checkpoint}
+
+
+def mutations_of(name: str) -> list[str]:
+  """The mutations that break ``name``: a PG-MoE's iterations are cut to 1;
+  a learned cascade (no experts) has its sweeps moved instead."""
+  with open(os.path.join(pretrained.workdir(name), "config.json"),
+            encoding="utf-8") as f:
+    learned_cascade = json.load(f)["model"].get("experts") == "none"
+  left_out = "gate_iterations_1" if learned_cascade else "sweeps_moved"
+  return sorted(set(MUTATIONS) - {left_out})
 
 
 # Fast tier: every mutation of one model (universal_32); the other models'
@@ -163,7 +209,7 @@ MUTATIONS = {"experts_zeroed": _experts_zeroed,
 @pytest.mark.parametrize("name, mutation", [
     pytest.param(name, mutation, id=f"{name}-{mutation}",
                  marks=() if name == "universal_32" else pytest.mark.slow)
-    for name in SHIPPED for mutation in sorted(MUTATIONS)])
+    for name in SHIPPED for mutation in mutations_of(name)])
 def test_golden_check_catches_a_broken_model(name, mutation, shipped,
                                              monkeypatch):
   model, golden, v = shipped[name]
