@@ -321,6 +321,27 @@ results-baseline: demo
 	$(BENCH) --what=front --model=runs/start1e200 --model=runs/start1p5e200 \
 	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/residual_power
+	$(TRAIN) --config=experiments/configs/universal.py \
+	  --workdir=runs/start1p5e200rs3 $(START1) \
+	  --config.model.gate_hidden="(128,)" \
+	  --config.loss.unlabelled_energy_weight=200 \
+	  --config.loss.residual_power=0.5 \
+	  --config.data.mixture.components.random_smooth.weight=3.0
+	$(TRAIN) --config=experiments/configs/universal.py \
+	  --workdir=runs/startritz1p5e200 $(LEARNED_CASCADE) \
+	  --config.model.gate=start_ritz_net \
+	  --config.model.envelope_start_iters="(1, 0)" \
+	  --config.model.envelope_sweeps="(0, 4, 8)" \
+	  --config.model.gate_hidden="(128,)" \
+	  --config.loss.unlabelled_energy_weight=200 \
+	  --config.loss.residual_power=0.5
+	$(BENCH) --what=front --model=runs/start1p5e200 \
+	  --model=runs/start1p5e200rs3 --model=runs/startritz1p5e200 \
+	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
+	  --front_out=results/front/random_tail
+	$(BENCH) --what=front --model=learned_cascade_64 \
+	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
+	  --front_out=results/front/learned_cascade_64
 	$(BENCH) --what=front --model=universal_32 \
 	  --data=$(call universal_splits,data/front32) \
 	  --front_out=results/front/universal_32
