@@ -342,6 +342,18 @@ results-baseline: demo
 	$(BENCH) --what=front --model=learned_cascade_64 \
 	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/learned_cascade_64
+	$(TRAIN) --config=experiments/configs/universal.py \
+	  --workdir=runs/startritz64p5e200 $(LEARNED_CASCADE) \
+	  --config.model.gate=start_ritz_net \
+	  --config.model.envelope_start_iters="(1, 0)" \
+	  --config.model.envelope_sweeps="(0, 4, 8)" \
+	  --config.model.gate_hidden="(64,)" \
+	  --config.loss.unlabelled_energy_weight=200 \
+	  --config.loss.residual_power=0.5
+	$(BENCH) --what=front --model=learned_cascade_64 \
+	  --model=runs/startritz64p5e200 \
+	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
+	  --front_out=results/front/start_ritz64
 	$(BENCH) --what=front --model=universal_32 \
 	  --data=$(call universal_splits,data/front32) \
 	  --front_out=results/front/universal_32
