@@ -229,8 +229,9 @@ results-universal: .make-install.stamp
 
 # Section 8's labelled splits hold 256 potentials per family: their own
 # folders, since section 7's hold 200 under the same seeds.
-# The learned cascades of RESULTS.md section 8 (gate "sweeps", "start_net"
-# and "ritz_net", no experts; 30,000 label-free steps each).
+# The learned cascades of RESULTS.md section 8 (gate "sweeps", "start_net",
+# "ritz_net" and "start_ritz_net", no experts; 30,000 label-free steps
+# each).
 LEARNED_CASCADE := --config.grid.shape=64,64 \
 	--config.data.val=data/front64/val_mixture --config.model.experts=none \
 	--config.model.envelope_iters=0 --config.model.envelope_start=32 \
@@ -241,9 +242,16 @@ LEARNED_CASCADE := --config.grid.shape=64,64 \
 
 # The learned start of RESULTS section 8 (one 16x16 iteration; the
 # start network's widths given where it is used).
-START1 = $(LEARNED_CASCADE) --config.model.gate=start_net \
-	  --config.model.envelope_start_iters="(1, 0)" \
+ONE_ITERATION = --config.model.envelope_start_iters="(1, 0)" \
 	  --config.model.envelope_sweeps="(0, 4, 8)"
+START1 = $(LEARNED_CASCADE) --config.model.gate=start_net $(ONE_ITERATION)
+# Both networks (start and Ritz direction) on that one iteration.
+START_RITZ1 = $(LEARNED_CASCADE) --config.model.gate=start_ritz_net \
+	  $(ONE_ITERATION)
+# The objective of the shipped learned cascade: the residual's power mean
+# and the energy term.
+P5E200 = --config.loss.unlabelled_energy_weight=200 \
+	  --config.loss.residual_power=0.5
 
 results-baseline: demo
 	mkdir -p results
@@ -315,26 +323,17 @@ results-baseline: demo
 	  --front_out=results/front/energy_term
 	$(TRAIN) --config=experiments/configs/universal.py \
 	  --workdir=runs/start1p5e200 $(START1) \
-	  --config.model.gate_hidden="(128,)" \
-	  --config.loss.unlabelled_energy_weight=200 \
-	  --config.loss.residual_power=0.5
+	  --config.model.gate_hidden="(128,)" $(P5E200)
 	$(BENCH) --what=front --model=runs/start1e200 --model=runs/start1p5e200 \
 	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/residual_power
 	$(TRAIN) --config=experiments/configs/universal.py \
 	  --workdir=runs/start1p5e200rs3 $(START1) \
-	  --config.model.gate_hidden="(128,)" \
-	  --config.loss.unlabelled_energy_weight=200 \
-	  --config.loss.residual_power=0.5 \
+	  --config.model.gate_hidden="(128,)" $(P5E200) \
 	  --config.data.mixture.components.random_smooth.weight=3.0
 	$(TRAIN) --config=experiments/configs/universal.py \
-	  --workdir=runs/startritz1p5e200 $(LEARNED_CASCADE) \
-	  --config.model.gate=start_ritz_net \
-	  --config.model.envelope_start_iters="(1, 0)" \
-	  --config.model.envelope_sweeps="(0, 4, 8)" \
-	  --config.model.gate_hidden="(128,)" \
-	  --config.loss.unlabelled_energy_weight=200 \
-	  --config.loss.residual_power=0.5
+	  --workdir=runs/startritz1p5e200 $(START_RITZ1) \
+	  --config.model.gate_hidden="(128,)" $(P5E200)
 	$(BENCH) --what=front --model=runs/start1p5e200 \
 	  --model=runs/start1p5e200rs3 --model=runs/startritz1p5e200 \
 	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
@@ -343,13 +342,8 @@ results-baseline: demo
 	  --front_repeats=21 --data=$(call universal_splits,data/front64) \
 	  --front_out=results/front/learned_cascade_64
 	$(TRAIN) --config=experiments/configs/universal.py \
-	  --workdir=runs/startritz64p5e200 $(LEARNED_CASCADE) \
-	  --config.model.gate=start_ritz_net \
-	  --config.model.envelope_start_iters="(1, 0)" \
-	  --config.model.envelope_sweeps="(0, 4, 8)" \
-	  --config.model.gate_hidden="(64,)" \
-	  --config.loss.unlabelled_energy_weight=200 \
-	  --config.loss.residual_power=0.5
+	  --workdir=runs/startritz64p5e200 $(START_RITZ1) \
+	  --config.model.gate_hidden="(64,)" $(P5E200)
 	$(BENCH) --what=front --model=learned_cascade_64 \
 	  --model=runs/startritz64p5e200 \
 	  --front_repeats=21 --data=$(call universal_splits,data/front64) \

@@ -97,12 +97,12 @@ def test_shipped_models_predict_ground_states(name, shape, method):
   if model.model.experts is None:
     # A learned cascade: its trained parts move every state away from the
     # parameter-free cascade of the same shape (its initialisation).
-    gate = np.asarray(inference.Predictor(
+    untrained = np.asarray(inference.Predictor(
         model.config, model.grid, model.model,
         jax.jit(model.model.init)(jax.random.key(0), v[:1])["params"],
         model.step).predict(v), np.float64)
-    change = (np.abs(psi - gate).reshape(len(v), -1).max(1)
-              / gate.reshape(len(v), -1).max(1))
+    change = (np.abs(psi - untrained).reshape(len(v), -1).max(1)
+              / untrained.reshape(len(v), -1).max(1))
     assert (change > 1e-4).all(), change
     return
   # The experts correct every state (by 0.1-8% of its peak): zeroed

@@ -158,6 +158,9 @@ GATES: dict[str, Callable[..., Any]] = {
         start_minima=bool(config.gate_start_minima)),
 }
 
+# The gates with a start network (where gate_start_minima applies).
+START_NET_GATES = ("start_net", "start_ritz_net")
+
 
 def make_mlp_experts(config: PGMoEConfig, tiles: tiling.Tiling):
   """MLP experts: one shared with a tile embedding, or one per tile."""
@@ -195,13 +198,11 @@ def build_pgmoe(config: PGMoEConfig, grid: Grid) -> PGMoE:
   if config.experts not in EXPERTS:
     raise ValueError(f"Unknown experts {config.experts!r}; known experts: "
                      f"{', '.join(EXPERTS)}.")
-  if config.gate_start_minima and config.gate not in ("start_net",
-                                                      "start_ritz_net"):
+  if config.gate_start_minima and config.gate not in START_NET_GATES:
     raise ValueError(
         "gate_start_minima feeds block minima to the start network of "
-        "gate='start_net' or 'start_ritz_net'; "
-        f"gate={config.gate!r} has none (set "
-        "gate_start_minima=False).")
+        f"gate={' or '.join(map(repr, START_NET_GATES))}; "
+        f"gate={config.gate!r} has none (set gate_start_minima=False).")
   tiles = tiling.Tiling(grid, config.tiles, config.halo)
   envelope = make_envelope(config, grid)
   return PGMoE(gate=GATES[config.gate](config, grid, envelope),

@@ -104,10 +104,9 @@ class LearnedCascadeGate(nn.Module):
         self.base.start is None or self.base.exact_coarsest):
       raise ValueError(
           "gate='start_net' (or 'start_ritz_net') starts the coarsest "
-          "cascade level's iterations "
-          "from a network's state: it needs a start grid (envelope_start) "
-          "whose coarsest level is iterated, not solved exactly "
-          "(envelope_start_exact=False).")
+          "cascade level's iterations from a network's state: it needs a "
+          "start grid (envelope_start) whose coarsest level is iterated, "
+          "not solved exactly (envelope_start_exact=False).")
     if self.start_minima and self.start_hidden is None:
       raise ValueError(
           "gate_start_minima feeds block minima to the start network, "
@@ -118,8 +117,8 @@ class LearnedCascadeGate(nn.Module):
           iters[0]):
         raise ValueError(
             "gate='ritz_net' (or 'start_ritz_net') adds a network's "
-            "direction to the coarsest "
-            "cascade level's iterations: it needs envelope_solver='fixed' "
+            "direction to the coarsest cascade level's iterations: it "
+            "needs envelope_solver='fixed' "
             "and iterations there (not an exact eigh, not 0 iterations); "
             f"the cascade's iterations per level are {iters}.")
 
