@@ -120,14 +120,17 @@ def test_dense_takes_only_dense_fields():
   assert set(config.model) == {"name", "hidden", "potential_scale"}
 
 
-def test_the_untrained_quick_start_is_the_fastest_front_setting():
+@pytest.mark.parametrize("name, setting", [
+    ("quickstart", ((1, 0, 0), (0, 4, 8))),
+    ("learned_cascade3d", ((1, 1, 0), (0, 4, 8)))])
+def test_an_untrained_learned_cascade_is_a_front_setting(name, setting):
   # make demo's model is the cascade (1,0,0) with sweeps (0,4,8) of the
-  # front benchmark's grid with two parts learned; untrained (the start
-  # network's last layer zero, the sweep steps Chebyshev's) it is that
-  # setting, so its trained speed-up is against a setting it started as.
-  run = config_lib.resolve(load("quickstart"))
+  # front benchmark's grid with two parts learned (the 3-D one (1,1,0));
+  # untrained (the start network's last layer zero, the sweep steps
+  # Chebyshev's) it is that setting, so its trained speed-up is against a
+  # setting it started as.
+  run = config_lib.resolve(load(name))
   grid, model = run.grid, run.model
-  setting = ((1, 0, 0), (0, 4, 8))
   assert setting in {(tuple(s.iters), tuple(s.sweeps or ()))
                      for s in cascade_settings(grid)}
   v = potentials.sample("gaussian_wells", jax.random.key(3), grid, 4,

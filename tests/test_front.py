@@ -75,6 +75,13 @@ def test_grid_spans_the_coarse_iterations_before_sweeps():
   # 2-D grid holds (k, 0, 0) with those sweeps for every k from 1 to 4.
   swept = {s.iters for s in front.SETTINGS[2] if s.sweeps == (0, 4, 8)}
   assert {(k, 0, 0) for k in range(1, 5)} <= swept
+  # At 32^3 the same from 8^3, with one 16^3 iteration after one or two
+  # at 8^3 (the learned 3-D cascade's shape is (1, 1, 0)), and from 16^3
+  # alone before the sweeps (0, 8).
+  swept = {s.iters for s in front.SETTINGS[3] if s.sweeps == (0, 4, 8)}
+  assert {(k, 0, 0) for k in range(1, 5)} | {(1, 1, 0), (2, 1, 0)} <= swept
+  swept = {s.iters for s in front.SETTINGS[3] if s.sweeps == (0, 8)}
+  assert {(k, 0) for k in (1, 2, 3, 6)} <= swept
 
 
 class CascadeModel:

@@ -75,8 +75,17 @@ SETTINGS = {
         (4,), (6,), (6, 1), (6, 2), (6, 3), (4, 2, 1), (4, 2, 2))) + (
             Setting((6, 0), (0, 4)), Setting((6, 0), (0, 8)),
             Setting((6, 0), (0, 16)), Setting((6, 1), (0, 8)),
+            # From 1 to 3 iterations at 16^3 before the sweeps (0, 8).
+            Setting((1, 0), (0, 8)), Setting((2, 0), (0, 8)),
+            Setting((3, 0), (0, 8)),
             Setting((4, 2, 0), (0, 2, 4)), Setting((4, 2, 0), (0, 4, 8)),
-            Setting((4, 2, 0), (0, 4, 16)), Setting((4, 2, 1), (0, 4, 8))),
+            Setting((4, 2, 0), (0, 4, 16)), Setting((4, 2, 1), (0, 4, 8)),
+            # From 1 to 4 iterations at 8^3 before the sweeps (0, 4, 8),
+            # and one at 16^3 after one or two there (which finds the
+            # right well far more often for a few percent of the time).
+            Setting((1, 0, 0), (0, 4, 8)), Setting((2, 0, 0), (0, 4, 8)),
+            Setting((3, 0, 0), (0, 4, 8)), Setting((4, 0, 0), (0, 4, 8)),
+            Setting((1, 1, 0), (0, 4, 8)), Setting((2, 1, 0), (0, 4, 8))),
 }
 
 # Energy errors below this (mHa) are taken as this on the log scale: a
