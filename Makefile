@@ -258,6 +258,7 @@ results-baseline: demo
 	$(GEN) --universal_splits --grid=64 --num_eval=256 --out=data/front64
 	$(GEN) --universal_splits --grid=32 --num_eval=256 --out=data/front32
 	$(GEN) $(GW) --ndim=3 --grid=32 --num=200 --seed=1 --out=data/gw3d32/test
+	$(GEN) $(GW) --ndim=3 --grid=32 --num=100 --seed=2 --out=data/gw3d32/val
 	$(TRAIN) --config=experiments/configs/universal.py --workdir=runs/sweeps64 \
 	  $(LEARNED_CASCADE) --config.model.gate=sweeps \
 	  --config.model.envelope_start_iters="(4, 0)" \
@@ -351,8 +352,12 @@ results-baseline: demo
 	$(BENCH) --what=front --model=universal_32 \
 	  --data=$(call universal_splits,data/front32) \
 	  --front_out=results/front/universal_32
-	$(BENCH) --what=front --model=gaussian3d_32 --data=data/gw3d32/test \
-	  --front_batch=64 --front_out=results/front/gaussian3d_32
+	$(TRAIN) --config=experiments/configs/learned_cascade3d.py \
+	  --workdir=runs/learned_cascade3d_32
+	$(BENCH) --what=front --model=gaussian3d_32 \
+	  --model=runs/learned_cascade3d_32 --data=data/gw3d32/test \
+	  --front_batch=64 --front_repeats=21 \
+	  --front_out=results/front/gaussian3d_32
 	$(PY) -m experiments.train \
 	  --config=experiments/configs/quickstart_pgmoe.py \
 	  --workdir=runs/quickstart_pgmoe

@@ -37,9 +37,11 @@ bound) on an AVX-512 CPU, by up to 7.8e-5 (universal_64) and 1.7e-5 Ha
 comparison is to :data:`ATOL` on the machine that wrote the files (the
 same :func:`machine`) and to :data:`CROSS_MACHINE_ATOL` elsewhere
 (:func:`tolerances`): about four times the largest state shift and six
-times the largest energy shift measured. The smallest deliberate break of
-a model that ``tests/test_golden.py`` tries moves the states by 1.6e-3 and
-the energies by 1.6e-4 Ha (gaussian3d_32 with its experts zeroed).
+times the largest energy shift measured. The deliberate breaks of a model
+that ``tests/test_golden.py`` tries move the states by 1.6e-3 and the
+energies by 1.6e-4 Ha at least (gaussian3d_32 with its experts zeroed),
+except two of learned_cascade3d_32, whose iterations converge on this
+well-conditioned batch from almost any start (its ``WEAK`` cases).
 ``--check`` compares here, writing nothing, and exits with status 1 on a
 difference above the tolerance. An existing file is replaced only with
 ``--overwrite``.

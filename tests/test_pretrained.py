@@ -18,11 +18,12 @@ from pgmoe_jax import pretrained
 from pgmoe_jax.training import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = ("gaussian3d_32", "learned_cascade_64", "universal_32",
-           "universal_64")
+SHIPPED = ("gaussian3d_32", "learned_cascade3d_32", "learned_cascade_64",
+           "universal_32", "universal_64")
 # The model cards' median energy errors on gaussian_wells (mHa).
 CARD_MEDIAN_MHA = {"universal_32": 0.753, "universal_64": 0.433,
-                   "gaussian3d_32": 1.14, "learned_cascade_64": 0.0683}
+                   "gaussian3d_32": 1.14, "learned_cascade_64": 0.0683,
+                   "learned_cascade3d_32": 0.0369}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,8 @@ def test_names_and_errors():
     # eigsh takes ~10 s a state at 32^3: the float64 LOBPCG labelled its data.
     # Fast tier: test_golden::test_shipped_model_matches_golden[gaussian3d_32].
     pytest.param("gaussian3d_32", (32, 32, 32), "lobpcg",
+                 marks=pytest.mark.slow),
+    pytest.param("learned_cascade3d_32", (32, 32, 32), "lobpcg",
                  marks=pytest.mark.slow)])
 def test_shipped_models_predict_ground_states(name, shape, method):
   import pgmoe_jax  # pylint: disable=g-import-not-at-top
