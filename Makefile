@@ -355,7 +355,7 @@ results-baseline: demo
 	$(TRAIN) --config=experiments/configs/learned_cascade3d.py \
 	  --workdir=runs/learned_cascade3d_32
 	$(BENCH) --what=front --model=gaussian3d_32 \
-	  --model=runs/learned_cascade3d_32 --data=data/gw3d32/test \
+	  --model=learned_cascade3d_32 --data=data/gw3d32/test \
 	  --front_batch=64 --front_repeats=21 \
 	  --front_out=results/front/gaussian3d_32
 	$(PY) -m experiments.train \

@@ -15,19 +15,25 @@ benchmark's setting ``(1,1,0)`` with sweeps ``(0,4,8)``.
 Trained label-free on streamed gaussian wells, 20,000 steps of 32, on the
 residual's power mean (p = 0.5) plus 200/Ha times the mean energy (the
 energy sees a state that mixes two wells, which the residual barely
-does); the best checkpoint by the median energy error on data/gw3d32/val:
+does); data/gw3d32/val is scored every 2,500 steps. The shipped
+``learned_cascade3d_32`` is the last checkpoint (``--which=latest``; its
+card says why), not the best by the validation median:
 
     python -m experiments.generate_data --family=gaussian_wells --ndim=3 \\
         --grid=32 --num=100 --seed=2 --solver=lobpcg --out=data/gw3d32/val
     python -m experiments.train \\
         --config=experiments/configs/learned_cascade3d.py \\
         --workdir=runs/learned_cascade3d_32
+    python -m experiments.export_pretrained \\
+        --workdir=runs/learned_cascade3d_32 --name=learned_cascade3d_32 \\
+        --card=MODEL_CARD.md --which=latest
 
-Against the cascade's front:
+The shipped model against the cascade's front (``--model`` of a workdir
+loads its best checkpoint by the validation median instead):
 
     python -m experiments.benchmark --what=front \\
-        --model=runs/learned_cascade3d_32 --data=data/gw3d32/test \\
-        --front_batch=64
+        --model=learned_cascade3d_32 --data=data/gw3d32/test \\
+        --front_batch=64 --front_repeats=21
 """
 
 import ml_collections
