@@ -100,7 +100,8 @@ def test_3d_grid_spans_the_16_cubed_iterations_after_one_at_8_cubed():
 def test_2d_grid_spans_the_16x16_iterations_after_8x8_ones():
   # The same at 64x64 from 8x8: one or two 8x8 iterations, then one or two
   # at 16x16, before the sweeps (0, 0, 4, 8) (random landscapes' p90 3.8
-  # mHa for (3,0,0) with sweeps (0,4,8), 2.4 for (2,2,0,0) at less cost).
+  # mHa for (3,0,0) with sweeps (0,4,8), 2.4 for (2,2,0,0) at about its
+  # cost).
   swept = {s.iters for s in front.SETTINGS[2] if s.sweeps == (0, 0, 4, 8)}
   assert {(1, 1, 0, 0), (1, 2, 0, 0), (2, 1, 0, 0), (2, 2, 0, 0)} <= swept
 

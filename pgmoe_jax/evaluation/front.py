@@ -91,7 +91,7 @@ SETTINGS = {
             Setting((3, 0, 0), (0, 4, 8)), Setting((4, 0, 0), (0, 4, 8)),
             Setting((1, 1, 0), (0, 4, 8)), Setting((2, 1, 0), (0, 4, 8)),
             # 2-5 iterations at 16^3 after one at 8^3: each costs a few
-            # percent of the batch and halves the p90 about (the tail is
+            # percent of the batch and about halves the p90 (the tail is
             # states in the wrong well); and 1-3 with the sweeps (0, 4, 16).
             Setting((1, 2, 0), (0, 4, 8)), Setting((1, 3, 0), (0, 4, 8)),
             Setting((1, 4, 0), (0, 4, 8)), Setting((1, 5, 0), (0, 4, 8)),
